@@ -1,0 +1,1 @@
+"""What every knd service shares: bus, credentials, config, logging, runner."""

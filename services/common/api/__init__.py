@@ -1,0 +1,1 @@
+"""The Kubernetes API port: the one place that reads and writes API objects."""

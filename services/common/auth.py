@@ -1,0 +1,114 @@
+"""Bus credentials and per-service permissions.
+
+Each service has its own NATS user that may publish and subscribe only on its
+own subjects, so a compromised or buggy sidecar cannot forge inventory or ask
+the plumber to move interfaces. Credentials are generated per start of the
+pod (per ``knd up``) and written with mode 0600.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from schemas.subjects import PREFIX, Subjects
+
+ROLES = ("discovery", "publisher", "plumber", "gateway", "observer", "admin")
+
+
+def inbox_prefix(role: str) -> str:
+    """Each role gets its own reply inbox so no user can read another's replies."""
+    return f"_INBOX_{role}"
+
+
+def permissions(role: str, node: str) -> dict:
+    s = Subjects(node)
+    r = s.root
+    srv = "$SRV.>"
+    inbox = f"{inbox_prefix(role)}.>"
+    table: dict[str, tuple[list[str], list[str]]] = {
+        "discovery": (
+            [s.inventory_snapshot, s.event("device.added"), s.event("device.removed"),
+             s.event("device.changed")],
+            [s.inventory_get, srv, inbox],
+        ),
+        "publisher": (
+            [s.inventory_get, s.event("slice.>"), s.event("claim.>")],
+            [s.inventory_snapshot, f"{s.publisher_group}.>", srv, inbox],
+        ),
+        "plumber": (
+            [s.inventory_get, f"{s.publisher_group}.>", s.event("device.attached"),
+             s.event("device.detached"), s.event("device.failed")],
+            [f"{s.plumber_group}.>", s.inventory_snapshot, srv, inbox],
+        ),
+        "gateway": (
+            [f"{s.plumber_group}.>", s.event("claim.>")],
+            [srv, inbox],
+        ),
+        "observer": ([], [f"{PREFIX}.*.events.>"]),
+        # knd status / the supervisor: may ask any service for $SRV info and read events.
+        "admin": ([srv, s.inventory_get], [inbox, f"{r}.events.>"]),
+    }
+    pub, sub = table[role]
+    perms: dict = {
+        "publish": {"allow": pub} if pub else {"deny": [">"]},
+        "subscribe": {"allow": sub},
+    }
+    if role not in ("observer", "admin"):
+        perms["allow_responses"] = True
+    return perms
+
+
+@dataclass(frozen=True)
+class Credentials:
+    url: str
+    node: str
+    passwords: dict[str, str]
+
+    def user(self, role: str) -> tuple[str, str]:
+        if role not in self.passwords:
+            raise KeyError(f"no bus credentials for role {role!r}")
+        return role, self.passwords[role]
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` atomically to a file readable only by its owner."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def generate(bus_dir: Path, node: str, host: str, port: int) -> tuple[Credentials, Path]:
+    """Create fresh credentials and a nats-server config; return both paths' contents."""
+    passwords = {role: secrets.token_urlsafe(24) for role in ROLES}
+    creds = Credentials(url=f"nats://{host}:{port}", node=node, passwords=passwords)
+    users = [
+        {"user": role, "password": pw, "permissions": permissions(role, node)}
+        for role, pw in passwords.items()
+    ]
+    conf = {
+        "host": host,
+        "port": port,
+        "server_name": f"knd-{Subjects(node).root.split('.', 1)[1]}",
+        "max_payload": 8 * 1024 * 1024,
+        "authorization": {"users": users},
+    }
+    _write_private(bus_dir / "creds.json", json.dumps(
+        {"url": creds.url, "node": node, "passwords": passwords}, indent=2))
+    conf_path = bus_dir / "nats.conf"
+    _write_private(conf_path, json.dumps(conf, indent=2))
+    return creds, conf_path
+
+
+def load(path: Path) -> Credentials:
+    try:
+        raw = json.loads(Path(path).read_text())
+        return Credentials(url=raw["url"], node=raw["node"], passwords=dict(raw["passwords"]))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise RuntimeError(f"cannot read bus credentials {path}: {exc}") from exc

@@ -1,0 +1,94 @@
+"""Connecting to the bus and serving requests as NATS micro endpoints.
+
+Handlers are typed: the endpoint decodes the request strictly into its schema
+and encodes the reply, so a malformed message becomes an error reply and a
+counted drop, never an exception that reaches the service.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import nats
+from nats.aio.client import Client
+from nats.micro import add_service
+from nats.micro.request import Request
+from nats.micro.service import Service
+from prometheus_client import Counter
+
+from schemas.base import DecodeError, ErrorReply, Message, decode, encode
+from services.common import auth
+
+log = logging.getLogger("knd.bus")
+
+BUS_DROPS = Counter("knd_bus_dropped_messages", "Bus messages dropped as malformed",
+                    ["service", "subject"])
+BUS_HANDLER_ERRORS = Counter("knd_bus_handler_errors", "Request handlers that raised",
+                             ["service", "endpoint"])
+
+Req = TypeVar("Req", bound=Message)
+
+
+async def connect(creds: auth.Credentials, role: str, name: str | None = None) -> Client:
+    """Connect as ``role``; reconnects forever, since the bus is a sidecar that may restart."""
+    user, password = creds.user(role)
+
+    async def on_error(exc: Exception) -> None:
+        log.warning("bus error (%s): %s", role, exc)
+
+    return await nats.connect(
+        creds.url,
+        user=user,
+        password=password,
+        name=name or f"knd-{role}",
+        inbox_prefix=auth.inbox_prefix(role).encode(),
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.2,
+        connect_timeout=2,
+        error_cb=on_error,
+    )
+
+
+def typed_handler(
+    service: str,
+    endpoint: str,
+    kind: type[Req],
+    fn: Callable[[Req], Awaitable[Message]],
+) -> Callable[[Request], Awaitable[None]]:
+    """Wrap ``fn`` so it receives a decoded ``kind`` and its reply is encoded."""
+
+    async def handler(req: Request) -> None:
+        try:
+            msg = decode(req.data, kind)
+        except DecodeError as exc:
+            BUS_DROPS.labels(service, req.subject).inc()
+            log.warning("%s: rejected request on %s: %s", service, req.subject, exc)
+            await req.respond(encode(ErrorReply(error=str(exc))))
+            return
+        try:
+            reply = await fn(msg)
+        except Exception as exc:  # a handler bug must not take the service down
+            BUS_HANDLER_ERRORS.labels(service, endpoint).inc()
+            log.exception("%s: handler %s failed", service, endpoint)
+            await req.respond(encode(ErrorReply(error=f"{endpoint}: {exc}", code="internal")))
+            return
+        await req.respond(encode(reply))
+
+    return handler
+
+
+async def serve(nc: Client, name: str, description: str, version: str = "0.1.0") -> Service:
+    """Register ``name`` as a NATS micro service so $SRV.PING/INFO/STATS answer for it."""
+    return await add_service(nc, name=name, version=version, description=description)
+
+
+def decode_or_count(service: str, subject: str, data: bytes, kind: type[Req]) -> Req | None:
+    """Decode a published (not requested) message; a bad one is logged and counted."""
+    try:
+        return decode(data, kind)
+    except DecodeError as exc:
+        BUS_DROPS.labels(service, subject).inc()
+        log.warning("%s: dropped message on %s: %s", service, subject, exc)
+        return None
