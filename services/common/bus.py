@@ -92,3 +92,12 @@ def decode_or_count(service: str, subject: str, data: bytes, kind: type[Req]) ->
         BUS_DROPS.labels(service, subject).inc()
         log.warning("%s: dropped message on %s: %s", service, subject, exc)
         return None
+
+
+async def close(nc: Client) -> None:
+    """Drain and close even while the caller is being cancelled (shutdown path)."""
+    import anyio
+
+    with anyio.CancelScope(shield=True):
+        with anyio.move_on_after(2):
+            await nc.close()

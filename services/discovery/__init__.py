@@ -1,0 +1,41 @@
+"""discovery: the node's network devices and their hardware topology, as an inventory.
+
+``knd discovery`` flags and entry point; the work is in service.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sysfs-root", default=os.environ.get("KND_SYSFS_ROOT", "/sys"),
+                   help="sysfs to read hardware topology from [KND_SYSFS_ROOT]")
+    p.add_argument("--filter", default=os.environ.get("KND_FILTER"),
+                   help='CEL expression over a device\'s attributes; "true" publishes every '
+                        "device (default hides veth host ends) [KND_FILTER]")
+    p.add_argument("--netns", default=os.environ.get("KND_NETNS"),
+                   help="watch this named network namespace as the node instead of our own "
+                        "[KND_NETNS]")
+    p.add_argument("--resync-interval", type=float,
+                   default=float(os.environ.get("KND_RESYNC_INTERVAL", "60")),
+                   help="seconds between rescans without kernel events")
+
+
+async def run(args: argparse.Namespace) -> None:
+    from services.common import auth, bus
+    from services.common.config import Common
+    from services.discovery.filter import DeviceFilter, default_expression
+    from services.discovery.service import Discovery, Scanner, Tuning
+    from services.discovery.sysfs import Sysfs
+
+    common = Common.from_args(args)
+    device_filter = DeviceFilter(args.filter or default_expression(common.driver_name))
+    scanner = Scanner(common.driver_name, Sysfs(args.sysfs_root), device_filter, args.netns)
+    nc = await bus.connect(auth.load(common.bus_creds), "discovery")
+    try:
+        await Discovery(nc, common.node, scanner, args.netns,
+                        Tuning(resync=args.resync_interval)).run()
+    finally:
+        await bus.close(nc)

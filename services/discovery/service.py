@@ -1,0 +1,186 @@
+"""The discovery service: kernel events in, inventory snapshots out.
+
+Netlink events only mark the inventory dirty; a burst of them (a hundred
+links created by a script) is coalesced into one rescan once the kernel has
+been quiet for a few milliseconds, or at the latest ``max_delay`` after the
+first event, so a long burst still shows progress. A snapshot is published
+only when the devices really changed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import anyio
+from nats.aio.client import Client
+from prometheus_client import Counter, Gauge, Histogram
+
+from schemas.base import encode
+from schemas.inventory import Device, DeviceEvent, InventoryGet, InventorySnapshot
+from schemas.subjects import Subjects
+from services.common import bus
+from services.discovery import rtnl
+from services.discovery.attributes import build_devices
+from services.discovery.filter import DeviceFilter
+from services.discovery.sysfs import Sysfs
+from services.discovery.uplinks import excluded_indexes
+
+log = logging.getLogger("knd.discovery")
+
+NETLINK_EVENTS = Counter("knd_discovery_netlink_events", "Relevant netlink messages received")
+NETLINK_OVERFLOWS = Counter("knd_discovery_netlink_overflows",
+                            "Netlink event queue overflows (a full rescan recovers)")
+RESCANS = Counter("knd_discovery_rescans", "Full inventory rescans")
+SNAPSHOTS = Counter("knd_discovery_snapshots", "Snapshots published (inventory changed)")
+SCAN_SECONDS = Histogram("knd_discovery_scan_seconds", "Time of one full rescan",
+                         buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0))
+DEVICES = Gauge("knd_discovery_devices", "Devices in the current inventory")
+
+
+@dataclass(frozen=True)
+class Tuning:
+    quiet: float = 0.005
+    """Rescan once the kernel has been quiet this long..."""
+    max_delay: float = 0.1
+    """...or this long after the first event of a burst, whichever comes first."""
+    resync: float = 60.0
+    """Rescan this often without events, for changes netlink does not announce (sysfs)."""
+
+
+class Scanner:
+    """One full rescan: links, routes and sysfs -> the devices to publish."""
+
+    def __init__(self, driver: str, sysfs: Sysfs, device_filter: DeviceFilter,
+                 netns: str | None = None) -> None:
+        self.driver = driver
+        self.sysfs = sysfs
+        self.filter = device_filter
+        self.reader = rtnl.Reader(netns)
+
+    def scan(self) -> list[Device]:
+        started = time.perf_counter()
+        links = self.reader.links()
+        excluded = excluded_indexes(links, self.reader.routes())
+        candidates = [link for link in links
+                      if link.index not in excluded and link.encapsulation != "loopback"]
+        devices = [d for d in build_devices(candidates, self.sysfs, self.driver)
+                   if self.filter(d)]
+        RESCANS.inc()
+        SCAN_SECONDS.observe(time.perf_counter() - started)
+        return devices
+
+    def close(self) -> None:
+        self.reader.close()
+
+
+class Discovery:
+    """Holds the current snapshot, publishes changes and answers ``inventory.get``."""
+
+    def __init__(self, nc: Client, node: str, scanner: Scanner,
+                 netns: str | None = None, tuning: Tuning | None = None) -> None:
+        self.nc = nc
+        self.node = node
+        self.subjects = Subjects(node)
+        self.scanner = scanner
+        self.netns = netns
+        self.tuning = tuning or Tuning()
+        self.epoch = time.time_ns()
+        self.seq = 0
+        self.snapshot: InventorySnapshot | None = None
+        self._dirty = anyio.Event()
+        self._first_event = 0.0
+        self._last_event = 0.0
+        self._scan_lock = anyio.Lock()
+
+    async def run(self) -> None:
+        events = rtnl.open_socket(self.netns, rtnl.EVENT_GROUPS)
+        service = await bus.serve(self.nc, "discovery", "node network inventory")
+        group = service.add_group(name=self.subjects.inventory_group)
+        await group.add_endpoint(name="get", handler=bus.typed_handler(
+            "discovery", "inventory.get", InventoryGet, self._get))
+        try:
+            await self.rescan(trigger_at=0.0)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._watch, events)
+                tg.start_soon(self._rescan_loop)
+        finally:
+            events.close()
+            self.scanner.close()
+            with anyio.CancelScope(shield=True):
+                await service.stop()
+
+    async def _get(self, _: InventoryGet) -> InventorySnapshot:
+        if self.snapshot is None:
+            await self.rescan(trigger_at=0.0)
+        assert self.snapshot is not None
+        return self.snapshot
+
+    async def _watch(self, sock) -> None:
+        while True:
+            await anyio.wait_readable(sock)
+            count, overflow = rtnl.drain_events(sock)
+            if overflow:
+                NETLINK_OVERFLOWS.inc()
+                log.warning("netlink event queue overflowed; rescanning")
+            if not count and not overflow:
+                continue
+            NETLINK_EVENTS.inc(count)
+            now = time.time()
+            if not self._dirty.is_set():
+                self._first_event = now
+                self._dirty.set()
+            self._last_event = now
+
+    async def _rescan_loop(self) -> None:
+        t = self.tuning
+        while True:
+            with anyio.move_on_after(t.resync):
+                await self._dirty.wait()
+            first = self._first_event if self._dirty.is_set() else 0.0
+            if first:
+                # coalesce the burst: wait for quiet, bounded by max_delay
+                while True:
+                    now = time.time()
+                    quiet_left = self._last_event + t.quiet - now
+                    cap_left = first + t.max_delay - now
+                    wait = min(quiet_left, cap_left)
+                    if wait <= 0:
+                        break
+                    await anyio.sleep(wait)
+            self._dirty = anyio.Event()
+            await self.rescan(trigger_at=first)
+
+    async def rescan(self, trigger_at: float) -> None:
+        async with self._scan_lock:
+            try:
+                devices = await anyio.to_thread.run_sync(self.scanner.scan)
+            except OSError as exc:
+                log.error("rescan failed, keeping the last inventory: %s", exc)
+                return
+            old = self.snapshot
+            if old is not None and old.devices == devices:
+                return
+            self.seq += 1
+            self.snapshot = InventorySnapshot(
+                node=self.node, epoch=self.epoch, seq=self.seq, devices=devices,
+                taken_at=time.time(), trigger_at=trigger_at)
+            DEVICES.set(len(devices))
+            SNAPSHOTS.inc()
+            await self.nc.publish(self.subjects.inventory_snapshot, encode(self.snapshot))
+            await self._announce(old.devices if old else [], devices)
+
+    async def _announce(self, before: list[Device], after: list[Device]) -> None:
+        old = {d.name: d for d in before}
+        new = {d.name: d for d in after}
+        for name, dev in new.items():
+            kind = "added" if name not in old else "changed" if old[name] != dev else None
+            if kind:
+                await self._event(kind, dev)
+        for name in old.keys() - new.keys():
+            await self._event("removed", old[name])
+
+    async def _event(self, kind: str, dev: Device) -> None:
+        msg = DeviceEvent(node=self.node, device=dev.name, kind=kind, attributes=dev.attributes)
+        await self.nc.publish(self.subjects.event(f"device.{kind}"), encode(msg))
