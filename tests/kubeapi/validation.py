@@ -18,8 +18,11 @@ C_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Semantic Versioning 2.0.0, section 2, 9 and 10 (no leading zeros, no "v").
 _NUM = r"(?:0|[1-9][0-9]*)"
 _PRE = r"(?:0|[1-9][0-9]*|[0-9]*[A-Za-z-][0-9A-Za-z-]*)"
-SEMVER = re.compile(rf"{_NUM}\.{_NUM}\.{_NUM}(?:-{_PRE}(?:\.{_PRE})*)?(?:\+[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?")
-QUANTITY = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[KMGTPE]i|[numkMGTPE]|[eE][+-]?[0-9]+)?")
+_BUILD = r"[0-9A-Za-z-]+"
+SEMVER = re.compile(
+    rf"{_NUM}\.{_NUM}\.{_NUM}(?:-{_PRE}(?:\.{_PRE})*)?(?:\+{_BUILD}(?:\.{_BUILD})*)?")
+QUANTITY = re.compile(
+    r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[KMGTPE]i|[numkMGTPE]|[eE][+-]?[0-9]+)?")
 
 MAX_DEVICES = 128
 MAX_DEVICES_TAINTS_OR_COUNTERS = 64
@@ -255,7 +258,8 @@ def _attribute(c: _Checker, path: str, value: Any) -> None:
         elif len(v) > MAX_STRING:
             c.too_long(f"{path}.{kind}", MAX_STRING)
         elif kind == "version" and not SEMVER.fullmatch(v):
-            c.invalid(f"{path}.version", v, "must be a string compatible with semver.org spec 2.0.0")
+            c.invalid(f"{path}.version", v,
+                      "must be a string compatible with semver.org spec 2.0.0")
 
 
 def _capacity(c: _Checker, path: str, value: Any) -> None:

@@ -35,6 +35,7 @@ class Invalid(ApiError):
 
 
 def error_for(status: int, message: str, reason: str = "") -> ApiError:
+    """The port error for an HTTP status, so callers can catch Conflict/NotFound by type."""
     cls = {404: NotFound, 409: Conflict, 422: Invalid}.get(status, ApiError)
     return cls(message, status=status, reason=reason)
 
@@ -54,6 +55,19 @@ class ApiPort(Protocol):
 
     async def delete_slice(self, name: str, uid: str, resource_version: str) -> None:
         """Delete with UID and resourceVersion preconditions (else Conflict)."""
+        ...
+
+    async def get_claim(self, namespace: str, name: str) -> dict:
+        """The ResourceClaim as stored (NotFound if it is gone)."""
+        ...
+
+    async def update_claim_status(self, obj: dict) -> dict:
+        """Replace the claim's ``status`` through the status subresource.
+
+        ``obj`` is the claim as read with the new ``status``; its
+        ``metadata.resourceVersion`` must still be current (else Conflict).
+        Returns the stored claim.
+        """
         ...
 
     async def aclose(self) -> None: ...

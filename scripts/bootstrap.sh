@@ -1,0 +1,30 @@
+# Sourced by ./knd and ./run-tests: makes a fresh Debian machine (python3, root) ready.
+# Installs the few system packages knd needs, then the project into .venv; both steps
+# are skipped when already done, so the common path costs a few milliseconds.
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+knd_apt_install() {
+    if [ "$(id -u)" != 0 ]; then
+        echo "knd: missing system packages ($*); run as root or install them" >&2
+        exit 1
+    fi
+    echo "knd: installing system packages: $*" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >&2 && apt-get install -y -qq "$@" >/dev/null
+}
+
+need=()
+python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v ping >/dev/null 2>&1 || need+=(iputils-ping)
+[ ${#need[@]} -eq 0 ] || knd_apt_install "${need[@]}"
+
+stamp="$here/.venv/.knd-installed"
+want="$(cat "$here/pyproject.toml" | sha256sum | cut -c1-16)"
+if [ ! -x "$here/.venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    echo "knd: setting up $here/.venv" >&2
+    [ -x "$here/.venv/bin/python" ] || python3 -m venv "$here/.venv"
+    "$here/.venv/bin/python" -m pip install -q --upgrade pip >&2
+    "$here/.venv/bin/python" -m pip install -q -e "$here[test]" >&2
+    echo "$want" > "$stamp"
+fi

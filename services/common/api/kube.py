@@ -1,0 +1,150 @@
+"""The API port on a real API server, through kubernetes-asyncio.
+
+Responses are read raw (``_preload_content=False``) and parsed as JSON so the
+objects stay plain dicts exactly as the server sent them: the generated model
+classes would rename fields (snake_case) and drop ones this client version
+does not know, and a slice written back after such a round trip would lose
+data. Every call has a deadline, because a hanging API server must turn into
+an error the publisher retries, never into a stuck service.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import anyio
+from kubernetes_asyncio import config as kube_config
+from kubernetes_asyncio.client import ApiClient, Configuration, CoreV1Api, ResourceV1Api
+from kubernetes_asyncio.client.exceptions import ApiException, OpenApiException
+from kubernetes_asyncio.config import ConfigException
+
+from services.common.api.port import ApiError, error_for
+
+log = logging.getLogger("knd.api")
+
+SLICE_API_VERSION = "resource.k8s.io/v1"
+
+
+class KubeApi:
+    """ApiPort on kubernetes-asyncio; connects lazily on the first call."""
+
+    def __init__(self, *, kubeconfig: str | None = None, timeout: float = 10.0) -> None:
+        self.kubeconfig = kubeconfig
+        self.timeout = timeout
+        self._client: ApiClient | None = None
+        self._lock = anyio.Lock()
+
+    # ---- connection ----------------------------------------------------------------------
+
+    async def _connect(self) -> ApiClient:
+        """In-cluster when running in a pod and no kubeconfig was named, else a kubeconfig."""
+        async with self._lock:
+            if self._client is not None:
+                return self._client
+            cfg = Configuration()
+            try:
+                if self.kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+                    kube_config.load_incluster_config(client_configuration=cfg)
+                else:
+                    path = (self.kubeconfig or os.environ.get("KUBECONFIG")
+                            or str(Path.home() / ".kube" / "config"))
+                    await kube_config.load_kube_config(config_file=path, client_configuration=cfg,
+                                                       persist_config=False)
+            except (ConfigException, OSError, ValueError) as e:
+                raise ApiError(f"cannot load Kubernetes client configuration: {e}") from e
+            self._client = ApiClient(configuration=cfg)
+            return self._client
+
+    async def _call(self, method: Callable[..., Awaitable[Any]], *args: Any,
+                    **kwargs: Any) -> dict:
+        """Run one API method with a deadline; return its JSON body or raise a port error."""
+        what = getattr(method, "__name__", "api call")
+        try:
+            with anyio.fail_after(self.timeout):
+                resp = await method(*args, _preload_content=False,
+                                    _request_timeout=self.timeout, **kwargs)
+                try:
+                    status, raw = resp.status, await resp.read()
+                finally:
+                    resp.release()
+        except ApiException as e:  # raised before sending (bad arguments) or by old clients
+            raise error_for(e.status or 0, f"{what}: {e.reason}: {e.body or ''}".strip()) from e
+        except OpenApiException as e:
+            raise ApiError(f"{what}: {e}") from e
+        except (TimeoutError, aiohttp.ClientError, OSError) as e:
+            raise ApiError(f"{what}: no answer from the API server: {e!r}") from e
+        if not 200 <= status < 300:
+            message, reason = _failure(raw)
+            raise error_for(status, f"{what}: {message}", reason)
+        try:
+            body = json.loads(raw)
+        except ValueError as e:
+            raise ApiError(f"{what}: the API server sent invalid JSON: {e}", status) from e
+        if not isinstance(body, dict):
+            raise ApiError(f"{what}: the API server sent a non-object body", status)
+        return body
+
+    async def _resource(self) -> ResourceV1Api:
+        return ResourceV1Api(await self._connect())
+
+    # ---- ApiPort -------------------------------------------------------------------------
+
+    async def get_node(self, name: str) -> dict:
+        return await self._call(CoreV1Api(await self._connect()).read_node, name)
+
+    async def list_slices(self, driver: str, node: str) -> list[dict]:
+        api = await self._resource()
+        body = await self._call(api.list_resource_slice,
+                                field_selector=f"spec.nodeName={node},spec.driver={driver}")
+        items = body.get("items") or []
+        # The API server leaves apiVersion/kind out of list items; put them back so a
+        # listed slice can be written back as it is.
+        for item in items:
+            item.setdefault("apiVersion", SLICE_API_VERSION)
+            item.setdefault("kind", "ResourceSlice")
+        return items
+
+    async def create_slice(self, obj: dict) -> dict:
+        return await self._call((await self._resource()).create_resource_slice, obj)
+
+    async def update_slice(self, obj: dict) -> dict:
+        api = await self._resource()
+        return await self._call(api.replace_resource_slice, obj["metadata"]["name"], obj)
+
+    async def delete_slice(self, name: str, uid: str, resource_version: str) -> None:
+        options = {"apiVersion": "v1", "kind": "DeleteOptions",
+                   "preconditions": {"uid": uid, "resourceVersion": resource_version}}
+        await self._call((await self._resource()).delete_resource_slice, name, body=options)
+
+    async def get_claim(self, namespace: str, name: str) -> dict:
+        api = await self._resource()
+        return await self._call(api.read_namespaced_resource_claim, name, namespace)
+
+    async def update_claim_status(self, obj: dict) -> dict:
+        meta = obj["metadata"]
+        api = await self._resource()
+        return await self._call(api.replace_namespaced_resource_claim_status,
+                                meta["name"], meta["namespace"], obj)
+
+    async def aclose(self) -> None:
+        async with self._lock:
+            if self._client is not None:
+                client, self._client = self._client, None
+                await client.close()
+
+
+def _failure(raw: bytes) -> tuple[str, str]:
+    """Message and reason of a failed call, from its Status body when there is one."""
+    try:
+        status = json.loads(raw)
+    except ValueError:
+        return raw.decode("utf-8", "replace")[:500] or "no body", ""
+    if not isinstance(status, dict):
+        return str(status)[:500], ""
+    return str(status.get("message") or "no message"), str(status.get("reason") or "")

@@ -1,0 +1,462 @@
+"""Hardware facts from sysfs: PCI function, NUMA node, PCIe root, SR-IOV and RDMA.
+
+Netlink tells discovery what an interface *is*; sysfs tells where it sits in the
+machine, which is what lets the scheduler put a NIC next to a GPU. sysfs is read
+from a configurable root so that tests (and a container that bind-mounts the
+host's /sys elsewhere) can point it at any tree.
+
+sysfs is not a trustworthy filesystem: attributes can be missing on some
+kernels, return EIO, or be replaced by odd links in a container. Every problem
+is therefore contained here: it is logged once per entry, counted in
+``knd_discovery_sysfs_errors{problem=...}``, and the device is still reported
+with whatever could be read. No public method raises.
+
+Symlinks are followed by hand, one component at a time, so that a link that
+leaves the root (e.g. an absolute link into the host's own /sys in a test tree),
+a loop, or a dangling target is recognised and named instead of silently
+producing a wrong answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import stat
+from collections import Counter as Tally
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path, PurePosixPath
+
+from prometheus_client import Counter
+
+log = logging.getLogger("knd.discovery.sysfs")
+
+SYSFS_ERRORS = Counter(
+    "knd_discovery_sysfs_errors",
+    "sysfs entries that could not be read (each distinct entry counted once per reader)",
+    ["problem"],
+)
+
+PROBLEMS = ("missing", "unreadable", "malformed", "dangling", "loop", "escape", "internal")
+"""Values of the ``problem`` label."""
+
+SYSTEM_PCI_IDS = (Path("/usr/share/misc/pci.ids"), Path("/usr/share/hwdata/pci.ids"))
+
+_MAX_HOPS = 40  # the kernel's own limit on symlinks followed in one lookup
+_READ_LIMIT = 4096  # a sysfs attribute is at most one page
+_PCI_ADDR = re.compile(r"^[0-9a-f]{4,8}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
+_PCI_ROOT = re.compile(r"^pci[0-9a-f]{4,8}:[0-9a-f]{2}$")
+_HEX_ID = re.compile(r"^0x([0-9a-f]{4})$")
+_HEX_CLASS = re.compile(r"^0x([0-9a-f]{6})$")
+_CHAR_DEV = re.compile(r"^(uverbs|umad|issm)(\d+)$")
+_CHAR_ORDER = {"uverbs": 0, "umad": 1, "issm": 2}
+
+
+@dataclass(frozen=True)
+class PciHw:
+    """One PCI function as sysfs describes it."""
+
+    address: str
+    vendor_id: str | None
+    device_id: str | None
+    subsystem: str | None = None
+    """``vendor:device`` of the board (``15b3:0007``), when sysfs has both halves."""
+    vendor_name: str | None = None
+    device_name: str | None = None
+    numa_node: int | None = None
+    pcie_root: str | None = None
+    """The root complex the function hangs under (``pci0000:3a``): the outermost one."""
+    sriov_totalvfs: int | None = None
+    sriov_numvfs: int | None = None
+    is_vf: bool = False
+    physfn: str | None = None
+    class_id: str | None = None
+    """PCI class code without ``0x`` (``020000`` Ethernet, ``030200`` 3D controller/GPU)."""
+
+
+@dataclass(frozen=True)
+class NetdevHw:
+    """What sysfs knows about one network interface."""
+
+    pci: PciHw | None
+    virtual: bool
+    rdma: tuple[str, ...] = ()
+    dev_port: int | None = None
+
+
+@dataclass(frozen=True)
+class RdmaHw:
+    """One RDMA device (``/sys/class/infiniband/<name>``)."""
+
+    name: str
+    pci: PciHw | None
+    netdevs: tuple[str, ...] = ()
+    char_devices: tuple[str, ...] = ()
+    """``/dev/infiniband/uverbsN``, ``umadN``, ``issmN`` belonging to this device."""
+
+
+class _Problem(Exception):
+    """Internal: why an entry could not be read. Never leaves this module."""
+
+    def __init__(self, kind: str, path: Path | str) -> None:
+        super().__init__(f"{kind}: {path}")
+        self.kind = kind
+        self.path = str(path)
+
+
+@dataclass(frozen=True)
+class _PciIds:
+    vendors: dict[str, str]
+    devices: dict[tuple[str, str], str]
+
+
+@lru_cache(maxsize=4)
+def _load_pci_ids(path: str) -> _PciIds:
+    """Parse the vendor and device lines of a pci.ids file (once per file per process).
+
+    Subsystem lines (two tabs) and the class section (``C xx``) are not needed.
+    """
+    vendors: dict[str, str] = {}
+    devices: dict[tuple[str, str], str] = {}
+    vendor: str | None = None
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("C "):
+                    break
+                if not line.strip() or line.startswith("#") or line.startswith("\t\t"):
+                    continue
+                if line.startswith("\t"):
+                    dev, _, name = line[1:].rstrip("\n").partition("  ")
+                    if vendor and len(dev) == 4 and name:
+                        devices[(vendor, dev.lower())] = name.strip()
+                    continue
+                ven, _, name = line.rstrip("\n").partition("  ")
+                if len(ven) == 4 and name:
+                    vendor = ven.lower()
+                    vendors[vendor] = name.strip()
+                else:
+                    vendor = None
+    except OSError as e:
+        log.warning("cannot read %s: %s", path, e)
+    return _PciIds(vendors, devices)
+
+
+class Sysfs:
+    """Reads network hardware facts from a sysfs tree.
+
+    Keep one instance for the service's life: problems are logged and counted
+    once per distinct entry per instance, so a broken file does not flood the
+    log on every rescan.
+    """
+
+    def __init__(self, root: Path | str = "/sys", pci_ids: Path | None = None) -> None:
+        self.root = Path(os.path.realpath(root))
+        self._pci_ids_arg = pci_ids
+        self._ids: _PciIds | None = None
+        self._seen: set[tuple[str, str]] = set()
+        self.problems: Tally[str] = Tally()
+        """Distinct problems met by this instance, by kind (the metric is process-wide)."""
+
+    # ----------------------------------------------------------------- public
+
+    def netdev(self, ifname: str) -> NetdevHw | None:
+        """Hardware of interface ``ifname``; None when sysfs has no entry for it."""
+        if not ifname or "/" in ifname or ifname in (".", "..") or "\0" in ifname:
+            return None
+        entry = self.root / "class" / "net" / ifname
+        if not os.path.lexists(entry):
+            return None
+        try:
+            return self._netdev(entry, ifname)
+        except Exception as e:  # a bug must not take discovery down: report what we have
+            self._note("internal", entry, e)
+            return NetdevHw(pci=None, virtual=False)
+
+    def rdma_devices(self) -> list[RdmaHw]:
+        """Every RDMA device in ``class/infiniband``, sorted by name."""
+        try:
+            char_devs = self._char_devices()
+            out = []
+            for name in self._list(self.root / "class" / "infiniband"):
+                try:
+                    out.append(self._rdma(name, char_devs.get(name, ())))
+                except Exception as e:
+                    self._note("internal", self.root / "class" / "infiniband" / name, e)
+                    out.append(RdmaHw(name=name, pci=None))
+            return out
+        except Exception as e:
+            self._note("internal", self.root / "class" / "infiniband", e)
+            return []
+
+    def pci(self, address: str) -> PciHw | None:
+        """The PCI function ``address`` (via ``bus/pci/devices``), or None when absent."""
+        if not _PCI_ADDR.match(address):
+            return None
+        entry = self.root / "bus" / "pci" / "devices" / address
+        if not os.path.lexists(entry):
+            return None
+        try:
+            return self._pci(self._resolve(entry))
+        except _Problem as p:
+            self._note(p.kind, p.path)
+        except Exception as e:
+            self._note("internal", entry, e)
+        return None
+
+    # --------------------------------------------------------------- devices
+
+    def _netdev(self, entry: Path, ifname: str) -> NetdevHw:
+        try:
+            real = self._resolve(entry)
+        except _Problem as p:
+            self._note(p.kind, p.path)
+            return NetdevHw(pci=None, virtual=False)
+        rel = real.relative_to(self.root).parts
+        virtual = rel[:2] == ("devices", "virtual")
+        dev_port = self._int(real / "dev_port", required=False)
+        pci: PciHw | None = None
+        rdma: list[str] = []
+        dev_link = real / "device"
+        if not virtual and os.path.lexists(dev_link):
+            try:
+                dev = self._resolve(dev_link)
+            except _Problem as p:
+                self._note(p.kind, p.path)
+            else:
+                pci = self._pci(dev)
+                rdma.extend(self._list(dev / "infiniband", required=False))
+        rdma.extend(self._rdma_parents().get(ifname, ()))
+        return NetdevHw(pci=pci, virtual=virtual, rdma=tuple(sorted(set(rdma))),
+                        dev_port=dev_port)
+
+    def _rdma(self, name: str, char_devices: tuple[str, ...]) -> RdmaHw:
+        entry = self.root / "class" / "infiniband" / name
+        try:
+            real = self._resolve(entry)
+        except _Problem as p:
+            self._note(p.kind, p.path)
+            return RdmaHw(name=name, pci=None, char_devices=char_devices)
+        pci: PciHw | None = None
+        netdevs: list[str] = []
+        dev_link = real / "device"
+        if os.path.lexists(dev_link):
+            try:
+                dev = self._resolve(dev_link)
+            except _Problem as p:
+                self._note(p.kind, p.path)
+            else:
+                pci = self._pci(dev)
+                netdevs.extend(self._list(dev / "net", required=False))
+        # software RDMA (rxe, siw) is virtual and names its netdev in ``parent``
+        parent = self._text(real / "parent", required=False)
+        if parent:
+            netdevs.append(parent)
+        return RdmaHw(name=name, pci=pci, netdevs=tuple(sorted(set(netdevs))),
+                      char_devices=char_devices)
+
+    def _rdma_parents(self) -> dict[str, list[str]]:
+        """netdev -> software RDMA devices that name it as their ``parent``."""
+        out: dict[str, list[str]] = {}
+        base = self.root / "class" / "infiniband"
+        for name in self._list(base, required=False):
+            try:
+                real = self._resolve(base / name)
+            except _Problem:
+                continue  # noted when rdma_devices() reads it
+            parent = self._text(real / "parent", required=False)
+            if parent:
+                out.setdefault(parent, []).append(name)
+        return out
+
+    def _char_devices(self) -> dict[str, tuple[str, ...]]:
+        """RDMA device name -> its /dev/infiniband nodes, from the verbs and mad classes."""
+        found: dict[str, list[tuple[int, int, str]]] = {}
+        for cls in ("infiniband_verbs", "infiniband_mad"):
+            base = self.root / "class" / cls
+            for entry in self._list(base, required=False):
+                m = _CHAR_DEV.match(entry)
+                if not m:
+                    continue  # abi_version and friends
+                try:
+                    real = self._resolve(base / entry)
+                except _Problem as p:
+                    self._note(p.kind, p.path)
+                    continue
+                ibdev = self._text(real / "ibdev", required=True)
+                if ibdev:
+                    key = (_CHAR_ORDER[m.group(1)], int(m.group(2)), entry)
+                    found.setdefault(ibdev, []).append(key)
+        return {dev: tuple(f"/dev/infiniband/{e}" for _, _, e in sorted(keys))
+                for dev, keys in found.items()}
+
+    def _pci(self, dev: Path) -> PciHw | None:
+        """The PCI function at resolved path ``dev``; None when it is not a PCI function."""
+        address = dev.name
+        if not _PCI_ADDR.match(address):
+            return None
+        vendor = self._hex(dev / "vendor", _HEX_ID)
+        device = self._hex(dev / "device", _HEX_ID)
+        sub_v = self._hex(dev / "subsystem_vendor", _HEX_ID, required=False)
+        sub_d = self._hex(dev / "subsystem_device", _HEX_ID, required=False)
+        numa = self._int(dev / "numa_node", required=True)
+        physfn: str | None = None
+        is_vf = os.path.lexists(dev / "physfn")
+        if is_vf:
+            try:
+                pf = self._resolve(dev / "physfn")
+                physfn = pf.name if _PCI_ADDR.match(pf.name) else None
+            except _Problem as p:
+                self._note(p.kind, p.path)
+        vendor_name = device_name = None
+        if vendor:
+            ids = self._pci_ids()
+            vendor_name = ids.vendors.get(vendor)
+            device_name = ids.devices.get((vendor, device)) if device else None
+        roots = [p for p in dev.relative_to(self.root).parts if _PCI_ROOT.match(p)]
+        return PciHw(
+            address=address,
+            vendor_id=vendor,
+            device_id=device,
+            subsystem=f"{sub_v}:{sub_d}" if sub_v and sub_d else None,
+            vendor_name=vendor_name,
+            device_name=device_name,
+            numa_node=numa if numa is not None and numa >= 0 else None,
+            pcie_root=roots[0] if roots else None,
+            sriov_totalvfs=self._int(dev / "sriov_totalvfs", required=False),
+            sriov_numvfs=self._int(dev / "sriov_numvfs", required=False),
+            is_vf=is_vf,
+            physfn=physfn,
+            class_id=self._hex(dev / "class", _HEX_CLASS, required=False),
+        )
+
+    def _pci_ids(self) -> _PciIds:
+        if self._ids is None:
+            candidates = (self._pci_ids_arg,) if self._pci_ids_arg else SYSTEM_PCI_IDS
+            path = next((p for p in candidates if p.is_file()), None)
+            self._ids = _load_pci_ids(str(path)) if path else _PciIds({}, {})
+        return self._ids
+
+    # -------------------------------------------------------------- plumbing
+
+    def _note(self, kind: str, path: Path | str, err: BaseException | None = None) -> None:
+        """Log and count a problem once per (kind, entry)."""
+        key = (kind, str(path))
+        if key in self._seen:
+            return
+        self._seen.add(key)
+        self.problems[kind] += 1
+        SYSFS_ERRORS.labels(problem=kind).inc()
+        if kind == "internal":
+            log.warning("sysfs: unexpected error reading %s", path, exc_info=err)
+        elif kind == "missing":
+            log.debug("sysfs: %s: %s", kind, path)
+        else:
+            log.warning("sysfs: %s entry %s%s", kind, path, f" ({err})" if err else "")
+
+    def _resolve(self, path: Path) -> Path:
+        """The real path of ``path`` (under the root), following links by hand.
+
+        Raises _Problem: ``escape`` when a link leads outside the root,
+        ``loop`` after too many links, ``dangling`` when a link target does not
+        exist, ``missing`` when a plain component does not exist.
+        """
+        try:
+            rel = path.relative_to(self.root)
+        except ValueError:
+            raise _Problem("escape", path) from None
+        # (component, came from a link target)
+        pending = [(part, False) for part in reversed(rel.parts)]
+        cur = self.root
+        hops = 0
+        while pending:
+            part, linked = pending.pop()
+            if part in ("", "."):
+                continue
+            if part == "..":
+                if cur == self.root:
+                    raise _Problem("escape", path)
+                cur = cur.parent
+                continue
+            nxt = cur / part
+            try:
+                st = os.lstat(nxt)
+            except (FileNotFoundError, NotADirectoryError):
+                raise _Problem("dangling" if linked else "missing", path) from None
+            except OSError:
+                raise _Problem("unreadable", path) from None
+            if not stat.S_ISLNK(st.st_mode):
+                cur = nxt
+                continue
+            hops += 1
+            if hops > _MAX_HOPS:
+                raise _Problem("loop", path)
+            try:
+                target = PurePosixPath(os.readlink(nxt))
+            except OSError:
+                raise _Problem("unreadable", path) from None
+            if target.is_absolute():
+                norm = Path(os.path.normpath(target))
+                if norm != self.root and self.root not in norm.parents:
+                    raise _Problem("escape", path)
+                target = PurePosixPath(norm.relative_to(self.root))
+                cur = self.root
+            pending.extend((p, True) for p in reversed(target.parts))
+        return cur
+
+    def _text(self, path: Path, required: bool) -> str | None:
+        """Stripped content of an attribute file; None (noted) when it cannot be read."""
+        try:
+            if os.path.islink(path):
+                path = self._resolve(path)
+            with open(path, "rb") as f:
+                data = f.read(_READ_LIMIT)
+            return data.decode("ascii").strip()
+        except _Problem as p:
+            if p.kind != "missing" or required:
+                self._note(p.kind, p.path)
+        except (FileNotFoundError, NotADirectoryError):
+            if required:
+                self._note("missing", path)
+        except UnicodeDecodeError:
+            self._note("malformed", path)
+        except OSError as e:  # EACCES, EISDIR, EIO (some attributes refuse reads)
+            self._note("unreadable", path, e)
+        return None
+
+    def _int(self, path: Path, required: bool) -> int | None:
+        text = self._text(path, required)
+        if text is None:
+            return None
+        try:
+            return int(text)
+        except ValueError:
+            self._note("malformed", path)
+            return None
+
+    def _hex(self, path: Path, pattern: re.Pattern[str], required: bool = True) -> str | None:
+        text = self._text(path, required)
+        if text is None:
+            return None
+        m = pattern.match(text.lower())
+        if not m:
+            self._note("malformed", path)
+            return None
+        return m.group(1)
+
+    def _list(self, path: Path, required: bool = False) -> list[str]:
+        """Sorted names in a directory; [] when it is absent (noted only if required)."""
+        try:
+            if os.path.islink(path):
+                path = self._resolve(path)
+            return sorted(os.listdir(path))
+        except _Problem as p:
+            if p.kind != "missing" or required:
+                self._note(p.kind, p.path)
+        except (FileNotFoundError, NotADirectoryError):
+            if required:
+                self._note("missing", path)
+        except OSError as e:
+            self._note("unreadable", path, e)
+        return []

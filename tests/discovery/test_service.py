@@ -1,0 +1,124 @@
+"""The discovery service in-process, on the real bus, watching a throwaway node netns."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import pytest
+from prometheus_client import REGISTRY
+
+from schemas.base import decode, encode
+from schemas.inventory import InventoryGet, InventorySnapshot
+from schemas.subjects import Subjects
+from services.common import bus as busmod
+from services.discovery.filter import DeviceFilter, default_expression
+from services.discovery.service import Discovery, Scanner, Tuning
+from services.discovery.sysfs import Sysfs
+from tests.conftest import NODE
+
+pytestmark = pytest.mark.anyio
+
+
+class Running:
+    def __init__(self) -> None:
+        self.snapshots: list[InventorySnapshot] = []
+        self.discovery: Discovery | None = None
+
+    def names(self) -> set[str]:
+        return {d.name for d in self.snapshots[-1].devices} if self.snapshots else set()
+
+    async def until(self, pred, timeout: float = 5.0) -> None:
+        with anyio.fail_after(timeout):
+            while not pred():
+                await anyio.sleep(0.005)
+
+
+@pytest.fixture
+async def running(bus, node_ns, tmp_path: Path) -> AsyncIterator[Running]:
+    """discovery (filter: publish all) on node_ns; a plumber-user listener collects snapshots."""
+    state = Running()
+    nc = await busmod.connect(bus, "discovery")
+    listener = await busmod.connect(bus, "plumber")
+
+    async def collect(msg) -> None:
+        state.snapshots.append(decode(msg.data, InventorySnapshot))
+
+    await listener.subscribe(Subjects(NODE).inventory_snapshot, cb=collect)
+    await listener.flush()
+    scanner = Scanner("knd.dev", Sysfs(tmp_path / "empty-sysfs"), DeviceFilter("true"),
+                      node_ns.name)
+    state.discovery = Discovery(nc, NODE, scanner, node_ns.name, Tuning(resync=3600))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(state.discovery.run)
+        await state.until(lambda: state.snapshots)
+        yield state
+        tg.cancel_scope.cancel()
+    await busmod.close(listener)
+    await busmod.close(nc)
+
+
+async def test_new_link_is_published_and_get_answers(running: Running, node_ns, bus):
+    node_ns.veth("sv-a", "sv-b")
+    await running.until(lambda: {"sv-a", "sv-b"} <= running.names())
+    last = running.snapshots[-1]
+    assert last.trigger_at > 0 and last.taken_at >= last.trigger_at
+    client = await busmod.connect(bus, "publisher")
+    reply = await client.request(Subjects(NODE).inventory_get, encode(InventoryGet()), timeout=2)
+    got = decode(reply.data, InventorySnapshot)
+    assert (got.epoch, got.seq) == (last.epoch, last.seq) and got.devices == last.devices
+    await busmod.close(client)
+    node_ns.ip("link", "del", "sv-a")
+    await running.until(lambda: not ({"sv-a", "sv-b"} & running.names()))
+
+
+async def test_burst_is_coalesced(running: Running, node_ns):
+    before = len(running.snapshots)
+    node_ns.batch([f"link add bu{i}a type veth peer name bu{i}b" for i in range(100)])
+    await running.until(lambda: len(running.names()) == 200)
+    published = len(running.snapshots) - before
+    assert 1 <= published <= 10, published
+
+
+async def test_unchanged_inventory_publishes_nothing(running: Running, node_ns):
+    node_ns.veth("nc-a", "nc-b")
+    await running.until(lambda: "nc-a" in running.names())
+    node_ns.ip("link", "set", "nc-a", "up")
+    node_ns.ip("link", "set", "nc-b", "up")
+    await anyio.sleep(0.3)  # let the state changes settle into snapshots
+    count = len(running.snapshots)
+    rescans = REGISTRY.get_sample_value("knd_discovery_rescans_total")
+    # a route that changes no device attribute: a rescan, but no new snapshot
+    node_ns.ip("route", "add", "192.0.2.0/24", "dev", "nc-a")
+    await running.until(
+        lambda: REGISTRY.get_sample_value("knd_discovery_rescans_total") > rescans + 1)
+    await anyio.sleep(0.2)
+    assert len(running.snapshots) == count
+
+
+async def test_default_route_uplink_is_hidden_and_returns(running: Running, node_ns):
+    node_ns.veth("up-a", "up-b")
+    node_ns.ip("addr", "add", "192.0.2.2/24", "dev", "up-a")
+    await running.until(lambda: "up-a" in running.names())
+    node_ns.ip("route", "add", "default", "via", "192.0.2.1", "dev", "up-a")
+    await running.until(lambda: "up-a" not in running.names() and "up-b" in running.names())
+    node_ns.ip("route", "del", "default")
+    await running.until(lambda: "up-a" in running.names())
+
+
+async def test_default_filter_hides_veth(bus, node_ns, tmp_path: Path):
+    nc = await busmod.connect(bus, "discovery")
+    node_ns.veth("df-a", "df-b")
+    node_ns.ip("link", "add", "df-mv", "link", "df-b", "type", "macvlan")
+    scanner = Scanner("knd.dev", Sysfs(tmp_path), DeviceFilter(default_expression("knd.dev")),
+                      node_ns.name)
+    d = Discovery(nc, NODE, scanner, node_ns.name)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(d.run)
+        with anyio.fail_after(5):
+            while d.snapshot is None:
+                await anyio.sleep(0.01)
+        assert [x.name for x in d.snapshot.devices] == ["df-mv"]
+        tg.cancel_scope.cancel()
+    await busmod.close(nc)
