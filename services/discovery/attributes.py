@@ -23,11 +23,14 @@ import logging
 from collections.abc import Iterable, Sequence
 
 from schemas.inventory import AttrValue, Device
-from schemas.limits import MAX_ATTRIBUTE_STRING, MAX_ATTRIBUTES_AND_CAPACITIES, \
-    qualified_name_error
+from schemas.limits import MAX_ATTRIBUTE_STRING, MAX_ATTRIBUTES_AND_CAPACITIES, qualified_name_error
 from services.discovery.model import LinkInfo
-from services.discovery.names import assign_pci_port_names, netdev_device_name, \
-    rdma_device_name, short_hash
+from services.discovery.names import (
+    assign_pci_port_names,
+    netdev_device_name,
+    rdma_device_name,
+    short_hash,
+)
 from services.discovery.sysfs import NetdevHw, PciHw, RdmaHw, Sysfs
 
 log = logging.getLogger("knd.discovery.attributes")

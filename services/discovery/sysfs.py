@@ -24,9 +24,11 @@ import os
 import re
 import stat
 from collections import Counter as Tally
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
+from typing import TypeVar
 
 from prometheus_client import Counter
 
@@ -51,6 +53,8 @@ _HEX_ID = re.compile(r"^0x([0-9a-f]{4})$")
 _HEX_CLASS = re.compile(r"^0x([0-9a-f]{6})$")
 _CHAR_DEV = re.compile(r"^(uverbs|umad|issm)(\d+)$")
 _CHAR_ORDER = {"uverbs": 0, "umad": 1, "issm": 2}
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -195,60 +199,50 @@ class Sysfs:
         if not _PCI_ADDR.match(address):
             return None
         entry = self.root / "bus" / "pci" / "devices" / address
-        if not os.path.lexists(entry):
-            return None
         try:
-            return self._pci(self._resolve(entry))
-        except _Problem as p:
-            self._note(p.kind, p.path)
+            dev = self._follow(entry)
+            return self._pci(dev) if dev else None
         except Exception as e:
             self._note("internal", entry, e)
-        return None
+            return None
 
     # --------------------------------------------------------------- devices
 
-    def _netdev(self, entry: Path, ifname: str) -> NetdevHw:
+    def _follow(self, link: Path, quiet: bool = False) -> Path | None:
+        """The real path behind ``link``; None when absent, or broken (noted unless quiet)."""
+        if not os.path.lexists(link):
+            return None
         try:
-            real = self._resolve(entry)
+            return self._resolve(link)
         except _Problem as p:
-            self._note(p.kind, p.path)
-            return NetdevHw(pci=None, virtual=False)
-        rel = real.relative_to(self.root).parts
-        virtual = rel[:2] == ("devices", "virtual")
-        dev_port = self._int(real / "dev_port", required=False)
-        pci: PciHw | None = None
-        rdma: list[str] = []
-        dev_link = real / "device"
-        if not virtual and os.path.lexists(dev_link):
-            try:
-                dev = self._resolve(dev_link)
-            except _Problem as p:
+            if not quiet:
                 self._note(p.kind, p.path)
-            else:
-                pci = self._pci(dev)
-                rdma.extend(self._list(dev / "infiniband", required=False))
-        rdma.extend(self._rdma_parents().get(ifname, ()))
+            return None
+
+    def _netdev(self, entry: Path, ifname: str) -> NetdevHw:
+        real = self._follow(entry)
+        if real is None:
+            return NetdevHw(pci=None, virtual=False)
+        virtual = real.relative_to(self.root).parts[:2] == ("devices", "virtual")
+        pci: PciHw | None = None
+        rdma = self._rdma_parents().get(ifname, [])
+        dev = None if virtual else self._follow(real / "device")
+        if dev is not None:
+            pci = self._pci(dev)
+            rdma.extend(self._list(dev / "infiniband"))
         return NetdevHw(pci=pci, virtual=virtual, rdma=tuple(sorted(set(rdma))),
-                        dev_port=dev_port)
+                        dev_port=self._int(real / "dev_port", required=False))
 
     def _rdma(self, name: str, char_devices: tuple[str, ...]) -> RdmaHw:
-        entry = self.root / "class" / "infiniband" / name
-        try:
-            real = self._resolve(entry)
-        except _Problem as p:
-            self._note(p.kind, p.path)
+        real = self._follow(self.root / "class" / "infiniband" / name)
+        if real is None:
             return RdmaHw(name=name, pci=None, char_devices=char_devices)
         pci: PciHw | None = None
         netdevs: list[str] = []
-        dev_link = real / "device"
-        if os.path.lexists(dev_link):
-            try:
-                dev = self._resolve(dev_link)
-            except _Problem as p:
-                self._note(p.kind, p.path)
-            else:
-                pci = self._pci(dev)
-                netdevs.extend(self._list(dev / "net", required=False))
+        dev = self._follow(real / "device")
+        if dev is not None:
+            pci = self._pci(dev)
+            netdevs.extend(self._list(dev / "net"))
         # software RDMA (rxe, siw) is virtual and names its netdev in ``parent``
         parent = self._text(real / "parent", required=False)
         if parent:
@@ -260,12 +254,9 @@ class Sysfs:
         """netdev -> software RDMA devices that name it as their ``parent``."""
         out: dict[str, list[str]] = {}
         base = self.root / "class" / "infiniband"
-        for name in self._list(base, required=False):
-            try:
-                real = self._resolve(base / name)
-            except _Problem:
-                continue  # noted when rdma_devices() reads it
-            parent = self._text(real / "parent", required=False)
+        for name in self._list(base):
+            real = self._follow(base / name, quiet=True)  # noted by rdma_devices()
+            parent = self._text(real / "parent", required=False) if real else None
             if parent:
                 out.setdefault(parent, []).append(name)
         return out
@@ -275,17 +266,11 @@ class Sysfs:
         found: dict[str, list[tuple[int, int, str]]] = {}
         for cls in ("infiniband_verbs", "infiniband_mad"):
             base = self.root / "class" / cls
-            for entry in self._list(base, required=False):
+            for entry in self._list(base):
                 m = _CHAR_DEV.match(entry)
-                if not m:
-                    continue  # abi_version and friends
-                try:
-                    real = self._resolve(base / entry)
-                except _Problem as p:
-                    self._note(p.kind, p.path)
-                    continue
-                ibdev = self._text(real / "ibdev", required=True)
-                if ibdev:
+                real = self._follow(base / entry) if m else None  # skips abi_version
+                ibdev = self._text(real / "ibdev", required=True) if m and real else None
+                if m and ibdev:
                     key = (_CHAR_ORDER[m.group(1)], int(m.group(2)), entry)
                     found.setdefault(ibdev, []).append(key)
         return {dev: tuple(f"/dev/infiniband/{e}" for _, _, e in sorted(keys))
@@ -301,14 +286,9 @@ class Sysfs:
         sub_v = self._hex(dev / "subsystem_vendor", _HEX_ID, required=False)
         sub_d = self._hex(dev / "subsystem_device", _HEX_ID, required=False)
         numa = self._int(dev / "numa_node", required=True)
-        physfn: str | None = None
         is_vf = os.path.lexists(dev / "physfn")
-        if is_vf:
-            try:
-                pf = self._resolve(dev / "physfn")
-                physfn = pf.name if _PCI_ADDR.match(pf.name) else None
-            except _Problem as p:
-                self._note(p.kind, p.path)
+        pf = self._follow(dev / "physfn")
+        physfn = pf.name if pf is not None and _PCI_ADDR.match(pf.name) else None
         vendor_name = device_name = None
         if vendor:
             ids = self._pci_ids()
@@ -405,14 +385,16 @@ class Sysfs:
             pending.extend((p, True) for p in reversed(target.parts))
         return cur
 
-    def _text(self, path: Path, required: bool) -> str | None:
-        """Stripped content of an attribute file; None (noted) when it cannot be read."""
+    def _guarded(self, path: Path, required: bool, read: Callable[[Path], T]) -> T | None:
+        """``read(path)`` (the leaf link resolved first); None, noted, when it fails.
+
+        An absent optional entry (``sriov_totalvfs`` on a NIC without SR-IOV)
+        is normal and not a problem.
+        """
         try:
             if os.path.islink(path):
                 path = self._resolve(path)
-            with open(path, "rb") as f:
-                data = f.read(_READ_LIMIT)
-            return data.decode("ascii").strip()
+            return read(path)
         except _Problem as p:
             if p.kind != "missing" or required:
                 self._note(p.kind, p.path)
@@ -424,6 +406,13 @@ class Sysfs:
         except OSError as e:  # EACCES, EISDIR, EIO (some attributes refuse reads)
             self._note("unreadable", path, e)
         return None
+
+    def _text(self, path: Path, required: bool) -> str | None:
+        """Stripped content of an attribute file."""
+        def read(p: Path) -> str:
+            with open(p, "rb") as f:
+                return f.read(_READ_LIMIT).decode("ascii").strip()
+        return self._guarded(path, required, read)
 
     def _int(self, path: Path, required: bool) -> int | None:
         text = self._text(path, required)
@@ -446,17 +435,5 @@ class Sysfs:
         return m.group(1)
 
     def _list(self, path: Path, required: bool = False) -> list[str]:
-        """Sorted names in a directory; [] when it is absent (noted only if required)."""
-        try:
-            if os.path.islink(path):
-                path = self._resolve(path)
-            return sorted(os.listdir(path))
-        except _Problem as p:
-            if p.kind != "missing" or required:
-                self._note(p.kind, p.path)
-        except (FileNotFoundError, NotADirectoryError):
-            if required:
-                self._note("missing", path)
-        except OSError as e:
-            self._note("unreadable", path, e)
-        return []
+        """Sorted names in a directory; [] when it is absent or unreadable."""
+        return self._guarded(path, required, lambda p: sorted(os.listdir(p))) or []

@@ -21,20 +21,16 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
-from prometheus_client import Counter
-
 from schemas import limits
 from schemas.inventory import Device
+from services.publisher.metrics import DROPPED
 
 log = logging.getLogger("knd.publisher.validation")
-
-DROPPED = Counter("knd_publisher_dropped_devices",
-                  "Inventory devices left out of the ResourceSlices, by why", ["why"])
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 ATTRIBUTE_KINDS = ("bool", "int", "string", "version")
-TAINT_EFFECTS = ("NoSchedule", "NoExecute", "None")
+TAINT_EFFECTS = ("NoSchedule", "NoExecute")
 
 # <sign><digits>[.<digits>]<suffix>: the quantity grammar of the API machinery.
 _QUANTITY = re.compile(

@@ -29,8 +29,8 @@ class Running:
     def names(self) -> set[str]:
         return {d.name for d in self.snapshots[-1].devices} if self.snapshots else set()
 
-    async def until(self, pred, timeout: float = 5.0) -> None:
-        with anyio.fail_after(timeout):
+    async def until(self, pred, limit: float = 5.0) -> None:
+        with anyio.fail_after(limit):
             while not pred():
                 await anyio.sleep(0.005)
 

@@ -21,7 +21,7 @@ import aiohttp
 import anyio
 from kubernetes_asyncio import config as kube_config
 from kubernetes_asyncio.client import ApiClient, Configuration, CoreV1Api, ResourceV1Api
-from kubernetes_asyncio.client.exceptions import ApiException, OpenApiException
+from kubernetes_asyncio.client.exceptions import ApiException
 from kubernetes_asyncio.config import ConfigException
 
 from services.common.api.port import ApiError, error_for
@@ -75,8 +75,6 @@ class KubeApi:
                     resp.release()
         except ApiException as e:  # raised before sending (bad arguments) or by old clients
             raise error_for(e.status or 0, f"{what}: {e.reason}: {e.body or ''}".strip()) from e
-        except OpenApiException as e:
-            raise ApiError(f"{what}: {e}") from e
         except (TimeoutError, aiohttp.ClientError, OSError) as e:
             raise ApiError(f"{what}: no answer from the API server: {e!r}") from e
         if not 200 <= status < 300:
