@@ -24,7 +24,7 @@ SEMVER = re.compile(
 QUANTITY = re.compile(
     r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[KMGTPE]i|[numkMGTPE]|[eE][+-]?[0-9]+)?")
 
-MAX_DEVICES = 129
+MAX_DEVICES = 128
 MAX_DEVICES_TAINTS_OR_COUNTERS = 64
 MAX_ATTRS_AND_CAPACITY = 32
 MAX_STRING = 64

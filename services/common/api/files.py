@@ -240,12 +240,12 @@ class FileApi:
     def _delete_slice(self, name: str, uid: str, resource_version: str) -> None:
         path = self._path(SLICES, name)
         stored = self._read(path, SLICES)
+        self._check(SLICES, name, stored, uid, None)  # uid first, as the API server does
         meta = stored["metadata"]
         if resource_version and resource_version != meta.get("resourceVersion"):
             raise Conflict(f'{SLICES} "{name}": Precondition failed: ResourceVersion in '
                            f"precondition: {resource_version}, ResourceVersion in object meta: "
                            f"{meta.get('resourceVersion')}", reason="Conflict")
-        self._check(SLICES, name, stored, uid, None)
         self._next_rv()  # a delete is a write: later resourceVersions stay above it
         path.unlink()
 
