@@ -27,7 +27,7 @@ from schemas.base import encode
 from schemas.inventory import InventoryGet, InventorySnapshot, SlicePublished
 from schemas.subjects import Subjects
 from services.common import auth, bus
-from services.common.api.port import ApiError, ApiPort
+from services.common.api import ApiError, ApiPort, open_api
 from services.common.config import Common, env
 from services.publisher import metrics
 from services.publisher.messages import PublisherStatus, StatusGet
@@ -250,20 +250,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "[KND_RESYNC_INTERVAL]")
 
 
-def open_api(args: argparse.Namespace, common: Common) -> ApiPort:
-    """The API the flags name: the standalone file store or a Kubernetes API server."""
-    if args.standalone:
-        from services.common.api.files import FileApi
-        return FileApi(common.state_dir)
-    from services.common.api.kube import KubeApi
-    return KubeApi(kubeconfig=args.kubeconfig, timeout=args.api_timeout)
-
-
 async def run(args: argparse.Namespace) -> None:
     """``knd publisher``: run until cancelled (the CLI's runner cancels on SIGTERM)."""
     common = Common.from_args(args)
     creds = auth.load(common.bus_creds)
-    api = open_api(args, common)
+    api = open_api(standalone=args.standalone, state_dir=common.state_dir,
+                   kubeconfig=args.kubeconfig, timeout=args.api_timeout)
     try:
         await serve(creds, common, api, api_timeout=args.api_timeout,
                     resync_interval=args.resync_interval)

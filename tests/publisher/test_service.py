@@ -254,7 +254,7 @@ async def test_cli_standalone_writes_json_files(bus, bus_state, tmp_path):
                               str(bus_state / "bus" / "creds.json"), "--driver-name", DRIVER,
                               "--standalone"])
     folder = tmp_path / "api" / "resourceslices"
-    async with anyio.create_task_group() as tg, discovery(bus) as pub:
+    async with discovery(bus) as pub, anyio.create_task_group() as tg:
         tg.start_soon(run, args)
         expected = {f"{slice_name(NODE, DRIVER, i)}.json" for i in range(2)}
         with anyio.fail_after(5):
