@@ -72,8 +72,8 @@ def test_restart_of_each_service_keeps_names_and_slices(agent: Agent, node_ns: N
         os.kill(pid, signal.SIGKILL)
         wait_for(lambda s=service, p=pid: (q := agent.children().get(s)) and q != p,
                  timeout=15, what=f"{service} restarted")
-        node_ns.veth(f"after-{service}", f"after-{service}-p")
-        wait_for(lambda s=service: f"after-{s}" in agent.devices() or None,
+        node_ns.veth(f"af-{service[:4]}", f"af-{service[:4]}-p")
+        wait_for(lambda s=service: f"af-{s[:4]}" in agent.devices() or None,
                  timeout=15, what=f"publishing after {service} restart")
     after = agent.devices()
     assert {k: v for k, v in after.items() if k in before} == before
