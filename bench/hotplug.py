@@ -40,7 +40,7 @@ def pct(values: list[float], q: float) -> float:
 
 async def inner(args: argparse.Namespace) -> dict:
     import nats
-    from pyroute2 import IPRoute
+    from pyroute2 import AsyncIPRoute
 
     from schemas.base import decode
     from schemas.inventory import SlicePublished
@@ -104,14 +104,15 @@ async def inner(args: argparse.Namespace) -> dict:
                 except TimeoutError:
                     pass
 
-        await until_devices(0, 0)  # the agent published its first (empty) pool
-        ipr = IPRoute()
+        ipr = AsyncIPRoute()
+        await ipr.link("add", ifname="warm-a", kind="veth", peer="warm-b")
+        await until_devices(2, 0, timeout=60)  # the agent is up and publishing
         latencies = []
-        base = events[-1][1].devices
+        base = 2
         for i in range(args.n):
             since = len(events)
             t0 = time.monotonic()
-            ipr.link("add", ifname=f"h{i}a", kind="veth", peer=f"h{i}b")
+            await ipr.link("add", ifname=f"h{i}a", kind="veth", peer=f"h{i}b")
             t1 = await until_devices(base + 2 * (i + 1), since)
             latencies.append((t1 - t0) * 1000)
             await asyncio.sleep(0.02)

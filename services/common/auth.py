@@ -97,6 +97,8 @@ def generate(bus_dir: Path, node: str, host: str, port: int) -> tuple[Credential
         "port": port,
         "server_name": f"knd-{Subjects(node).root.split('.', 1)[1]}",
         "max_payload": 8 * 1024 * 1024,
+        # the server's own log goes beside its config, not into the agent's output
+        "log_file": str(bus_dir / "nats.log"),
         "authorization": {"users": users},
     }
     _write_private(bus_dir / "creds.json", json.dumps(
