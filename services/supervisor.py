@@ -81,8 +81,9 @@ class Child:
         backoff = MIN_BACKOFF
         while True:
             began = time.monotonic()
-            self.proc = await anyio.open_process(self.argv, env=self.env, stdin=subprocess.DEVNULL,
-                                                 stdout=None, stderr=None)
+            self.proc = await anyio.open_process(
+                [sys.executable, "-m", "services.common.pdeathsig", *self.argv], env=self.env,
+                stdin=subprocess.DEVNULL, stdout=None, stderr=None, start_new_session=True)
             if started is not None:
                 started.set()
                 started = None

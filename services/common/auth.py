@@ -50,7 +50,8 @@ def permissions(role: str, node: str) -> dict:
         ),
         "observer": ([], [f"{PREFIX}.*.events.>"]),
         # knd status / the supervisor: may ask any service for $SRV info and read events.
-        "admin": ([srv, s.inventory_get], [inbox, f"{r}.events.>"]),
+        "admin": ([srv, s.inventory_get, f"{s.publisher_group}.status"],
+                  [inbox, f"{r}.events.>"]),
     }
     pub, sub = table[role]
     perms: dict = {

@@ -25,12 +25,12 @@ from nats.aio.subscription import Subscription
 
 from schemas.base import encode
 from schemas.inventory import InventoryGet, InventorySnapshot, SlicePublished
+from schemas.publisher import PublisherStatus, StatusGet
 from schemas.subjects import Subjects
 from services.common import auth, bus
 from services.common.api import ApiError, ApiPort, open_api
 from services.common.config import Common, env
 from services.publisher import metrics
-from services.publisher.messages import PublisherStatus, StatusGet
 from services.publisher.reconcile import PoolReconciler, SliceRejected, SyncResult
 
 log = logging.getLogger("knd.publisher")

@@ -45,7 +45,9 @@ class Agent:
     def start(self) -> Agent:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         out = self.log.open("ab")
+        # its own process group, as a job started from a terminal has
         self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT,
+                                     start_new_session=True,
                                      env={**os.environ, "KND_LOG_LEVEL": "info"})
         return self
 

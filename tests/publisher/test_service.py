@@ -15,13 +15,13 @@ from prometheus_client import REGISTRY
 
 from schemas.base import decode, encode
 from schemas.inventory import InventoryGet, InventorySnapshot, SlicePublished
+from schemas.publisher import PublisherStatus, StatusGet
 from schemas.subjects import Subjects
 from services.common import bus as busmod
 from services.common.api.files import FileApi
 from services.common.api.kube import KubeApi
 from services.common.config import Common, add_common
 from services.publisher import add_arguments, run, serve
-from services.publisher.messages import PublisherStatus, StatusGet
 from services.publisher.service import Publisher
 from services.publisher.slices import slice_name
 from tests.conftest import NODE

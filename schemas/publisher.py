@@ -1,8 +1,4 @@
-"""The publisher's own request/reply messages (``publisher.status``).
-
-Defined here while only the publisher and its tests use them; they belong in
-``schemas/`` (the bus contract) once another service or ``knd status`` asks.
-"""
+"""Publisher request/reply messages: ``knd.<node>.publisher.status``."""
 
 from __future__ import annotations
 

@@ -1,0 +1,32 @@
+"""Launch a command that dies with its parent: ``python -m services.common.pdeathsig CMD...``.
+
+``knd up`` starts its children in their own session so that a Ctrl-C reaches only
+the supervisor, which then stops them in order (services first, then the bus).
+The price of a separate session is that a SIGKILLed supervisor would leave them
+running; the kernel's parent-death signal, set here and kept across exec,
+closes that gap for every child, nats-server included.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+
+PR_SET_PDEATHSIG = 1
+
+
+def main() -> None:
+    argv = sys.argv[1:]
+    if not argv:
+        sys.exit("usage: python -m services.common.pdeathsig CMD [ARGS...]")
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        sys.exit(1)
+    os.execvp(argv[0], argv)
+
+
+if __name__ == "__main__":
+    main()
