@@ -43,6 +43,14 @@ class Subjects:
     def plumber_group(self) -> str:
         return f"{self.root}.plumber"
 
+    def plumber(self, verb: str) -> str:
+        """``prepare``, ``unprepare``, ``attach``, ``detach``, ``container-devices``."""
+        return f"{self.root}.plumber.{verb}"
+
+    @property
+    def claim_status(self) -> str:
+        return f"{self.root}.publisher.claim-status"
+
     @property
     def events(self) -> str:
         return f"{self.root}.events"

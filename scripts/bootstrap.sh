@@ -20,7 +20,7 @@ command -v ping >/dev/null 2>&1 || need+=(iputils-ping)
 [ ${#need[@]} -eq 0 ] || knd_apt_install "${need[@]}"
 
 stamp="$here/.venv/.knd-installed"
-want="$(cat "$here/pyproject.toml" | sha256sum | cut -c1-16)"
+want="$(cat "$here/pyproject.toml" "$here/setup.py" "$here"/protos/*.proto 2>/dev/null | sha256sum | cut -c1-16)"
 if [ ! -x "$here/.venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "knd: setting up $here/.venv" >&2
     [ -x "$here/.venv/bin/python" ] || python3 -m venv "$here/.venv"

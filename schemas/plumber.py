@@ -1,0 +1,129 @@
+"""Plumber commands (``knd.<node>.plumber.<verb>``), requested by the kubelet gateway.
+
+Every reply carries ``error`` (empty: success) so one failing claim never hides
+the others of a call; errors name the field that was wrong.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from schemas.base import Message
+from schemas.netconfig import NetworkConfig
+
+
+class _S(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, kw_only=True):
+    pass
+
+
+class PodRef(_S):
+    uid: str
+    namespace: str = ""
+    name: str = ""
+
+
+class DeviceRequest(_S):
+    """One allocation result of this driver, with the configuration that applies to it."""
+
+    request: str
+    pool: str
+    device: str
+    share_id: str = ""
+    config: NetworkConfig | None = None
+    """Merged claim/class configuration for this request (None: defaults)."""
+
+
+class Prepare(Message):
+    """``plumber.prepare``: validate the claim's devices against the node and save the plan."""
+
+    claim_uid: str
+    namespace: str
+    name: str
+    devices: list[DeviceRequest]
+    pods: list[PodRef] = []
+    """The pods the claim is reserved for (``status.reservedFor``)."""
+
+
+class PreparedDevice(_S):
+    request: str
+    pool: str
+    device: str
+    cdi_ids: list[str] = []
+    share_id: str = ""
+
+
+class PrepareReply(Message):
+    claim_uid: str
+    devices: list[PreparedDevice] = []
+    error: str = ""
+
+
+class Unprepare(Message):
+    """``plumber.unprepare``: drop the plan; works from the checkpoint alone."""
+
+    claim_uid: str
+    namespace: str = ""
+    name: str = ""
+
+
+class UnprepareReply(Message):
+    claim_uid: str
+    error: str = ""
+
+
+class Attach(Message):
+    """``plumber.attach`` (NRI RunPodSandbox): move the pod's prepared devices into its netns."""
+
+    pod: PodRef
+    sandbox_id: str
+    netns: str
+    """Path of the pod's network namespace (``/var/run/netns/...`` or ``/proc/<pid>/ns/net``)."""
+
+
+class AttachedInterface(_S):
+    claim_uid: str
+    device: str
+    interface: str
+    """Name inside the pod."""
+    ips: list[str] = []
+    mac: str = ""
+
+
+class AttachReply(Message):
+    interfaces: list[AttachedInterface] = []
+    error: str = ""
+    latency_ms: float = 0.0
+
+
+class Detach(Message):
+    """``plumber.detach`` (NRI StopPodSandbox / RemovePodSandbox): give the devices back."""
+
+    pod: PodRef
+    sandbox_id: str = ""
+    netns: str = ""
+
+
+class DetachReply(Message):
+    restored: list[str] = []
+    """Devices back in the host namespace with their original configuration."""
+    error: str = ""
+
+
+class LinuxDevice(_S):
+    path: str
+    type: str = "c"
+    major: int = 0
+    minor: int = 0
+    file_mode: int = 0o666
+
+
+class ContainerDevices(Message):
+    """``plumber.container-devices`` (NRI CreateContainer): char devices to inject."""
+
+    pod: PodRef
+    container: str = ""
+
+
+class ContainerDevicesReply(Message):
+    devices: list[LinuxDevice] = []
+    error: str = ""
