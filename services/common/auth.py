@@ -45,8 +45,9 @@ def permissions(role: str, node: str) -> dict:
             [f"{s.plumber_group}.>", s.inventory_snapshot, srv, inbox],
         ),
         "gateway": (
-            [f"{s.plumber_group}.>", s.event("claim.>")],
-            [srv, inbox],
+            # inventory: the DRA health stream reports which devices are present
+            [f"{s.plumber_group}.>", s.event("claim.>"), s.inventory_get],
+            [srv, inbox, s.inventory_snapshot],
         ),
         "observer": ([], [f"{PREFIX}.*.events.>"]),
         # knd status / the supervisor: may ask any service for $SRV info and read events.

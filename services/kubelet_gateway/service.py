@@ -1,0 +1,75 @@
+"""Wiring of the gateway: one bus connection, the API port, the gRPC sockets and
+the NRI connection, all in one task group so a failure or a signal stops all of
+them together and the sockets are removed."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+from nats.aio.client import Client
+
+from schemas.base import decode, encode
+from schemas.inventory import InventoryGet, InventorySnapshot
+from schemas.subjects import Subjects
+from services.common import auth, bus
+from services.common.api import open_api
+from services.common.config import Common
+from services.kubelet_gateway.plumber_client import PlumberClient
+
+log = logging.getLogger("knd.gateway")
+
+
+async def inventory_feed(nc: Client, node: str) -> AsyncIterator[InventorySnapshot]:
+    """Discovery's snapshots, newest first at start (``inventory.get``), then as published."""
+    s = Subjects(node)
+    send, receive = anyio.create_memory_object_stream[InventorySnapshot](16)
+
+    async def on_snapshot(msg) -> None:
+        snap = bus.decode_or_count("gateway", msg.subject, msg.data, InventorySnapshot)
+        if snap is not None:
+            try:
+                send.send_nowait(snap)
+            except anyio.WouldBlock:
+                pass  # a newer one follows; health only needs the latest
+
+    sub = await nc.subscribe(s.inventory_snapshot, cb=on_snapshot)
+    try:
+        try:
+            reply = await nc.request(s.inventory_get, encode(InventoryGet()), timeout=2)
+            yield decode(reply.data, InventorySnapshot)
+        except Exception as exc:  # discovery may start later, or answer garbage
+            log.info("no inventory yet (%s); waiting for discovery's first snapshot", exc)
+        async with receive:
+            async for snap in receive:
+                yield snap
+    finally:
+        with anyio.CancelScope(shield=True):
+            await sub.unsubscribe()
+
+
+async def run_gateway(args: argparse.Namespace) -> None:
+    from services.kubelet_gateway.grpc_server import serve_grpc
+    from services.kubelet_gateway.nri.plugin import PlumberPodHandler, run_nri
+
+    common = Common.from_args(args)
+    nc = await bus.connect(auth.load(common.bus_creds), "gateway")
+    api = open_api(standalone=args.standalone, state_dir=common.state_dir,
+                   kubeconfig=args.kubeconfig, timeout=args.api_timeout)
+    plumber = PlumberClient(nc, common.node, timeout=args.plumber_timeout)
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(lambda task_status: serve_grpc(
+                kubelet_root=Path(args.kubelet_root), driver=common.driver_name, api=api,
+                plumber=plumber, inventory_source=inventory_feed(nc, common.node),
+                task_status=task_status))
+            tg.start_soon(lambda: run_nri(socket_path=Path(args.nri_socket),
+                                          plugin_idx=args.nri_index,
+                                          handler=PlumberPodHandler(plumber)))
+    finally:
+        with anyio.CancelScope(shield=True):
+            await api.aclose()
+        await bus.close(nc)
