@@ -2,12 +2,48 @@
 
 It accepts DRANET's ``NetworkConfig`` JSON (``interface``, ``routes``, ``rules``,
 ``neighbors``, ``ethtool``) so DRANET examples work by changing only the driver
-name. Types only; the checks that need more than types (CIDRs, families, name
-rules) live in ``services/kubelet_gateway/netconfig.py`` beside the decoder, so
-that every error names its field path (``interface.mtu``, ``routes[1].gateway``).
+name. The types, the strict decoder (:func:`decode_config`), the checks that need
+more than types (:func:`validate`: CIDRs, address families, kernel name rules,
+ranges) and the class/claim merge (:func:`merge`) live here, in one place, and
+every error starts with its field path (``interface.mtu``, ``routes[1].gateway``).
+
+What a valid configuration means (all optional; absent = "leave it as it is"):
+
+========================  ==================================================================
+field                     rule
+========================  ==================================================================
+interface.name            1..15 bytes, no ``/``, ``:``, whitespace or NUL, not ``.``/``..``
+interface.addresses[i]    ``address/prefix`` (decimal prefix), a host address (not the
+                          unspecified, a multicast, or an IPv4 network/broadcast address of a
+                          prefix <= 30), no zone, no two with the same address; at most 16
+interface.mtu             68..65535; >= 1280 when an IPv6 address is configured
+interface.hardwareAddr    6 octets ``aa:bb:cc:dd:ee:ff`` (or ``-``), unicast, not all-zero
+interface.dhcp            ``true`` is refused: knd does not run a DHCP client (and it
+                          excludes ``addresses``); ``false`` is accepted
+interface.g[sr]o*MaxSize  1..524280
+routes[i].destination     CIDR without host bits; empty = the default route
+routes[i].gateway         an IP of the destination's family; a route needs a destination or
+                          a gateway
+routes[i].source          an IP of the route's family
+routes[i].scope           numeric: 0 universe, 253 link, 254 host; a route via a gateway
+                          must be universe
+routes[i].table           0..4294967295, not 255 (local); 0 = main
+rules[i].priority         0..32766
+rules[i].table            required: 1..4294967295, not 255 (local)
+rules[i].source/dest...   CIDRs without host bits, of one family
+neighbors[i]              ``destination`` an IP and ``hardwareAddr`` a non-zero 6-octet MAC,
+                          both required; one entry per destination
+ethtool.features/...      names 1..32 chars of ``[A-Za-z0-9_-]``
+sysctls                   ``ipv4.<name>`` / ``ipv6.<name>`` from :data:`SYSCTLS`, value a
+                          decimal integer string in the name's range
+========================  ==================================================================
 """
 
 from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Any
 
 import msgspec
 
@@ -66,5 +102,478 @@ class NetworkConfig(_Strict):
     neighbors: list[NeighborConfig] = []
     ethtool: EthtoolConfig | None = None
     sysctls: dict[str, str] = {}
-    """knd extension: per-interface sysctls in the pod, e.g. {"arp_ignore": "1"} sets
-    net.ipv4.conf.<ifname>.arp_ignore (ARP/ND behaviour of multi-homed pods)."""
+    """knd extension: per-interface sysctls in the pod, keyed ``<family>.<name>``:
+    {"ipv4.arp_ignore": "1"} sets net.ipv4.conf.<ifname>.arp_ignore and
+    {"ipv6.accept_ra": "0"} net.ipv6.conf.<ifname>.accept_ra (ARP/ND behaviour of
+    multi-homed pods). Only the names of :data:`SYSCTLS` are accepted."""
+
+
+# ---- validation ------------------------------------------------------------------------
+
+MAX_PARAMETERS = 10 * 1024
+"""Bytes of one opaque ``parameters`` object (the API server's limit), as compact JSON."""
+IFNAMSIZ = 16
+"""The kernel's interface name buffer, NUL included: names have at most 15 bytes."""
+MAX_ADDRESSES = 16
+"""A claim's ``networkData.ips`` holds 16 addresses; more could not be reported."""
+MTU_MIN, MTU_MAX, MTU_MIN_IPV6 = 68, 65535, 1280
+OFFLOAD_MAX = 524280
+"""Largest GSO/GRO size the kernel accepts (BIG TCP: 512 KiB less 8)."""
+SCOPES = {0: "universe", 253: "link", 254: "host"}
+TABLE_MAX = 2**32 - 1
+TABLE_LOCAL = 255
+RULE_PRIORITY_MAX = 32766
+"""32767 is the kernel's default rule."""
+ETHTOOL_NAME_MAX = 32
+
+SYSCTLS: dict[str, dict[str, tuple[int, int]]] = {
+    "ipv4": {
+        "accept_local": (0, 1), "accept_redirects": (0, 1), "accept_source_route": (0, 1),
+        "arp_accept": (0, 2), "arp_announce": (0, 2), "arp_evict_nocarrier": (0, 1),
+        "arp_filter": (0, 1), "arp_ignore": (0, 8), "arp_notify": (0, 1),
+        "bc_forwarding": (0, 1), "drop_gratuitous_arp": (0, 1),
+        "drop_unicast_in_l2_multicast": (0, 1), "forwarding": (0, 1),
+        "ignore_routes_with_linkdown": (0, 1), "log_martians": (0, 1),
+        "promote_secondaries": (0, 1), "proxy_arp": (0, 1), "proxy_arp_pvlan": (0, 1),
+        "route_localnet": (0, 1), "rp_filter": (0, 2), "secure_redirects": (0, 1),
+        "send_redirects": (0, 1), "src_valid_mark": (0, 1),
+    },
+    "ipv6": {
+        "accept_dad": (0, 2), "accept_ra": (0, 2), "accept_ra_defrtr": (0, 1),
+        "accept_ra_pinfo": (0, 1), "accept_ra_rtr_pref": (0, 1), "accept_redirects": (0, 1),
+        "accept_source_route": (0, 1), "accept_untracked_na": (0, 2), "addr_gen_mode": (0, 3),
+        "autoconf": (0, 1), "dad_transmits": (0, 10), "disable_ipv6": (0, 1),
+        "drop_unicast_in_l2_multicast": (0, 1), "drop_unsolicited_na": (0, 1),
+        "forwarding": (0, 1), "hop_limit": (1, 255), "ignore_routes_with_linkdown": (0, 1),
+        "keep_addr_on_down": (-1, 1), "mtu": (MTU_MIN_IPV6, MTU_MAX), "ndisc_notify": (0, 1),
+        "proxy_ndp": (0, 1), "router_solicitations": (-1, 100), "seg6_enabled": (0, 1),
+        "use_tempaddr": (-1, 2),
+    },
+}
+"""Per-interface sysctls a claim may set, ``family -> name -> (min, max)``: the
+``net.<family>.conf.<ifname>.<name>`` knobs that shape one interface's ARP/ND,
+routing and address behaviour and nothing else in the pod. Keys of
+``NetworkConfig.sysctls`` are ``"<family>.<name>"``, e.g. ``"ipv4.arp_ignore"``."""
+
+_ETHTOOL_NAME = re.compile(r"[A-Za-z0-9_-]+")
+_INT = re.compile(r"-?[0-9]{1,10}")
+_MAC = re.compile(r"[0-9A-Fa-f]{2}([:-])[0-9A-Fa-f]{2}(?:\1[0-9A-Fa-f]{2}){4}")
+
+IP = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class ConfigError(ValueError):
+    """An invalid claim configuration. ``errors`` holds one line per problem, each
+    starting with its field path; the message joins them with "; "."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("; ".join(errors))
+        self.errors = list(errors)
+
+
+def _join(path: str, rel: str) -> str:
+    if not path:
+        return rel
+    return f"{path}{rel}" if rel.startswith("[") else f"{path}.{rel}"
+
+
+def decode_config(parameters: dict | bytes | str, path: str = "") -> NetworkConfig:
+    """Decode and validate one opaque ``parameters`` object.
+
+    ``path`` is where the object sits (``status.allocation.devices.config[2].opaque.
+    parameters``); every error is prefixed with it. Raises :class:`ConfigError`
+    listing every problem found: all structural ones (unknown fields, wrong types)
+    or, when the structure is sound, all of :func:`validate`'s.
+    """
+    where = path or "parameters"
+    if isinstance(parameters, bytes | bytearray | memoryview):
+        raw = bytes(parameters)
+        try:
+            data: Any = msgspec.json.decode(raw)
+        except msgspec.DecodeError as exc:
+            raise ConfigError([f"{where}: not valid JSON: {exc}"]) from None
+    elif isinstance(parameters, str):
+        return decode_config(parameters.encode(), path)
+    else:
+        data = parameters
+        try:
+            raw = msgspec.json.encode(data)
+        except (TypeError, msgspec.EncodeError) as exc:
+            raise ConfigError([f"{where}: cannot be encoded as JSON: {exc}"]) from None
+    if len(raw) > MAX_PARAMETERS:
+        raise ConfigError([f"{where}: {len(raw)} bytes, more than the {MAX_PARAMETERS} "
+                           "allowed"])
+    errors: list[str] = []
+    _check_shape(data, _NETWORK_CONFIG_TYPE, path, errors)
+    if errors:
+        raise ConfigError(errors)
+    try:
+        cfg = msgspec.convert(data, NetworkConfig, strict=True)
+    except msgspec.ValidationError as exc:  # the shape walk above should have caught it
+        raise ConfigError([_msgspec_error(str(exc), path)]) from None
+    problems = validate(cfg)
+    if problems:
+        raise ConfigError([_join(path, e) for e in problems])
+    return cfg
+
+
+def _msgspec_error(text: str, path: str) -> str:
+    message, sep, at = text.partition(" - at `")
+    rel = at.rstrip("`")[1:].lstrip(".") if sep else ""
+    return f"{_join(path, rel) or 'parameters'}: {message}"
+
+
+_NETWORK_CONFIG_TYPE = msgspec.inspect.type_info(NetworkConfig)
+_JSON_NAMES = {dict: "object", list: "array", str: "string", bool: "boolean", int: "integer",
+               float: "number", type(None): "null"}
+
+
+def _check_shape(value: Any, t: msgspec.inspect.Type, path: str, errors: list[str]) -> None:
+    """Collect every structural error of decoded JSON ``value`` against type ``t``."""
+    inspect = msgspec.inspect
+    where = path or "parameters"
+    got = _JSON_NAMES.get(type(value), type(value).__name__)
+    if isinstance(t, inspect.UnionType):
+        if value is None and any(isinstance(m, inspect.NoneType) for m in t.types):
+            return
+        members = [m for m in t.types if not isinstance(m, inspect.NoneType)]
+        _check_shape(value, members[0], path, errors)  # our unions are "X | None"
+    elif isinstance(t, inspect.StructType):
+        if not isinstance(value, dict):
+            errors.append(f"{where}: expected an object, got {got}")
+            return
+        fields = {f.encode_name: f for f in t.fields}
+        for key, item in value.items():
+            field = fields.get(key)
+            if field is None:
+                errors.append(f"{_join(path, str(key))}: unknown field")
+            else:
+                _check_shape(item, field.type, _join(path, key), errors)
+        for f in t.fields:
+            if f.required and f.encode_name not in value:
+                errors.append(f"{_join(path, f.encode_name)}: required")
+    elif isinstance(t, inspect.ListType):
+        if not isinstance(value, list):
+            errors.append(f"{where}: expected an array, got {got}")
+            return
+        for i, item in enumerate(value):
+            _check_shape(item, t.item_type, f"{where}[{i}]", errors)
+    elif isinstance(t, inspect.DictType):
+        if not isinstance(value, dict):
+            errors.append(f"{where}: expected an object, got {got}")
+            return
+        for key, item in value.items():
+            _check_shape(item, t.value_type, f"{where}[{key}]", errors)
+    elif isinstance(t, inspect.IntType):
+        if not isinstance(value, int) or isinstance(value, bool):
+            errors.append(f"{where}: expected an integer, got {got}")
+    elif isinstance(t, inspect.BoolType):
+        if not isinstance(value, bool):
+            errors.append(f"{where}: expected a boolean, got {got}")
+    elif isinstance(t, inspect.StrType):
+        if not isinstance(value, str):
+            errors.append(f"{where}: expected a string, got {got}")
+
+
+# ---- value parsers: the reason a value is wrong, or the parsed value --------------------
+
+
+def _ip(text: str) -> IP | str:
+    if "/" in text:
+        return f"{text!r} is a CIDR, expected a single IP address"
+    if "%" in text:
+        return f"{text!r} has a zone; zones are not supported"
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return f"{text!r} is not an IP address"
+
+
+def _prefix_ok(text: str) -> str | None:
+    addr, sep, prefix = text.partition("/")
+    if not sep:
+        return f"{text!r} is not a CIDR (address/prefix length)"
+    if "%" in addr:
+        return f"{text!r} has a zone; zones are not supported"
+    if not prefix.isascii() or not prefix.isdigit():
+        return f"{text!r} has an invalid prefix length (expected a decimal number)"
+    return None
+
+
+def _interface_address(text: str) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface | str:
+    bad = _prefix_ok(text)
+    if bad:
+        return bad
+    try:
+        iface = ipaddress.ip_interface(text)
+    except ValueError:
+        return f"{text!r} is not a CIDR"
+    ip, net = iface.ip, iface.network
+    if ip.is_unspecified or ip.is_multicast:
+        return f"{text!r} is not a host address"
+    if ip.version == 4 and net.prefixlen <= 30 and ip in (net.network_address,
+                                                          net.broadcast_address):
+        which = "network" if ip == net.network_address else "broadcast"
+        return f"{text!r} is the {which} address of {net}, not a host address"
+    return iface
+
+
+def _network(text: str) -> Network | str:
+    bad = _prefix_ok(text)
+    if bad:
+        return bad
+    try:
+        return ipaddress.ip_network(text)
+    except ValueError as exc:
+        if "host bits set" in str(exc):
+            return (f"{text!r} has host bits set (the network is "
+                    f"{ipaddress.ip_network(text, strict=False)})")
+        return f"{text!r} is not a CIDR"
+
+
+def _mac(text: str, *, unicast: bool) -> str | None:
+    if not _MAC.fullmatch(text):
+        return f"{text!r} is not a MAC address (6 octets like 02:00:00:00:00:01)"
+    octets = bytes.fromhex(text.replace(":", "").replace("-", ""))
+    if not any(octets):
+        return f"{text!r} is the all-zero MAC address"
+    if unicast and octets[0] & 1:
+        return f"{text!r} is a multicast MAC address"
+    return None
+
+
+def _int_range(errors: list[str], path: str, value: int | None, lo: int, hi: int) -> None:
+    if value is not None and not lo <= value <= hi:
+        errors.append(f"{path}: {value} is out of range ({lo}..{hi})")
+
+
+# ---- the rules -------------------------------------------------------------------------
+
+
+def validate(cfg: NetworkConfig) -> list[str]:
+    """Every problem of ``cfg`` (already well-typed), each ``"<field path>: <why>"``.
+
+    Paths are relative to the configuration (``interface.addresses[1]``); an empty
+    list means valid. See the module docstring for the rules.
+    """
+    errors: list[str] = []
+    families = _validate_interface(cfg.interface, errors)
+    for i, route in enumerate(cfg.routes):
+        _validate_route(route, f"routes[{i}]", errors)
+    for i, rule in enumerate(cfg.rules):
+        _validate_rule(rule, f"rules[{i}]", errors)
+    seen: dict[IP, int] = {}
+    for i, neigh in enumerate(cfg.neighbors):
+        _validate_neighbor(neigh, f"neighbors[{i}]", i, seen, errors)
+    if cfg.ethtool is not None:
+        for kind in ("features", "privateFlags"):
+            for name in getattr(cfg.ethtool, kind):
+                where = f"ethtool.{kind}[{name}]"
+                if not name or len(name) > ETHTOOL_NAME_MAX or not _ETHTOOL_NAME.fullmatch(name):
+                    errors.append(f"{where}: a name must have 1..{ETHTOOL_NAME_MAX} characters "
+                                  "of A-Z a-z 0-9 _ -")
+    for key, value in cfg.sysctls.items():
+        _validate_sysctl(key, value, families, errors)
+    return errors
+
+
+def _validate_interface(iface: InterfaceConfig, errors: list[str]) -> set[int]:
+    """Check ``interface``; return the IP versions of its addresses."""
+    name = iface.name
+    if name:
+        if len(name.encode()) >= IFNAMSIZ:
+            errors.append(f"interface.name: {name!r} is longer than {IFNAMSIZ - 1} bytes")
+        if name in (".", ".."):
+            errors.append(f"interface.name: {name!r} is not a valid interface name")
+        bad = sorted({c for c in name if c in "/:\0" or c.isspace()})
+        if bad:
+            errors.append(f"interface.name: {name!r} contains {', '.join(map(repr, bad))}, "
+                          "which interface names cannot")
+    families: set[int] = set()
+    if len(iface.addresses) > MAX_ADDRESSES:
+        errors.append(f"interface.addresses: {len(iface.addresses)} addresses, more than the "
+                      f"{MAX_ADDRESSES} a claim's status can report")
+    seen: dict[IP, int] = {}
+    for i, text in enumerate(iface.addresses):
+        where = f"interface.addresses[{i}]"
+        got = _interface_address(text)
+        if isinstance(got, str):
+            errors.append(f"{where}: {got}")
+            continue
+        families.add(got.version)
+        if got.ip in seen:
+            errors.append(f"{where}: {got.ip} is already in interface.addresses[{seen[got.ip]}]")
+        else:
+            seen[got.ip] = i
+    if iface.mtu is not None:
+        if not MTU_MIN <= iface.mtu <= MTU_MAX:
+            errors.append(f"interface.mtu: {iface.mtu} is out of range ({MTU_MIN}..{MTU_MAX})")
+        elif 6 in families and iface.mtu < MTU_MIN_IPV6:
+            errors.append(f"interface.mtu: {iface.mtu} is below {MTU_MIN_IPV6}, the minimum "
+                          "for IPv6 (interface.addresses has an IPv6 address)")
+    if iface.hardwareAddr is not None:
+        bad_mac = _mac(iface.hardwareAddr, unicast=True)
+        if bad_mac:
+            errors.append(f"interface.hardwareAddr: {bad_mac}")
+    if iface.dhcp:
+        errors.append("interface.dhcp: DHCP is not supported; give static "
+                      "interface.addresses, or none to keep the host's")
+        if iface.addresses:
+            errors.append("interface.dhcp: dhcp and interface.addresses are mutually exclusive")
+    for field in ("gsoMaxSize", "groMaxSize", "gsoIPv4MaxSize", "groIPv4MaxSize"):
+        _int_range(errors, f"interface.{field}", getattr(iface, field), 1, OFFLOAD_MAX)
+    return families
+
+
+def _validate_route(route: RouteConfig, where: str, errors: list[str]) -> None:
+    family = 0  # the route's IP version once known
+    if route.destination:
+        dest = _network(route.destination)
+        if isinstance(dest, str):
+            errors.append(f"{where}.destination: {dest}")
+        else:
+            family = dest.version
+    elif not route.gateway:
+        errors.append(f"{where}.destination: required when there is no gateway (empty "
+                      "means the default route, which needs a gateway)")
+    for field in ("gateway", "source"):
+        text = getattr(route, field)
+        if not text:
+            continue
+        ip = _ip(text)
+        if isinstance(ip, str):
+            errors.append(f"{where}.{field}: {ip}")
+        elif ip.is_unspecified or ip.is_multicast:
+            errors.append(f"{where}.{field}: {text!r} is not a unicast address")
+        elif family and ip.version != family:
+            errors.append(f"{where}.{field}: {text!r} is IPv{ip.version} but the route is "
+                          f"IPv{family}")
+        else:
+            family = ip.version
+    if route.scope not in SCOPES:
+        names = ", ".join(f"{n} ({s})" for n, s in SCOPES.items())
+        errors.append(f"{where}.scope: {route.scope} is not one of {names}")
+    elif route.gateway and route.scope != 0:
+        errors.append(f"{where}.scope: a route via a gateway must have scope universe (0), "
+                      f"not {SCOPES[route.scope]} ({route.scope})")
+    if not 0 <= route.table <= TABLE_MAX:
+        errors.append(f"{where}.table: {route.table} is out of range (0..{TABLE_MAX})")
+    elif route.table == TABLE_LOCAL:
+        errors.append(f"{where}.table: {TABLE_LOCAL} is the kernel's local table")
+
+
+def _validate_rule(rule: RuleConfig, where: str, errors: list[str]) -> None:
+    _int_range(errors, f"{where}.priority", rule.priority, 0, RULE_PRIORITY_MAX)
+    if rule.table == 0:
+        errors.append(f"{where}.table: required")
+    elif not 0 < rule.table <= TABLE_MAX:
+        errors.append(f"{where}.table: {rule.table} is out of range (1..{TABLE_MAX})")
+    elif rule.table == TABLE_LOCAL:
+        errors.append(f"{where}.table: {TABLE_LOCAL} is the kernel's local table")
+    family = 0
+    for field in ("source", "destination"):
+        text = getattr(rule, field)
+        if not text:
+            continue
+        net = _network(text)
+        if isinstance(net, str):
+            errors.append(f"{where}.{field}: {net}")
+        elif family and net.version != family:
+            errors.append(f"{where}.{field}: {text!r} is IPv{net.version} but "
+                          f"{where}.source is IPv{family}")
+        else:
+            family = net.version
+
+
+def _validate_neighbor(neigh: NeighborConfig, where: str, index: int, seen: dict[IP, int],
+                       errors: list[str]) -> None:
+    if not neigh.destination:
+        errors.append(f"{where}.destination: required")
+    else:
+        ip = _ip(neigh.destination)
+        if isinstance(ip, str):
+            errors.append(f"{where}.destination: {ip}")
+        elif ip.is_unspecified or ip.is_multicast:
+            errors.append(f"{where}.destination: {neigh.destination!r} is not a unicast address")
+        elif ip in seen:
+            errors.append(f"{where}.destination: {ip} is already in neighbors[{seen[ip]}]")
+        else:
+            seen[ip] = index
+    if not neigh.hardwareAddr:
+        errors.append(f"{where}.hardwareAddr: required")
+    else:
+        bad = _mac(neigh.hardwareAddr, unicast=False)
+        if bad:
+            errors.append(f"{where}.hardwareAddr: {bad}")
+
+
+def _validate_sysctl(key: str, value: str, families: set[int], errors: list[str]) -> None:
+    where = f"sysctls[{key}]"
+    family, sep, name = key.partition(".")
+    allowed = SYSCTLS.get(family) if sep else None
+    if allowed is None or name not in allowed:
+        hint = [f"{f}.{key}" for f in SYSCTLS if key in SYSCTLS[f]] if not sep else []
+        why = f"did you mean {' or '.join(hint)}?" if hint else \
+            "not an allowed sysctl (see schemas.netconfig.SYSCTLS)"
+        errors.append(f"{where}: {why}")
+        return
+    if not _INT.fullmatch(value):
+        errors.append(f"{where}: {value!r} is not an integer")
+        return
+    lo, hi = allowed[name]
+    if not lo <= int(value) <= hi:
+        errors.append(f"{where}: {value} is out of range ({lo}..{hi})")
+    elif key == "ipv6.disable_ipv6" and int(value) and 6 in families:
+        errors.append(f"{where}: IPv6 is disabled but interface.addresses has IPv6 addresses")
+
+
+# ---- merging ---------------------------------------------------------------------------
+
+
+def _is_set(struct: msgspec.Struct, field: msgspec.structs.FieldInfo) -> bool:
+    value = getattr(struct, field.name)
+    default = field.default_factory() if field.default_factory is not msgspec.NODEFAULT \
+        else field.default
+    return value != default
+
+
+def merge(configs: list[NetworkConfig]) -> NetworkConfig:
+    """The configuration that applies when ``configs`` all target one request.
+
+    Later configs override earlier ones; the gateway passes class configs first,
+    then claim configs, in the order the claim lists them, so a claim overrides
+    its class. Granularity: a field a config leaves unset (absent, ``null``, or
+    its empty default) inherits; a set one replaces what came before:
+
+    - ``interface``: field by field (``name``, ``mtu``, ...); ``addresses`` is one
+      field, replaced as a whole list;
+    - ``routes``, ``rules``, ``neighbors``: each replaced as a whole list;
+    - ``ethtool.features``, ``ethtool.privateFlags``, ``sysctls``: key by key.
+
+    An empty list or field cannot clear what an earlier config set. The inputs
+    are not modified; the result is not validated (call :func:`validate`).
+    """
+    iface: dict[str, Any] = {}
+    lists: dict[str, list] = {}
+    features: dict[str, bool] = {}
+    flags: dict[str, bool] = {}
+    ethtool = False
+    sysctls: dict[str, str] = {}
+    for cfg in configs:
+        for field in msgspec.structs.fields(InterfaceConfig):
+            if _is_set(cfg.interface, field):
+                value = getattr(cfg.interface, field.name)
+                iface[field.name] = list(value) if isinstance(value, list) else value
+        for name in ("routes", "rules", "neighbors"):
+            if getattr(cfg, name):
+                lists[name] = [msgspec.structs.replace(x) for x in getattr(cfg, name)]
+        if cfg.ethtool is not None:
+            ethtool = True
+            features.update(cfg.ethtool.features)
+            flags.update(cfg.ethtool.privateFlags)
+        sysctls.update(cfg.sysctls)
+    return NetworkConfig(
+        interface=InterfaceConfig(**iface), **lists,
+        ethtool=EthtoolConfig(features=features, privateFlags=flags) if ethtool else None,
+        sysctls=sysctls)

@@ -24,6 +24,7 @@ from nats.aio.client import Client
 from nats.aio.subscription import Subscription
 
 from schemas.base import encode
+from schemas.claims import ClaimStatus
 from schemas.inventory import InventoryGet, InventorySnapshot, SlicePublished
 from schemas.publisher import PublisherStatus, StatusGet
 from schemas.subjects import Subjects
@@ -31,6 +32,7 @@ from services.common import auth, bus
 from services.common.api import ApiError, ApiPort, open_api
 from services.common.config import Common, env
 from services.publisher import metrics
+from services.publisher.claims import ClaimStatusWriter
 from services.publisher.reconcile import PoolReconciler, SliceRejected, SyncResult
 
 log = logging.getLogger("knd.publisher")
@@ -67,6 +69,7 @@ class Publisher:
         self._synced: tuple[int, int] | None = None
         self._wake = anyio.Event()
         self.status = PublisherStatus(node=self.node, pool=self.node, driver=self.driver)
+        self.claims = ClaimStatusWriter(api, self.driver)
 
     # ---- snapshots -----------------------------------------------------------------------
 
@@ -219,6 +222,8 @@ async def serve(creds: auth.Credentials, common: Common, api: ApiPort, *,
         group = svc.add_group(name=pub.subjects.publisher_group)
         await group.add_endpoint(name="status", handler=bus.typed_handler(
             SERVICE, "status", StatusGet, pub.get_status))
+        await group.add_endpoint(name="claim-status", handler=bus.typed_handler(
+            SERVICE, "claim-status", ClaimStatus, pub.claims.handle))
         await nc.flush()
         async with anyio.create_task_group() as tg:
             tg.start_soon(pub.listen, sub)
