@@ -115,10 +115,13 @@ class Mux:
     Typical use::
 
         mux = Mux(stream)
-        tg.start_soon(mux.run)
-        conn = mux.open(PLUGIN_CONN)
-        ...
-        await mux.closed.wait()
+        conn = mux.open(PLUGIN_CONN)      # before run(): no early byte is skipped
+        tg.start_soon(functools.partial(mux.run, shield=True))
+        try:
+            ...                           # conn.receive_exactly(n) / conn.send(data)
+            await mux.closed.wait()
+        finally:
+            await mux.aclose()            # (shielded) stops the reader
     """
 
     def __init__(self, stream: ByteStream, *, max_frame: int = MAX_FRAME) -> None:

@@ -29,7 +29,7 @@ import anyio
 from anyio.abc import TaskStatus
 from prometheus_client import Counter, Histogram
 
-from services.kubelet_gateway.nri.handler import PodHandler, PodInfo
+from services.kubelet_gateway.nri.handler import PlumberPodHandler, PodHandler, PodInfo
 from services.kubelet_gateway.nri.mux import MAX_FRAME, PLUGIN_CONN, RUNTIME_CONN, Mux
 from services.kubelet_gateway.nri.ttrpc import (
     Code,
@@ -130,11 +130,12 @@ class NriPlugin:
                 self.last_error = reason or "runtime closed the connection"
                 log.warning("nri: disconnected from %s: %s", self.socket_path, self.last_error)
             except (OSError, RegistrationError) as exc:
+                repeated = self.last_error == str(exc)
                 self.last_error = str(exc)
                 if not reconnect:
                     raise
-                log.info("nri: cannot use %s (%s); retrying in %.1f s", self.socket_path,
-                         exc, backoff)
+                (log.debug if repeated else log.info)(
+                    "nri: cannot use %s (%s); retrying in %.1f s", self.socket_path, exc, backoff)
             except Exception as exc:  # a bug must not end the plugin for good
                 self.last_error = repr(exc)
                 if not reconnect:
@@ -326,4 +327,5 @@ async def run_nri(*, socket_path: Path = DEFAULT_SOCKET, plugin_name: str = "knd
 
 
 __all__ = ["DEFAULT_SOCKET", "PLUGIN_SERVICE", "RUNTIME_SERVICE", "NriPlugin",
-           "RegistrationError", "event_mask", "pod_info", "run_nri", "validate_index"]
+           "PlumberPodHandler", "PodHandler", "PodInfo", "RegistrationError", "event_mask",
+           "pod_info", "run_nri", "validate_index"]
