@@ -37,8 +37,13 @@ class Agent:
         self.ns = ns
         self.state_dir = state_dir
         self.node = node
+        self.kubelet_root = state_dir / "kubelet"
+        self.nri_socket = state_dir / "nri" / "nri.sock"
         self.argv = ns.exec_argv([KND, "up", "--standalone", "--node", node,
-                                  "--state-dir", str(state_dir), *extra])
+                                  "--state-dir", str(state_dir),
+                                  "--kubelet-root", str(self.kubelet_root),
+                                  "--nri-socket", str(self.nri_socket),
+                                  "--cdi-root", str(state_dir / "cdi"), *extra])
         self.proc: subprocess.Popen | None = None
         self.log = state_dir / "agent.log"
 

@@ -11,8 +11,8 @@ import anyio
 import grpc
 import pytest
 
+from services.peers.kubelet import channel, get_info, make_claim, prepare, ref
 from tests.gateway.conftest import FakePlumber, Gateway
-from tests.gateway.kubelet import channel, get_info, make_claim, prepare, ref
 from tests.kubeapi.server import KubeApiServer
 
 pytestmark = pytest.mark.anyio

@@ -16,9 +16,7 @@ from services.kubelet_gateway.grpc_server import serve_grpc
 from services.kubelet_gateway.health import DeviceHealth
 from services.kubelet_gateway.pb import dra_health_v1alpha1_pb2 as hpb
 from services.kubelet_gateway.plumber_client import PlumberClient
-from tests.conftest import NODE
-from tests.gateway.conftest import DRIVER, FakePlumber, Gateway
-from tests.gateway.kubelet import (
+from services.peers.kubelet import (
     channel,
     get_info,
     health_stream,
@@ -27,6 +25,8 @@ from tests.gateway.kubelet import (
     prepare,
     ref,
 )
+from tests.conftest import NODE
+from tests.gateway.conftest import DRIVER, FakePlumber, Gateway
 from tests.kubeapi.server import KubeApiServer
 
 pytestmark = pytest.mark.anyio

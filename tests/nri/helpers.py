@@ -12,7 +12,7 @@ import anyio
 
 from schemas.plumber import LinuxDevice
 from services.kubelet_gateway.nri import NriPlugin, PodInfo, run_nri
-from tests.nri.runtime import FakeRuntime, PluginConn
+from services.peers.nri_runtime import FakeRuntime, PluginConn
 
 
 @dataclass

@@ -18,8 +18,8 @@ from services.kubelet_gateway.nri.ttrpc import HEADER as TTRPC_HEADER
 from services.kubelet_gateway.nri.ttrpc import Code, MsgType, TtrpcError
 from services.kubelet_gateway.pb import nri_pb2 as api
 from services.kubelet_gateway.pb import ttrpc_pb2
+from services.peers.nri_runtime import NETNS, FakeRuntime, container, pod
 from tests.nri.helpers import FAST, FakeHandler, nri_setup, wait_for
-from tests.nri.runtime import NETNS, FakeRuntime, container, pod
 
 pytestmark = pytest.mark.anyio
 

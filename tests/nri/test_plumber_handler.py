@@ -15,9 +15,9 @@ from services.common import bus as busmod
 from services.kubelet_gateway.nri import PlumberPodHandler, PodInfo
 from services.kubelet_gateway.nri.ttrpc import Code, TtrpcError
 from services.kubelet_gateway.plumber_client import PlumberClient
+from services.peers.nri_runtime import NETNS, container, pod
 from tests.conftest import NODE
 from tests.nri.helpers import nri_setup
-from tests.nri.runtime import NETNS, container, pod
 
 pytestmark = pytest.mark.anyio
 S = Subjects(NODE)

@@ -1,0 +1,79 @@
+"""Snapshots of a netns as ``ip -j`` reports it, to assert "exactly as before".
+
+Only what the kernel keeps stable is compared: link names, indexes, MTUs,
+MACs, admin state and kind; addresses (without transient flags such as
+``tentative``); routes of every table; rules; permanent neighbours. Peer
+details of veths (``link_netnsid``) and counters are left out: the kernel
+changes them when a namespace id gets allocated, not because of us.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from tests.helpers.netns import ip
+
+
+def _j(netns: str, *args: str) -> list[dict]:
+    out = ip("-j", *args, netns=netns)
+    return json.loads(out) if out.strip() else []
+
+
+def links(netns: str) -> dict[str, dict]:
+    out = {}
+    for link in _j(netns, "-d", "link", "show"):
+        out[link["ifname"]] = {
+            "ifindex": link["ifindex"], "mtu": link["mtu"], "address": link.get("address"),
+            "up": "UP" in link.get("flags", []),
+            "kind": (link.get("linkinfo") or {}).get("info_kind", ""),
+        }
+    return out
+
+
+def addresses(netns: str) -> dict[str, list[tuple]]:
+    out = {}
+    for link in _j(netns, "addr", "show"):
+        out[link["ifname"]] = sorted(
+            (a["family"], a["local"], a["prefixlen"], a.get("scope"), a.get("broadcast", ""),
+             a.get("label", ""))
+            for a in link.get("addr_info", []))
+    return out
+
+
+def routes(netns: str) -> list[str]:
+    rows = []
+    for family in ("-4", "-6"):
+        for r in _j(netns, family, "route", "show", "table", "all"):
+            r.pop("flags", None)  # linkdown / onlink noise from carrier changes
+            r.pop("pref", None)
+            rows.append(json.dumps(r, sort_keys=True))
+    return sorted(rows)
+
+
+def rules(netns: str) -> list[str]:
+    rows = []
+    for family in ("-4", "-6"):
+        rows += [json.dumps(r, sort_keys=True) for r in _j(netns, family, "rule", "show")]
+    return sorted(rows)
+
+
+def neighbours(netns: str) -> list[str]:
+    return sorted(json.dumps(n, sort_keys=True) for n in _j(netns, "neigh", "show", "nud",
+                                                              "permanent"))
+
+
+def snapshot(netns: str) -> dict:
+    return {"links": links(netns), "addresses": addresses(netns), "routes": routes(netns),
+            "rules": rules(netns), "neighbours": neighbours(netns)}
+
+
+def wait_equal(netns: str, expected: dict, limit: float = 3.0) -> dict:
+    """Poll until the netns matches ``expected`` (IPv6 link-local and carrier settle
+    asynchronously after a link comes up); returns the last snapshot either way."""
+    deadline = time.monotonic() + limit
+    while True:
+        got = snapshot(netns)
+        if got == expected or time.monotonic() > deadline:
+            return got
+        time.sleep(0.05)

@@ -1,0 +1,99 @@
+"""Prepare -> attach -> detach -> unprepare with real veth pairs in real netns."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from schemas.netconfig import InterfaceConfig, NetworkConfig, RouteConfig
+from tests.plumber import netstate
+from tests.plumber.conftest import Env, netdev, uid
+
+pytestmark = pytest.mark.anyio
+
+
+def ping(ns: str, addr: str) -> bool:
+    res = subprocess.run(["ip", "netns", "exec", ns, "ping", "-c1", "-W1", addr],
+                         capture_output=True)
+    return res.returncode == 0
+
+
+def host_pair(env: Env, dev: str, peer: str, net: str) -> None:
+    """veth ``dev`` (to be given to a pod) and ``peer`` (stays in the host as <net>.1)."""
+    env.node.veth(dev, peer)
+    env.node.ip("addr", "add", f"{net}.1/24", "dev", peer)
+
+
+def ip_json(ns: str, *args: str) -> list[dict]:
+    return json.loads(subprocess.run(["ip", "-n", ns, "-j", *args], capture_output=True,
+                                     text=True, check=True).stdout or "[]")
+
+
+async def test_roundtrip_with_config(env: Env, plumber) -> None:
+    host_pair(env, "pa0", "pb0", "10.1.0")
+    # the device's own host config, which must come back intact
+    env.node.ip("addr", "add", "192.0.2.10/24", "dev", "pa0")
+    env.node.ip("route", "add", "198.51.100.0/24", "via", "192.0.2.1", "dev", "pa0")
+    env.node.ip("link", "set", "pa0", "mtu", "1450")
+    await env.inventory([netdev("dev-a", "pa0")])
+    pod = env.pod()
+    host_before, pod_before = netstate.snapshot(env.node.name), netstate.snapshot(pod.name)
+
+    claim, pod_uid = uid(), uid("pod")
+    cfg = NetworkConfig(
+        interface=InterfaceConfig(name="net1", addresses=["10.1.0.2/24"], mtu=1400,
+                                  hardwareAddr="02:aa:bb:cc:dd:01"),
+        routes=[RouteConfig(destination="10.3.0.0/16", gateway="10.1.0.1"),
+                RouteConfig(destination="10.2.0.0/16", scope=253)])
+    rep = await env.prepare(claim, [("dev-a", cfg)], [pod_uid])
+    assert rep.error == "", rep.error
+    assert [d.device for d in rep.devices] == ["dev-a"]
+    assert rep.devices[0].cdi_ids == [f"knd.dev/net={claim}-dev-a"]
+    spec = json.loads((env.cdi_root / f"knd.dev_{claim}.json").read_text())
+    assert spec["kind"] == "knd.dev/net" and spec["devices"][0]["name"] == f"{claim}-dev-a"
+
+    att = await env.attach(pod_uid, pod)
+    assert att.error == "", att.error
+    assert [(i.device, i.interface, i.ips, i.mac) for i in att.interfaces] == [
+        ("dev-a", "net1", ["10.1.0.2/24"], "02:aa:bb:cc:dd:01")]
+    link = ip_json(pod.name, "addr", "show", "net1")[0]
+    assert link["mtu"] == 1400 and link["address"] == "02:aa:bb:cc:dd:01"
+    assert ("10.1.0.2", 24) in [(a["local"], a["prefixlen"]) for a in link["addr_info"]]
+    got = {(r["dst"], r.get("gateway")) for r in ip_json(pod.name, "route", "show")}
+    assert {("10.3.0.0/16", "10.1.0.1"), ("10.2.0.0/16", None)} <= got
+    assert "pa0" not in netstate.links(env.node.name)
+    assert ping(pod.name, "10.1.0.1")
+
+    det = await env.detach(pod_uid)
+    assert det.error == "" and det.restored == ["dev-a"]
+    assert netstate.wait_equal(env.node.name, host_before) == host_before
+    assert netstate.snapshot(pod.name) == pod_before
+
+    assert (await env.unprepare(claim)).error == ""
+    assert not (env.cdi_root / f"knd.dev_{claim}.json").exists()
+    assert plumber.store.counts() == {"claims": 0}
+    # idempotent: a second detach and unprepare are no-ops
+    assert (await env.detach(pod_uid)).error == ""
+    assert (await env.unprepare(claim)).error == ""
+
+
+async def test_host_addresses_and_routes_move_by_default(env: Env, plumber) -> None:
+    host_pair(env, "pa1", "pb1", "10.4.0")
+    env.node.ip("addr", "add", "10.4.0.2/24", "dev", "pa1")
+    env.node.ip("route", "add", "10.5.0.0/16", "via", "10.4.0.1", "dev", "pa1")
+    await env.inventory([netdev("dev-b", "pa1")])
+    pod = env.pod()
+    host_before = netstate.snapshot(env.node.name)
+    claim, pod_uid = uid(), uid("pod")
+    assert (await env.prepare(claim, [("dev-b", None)], [pod_uid])).error == ""
+    att = await env.attach(pod_uid, pod)
+    assert att.error == "", att.error
+    assert att.interfaces[0].interface == "pa1" and att.interfaces[0].ips == ["10.4.0.2/24"]
+    got = {(r["dst"], r.get("gateway")) for r in ip_json(pod.name, "route", "show")}
+    assert ("10.5.0.0/16", "10.4.0.1") in got
+    assert ping(pod.name, "10.4.0.1")
+    assert (await env.detach(pod_uid)).restored == ["dev-b"]
+    assert netstate.wait_equal(env.node.name, host_before) == host_before
+    assert (await env.unprepare(claim)).error == ""

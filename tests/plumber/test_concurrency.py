@@ -1,0 +1,113 @@
+"""Several devices and pods at once, and kubelet retries."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from schemas.netconfig import InterfaceConfig, NetworkConfig
+from tests.plumber import netstate
+from tests.plumber.conftest import Env, netdev, uid
+from tests.plumber.test_attach import ping
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_two_devices_in_one_pod(env: Env, plumber) -> None:
+    for i in (0, 1):
+        env.node.veth(f"ta{i}", f"tb{i}")
+        env.node.ip("addr", "add", f"10.20.{i}.1/24", "dev", f"tb{i}")
+    await env.inventory([netdev("dev-t0", "ta0"), netdev("dev-t1", "ta1")])
+    pod = env.pod()
+    before = netstate.snapshot(env.node.name)
+    claim, pod_uid = uid(), uid("pod")
+    configs = [NetworkConfig(interface=InterfaceConfig(name=f"net{i}",
+                                                       addresses=[f"10.20.{i}.2/24"]))
+               for i in (0, 1)]
+    rep = await env.prepare(claim, [("dev-t0", configs[0]), ("dev-t1", configs[1])], [pod_uid])
+    assert rep.error == ""
+    att = await env.attach(pod_uid, pod)
+    assert att.error == "", att.error
+    assert sorted(i.interface for i in att.interfaces) == ["net0", "net1"]
+    assert ping(pod.name, "10.20.0.1") and ping(pod.name, "10.20.1.1")
+    again = await env.attach(pod_uid, pod)  # the runtime retrying the hook: same answer
+    assert again.error == "" and sorted(i.interface for i in again.interfaces) == ["net0",
+                                                                                   "net1"]
+    det = await env.detach(pod_uid)
+    assert det.restored == ["dev-t0", "dev-t1"]
+    assert netstate.wait_equal(env.node.name, before) == before
+
+
+async def test_two_devices_same_pod_name_rejected(env: Env, plumber) -> None:
+    env.node.veth("da0", "db0")
+    env.node.veth("da1", "db1")
+    await env.inventory([netdev("dev-d0", "da0"), netdev("dev-d1", "da1")])
+    same = NetworkConfig(interface=InterfaceConfig(name="net0"))
+    rep = await env.prepare(uid(), [("dev-d0", same), ("dev-d1", same)], [uid("pod")])
+    assert 'devices[1].config.interface.name: "net0" is also the name of devices[0]' in rep.error
+
+
+async def test_sixteen_pods_at_once(env: Env, plumber) -> None:
+    n = 16
+    env.node.batch([f"link add ca{i} type veth peer name cb{i}" for i in range(n)]
+                   + [f"link set cb{i} up" for i in range(n)]
+                   + [f"addr add 10.30.{i}.1/24 dev cb{i}" for i in range(n)])
+    await env.inventory([netdev(f"dev-c{i}", f"ca{i}") for i in range(n)])
+    before = netstate.snapshot(env.node.name)
+    pods = [env.pod() for _ in range(n)]
+    claims = [uid() for _ in range(n)]
+    pod_uids = [uid("pod") for _ in range(n)]
+    for i in range(n):
+        cfg = NetworkConfig(interface=InterfaceConfig(name="eth1",
+                                                      addresses=[f"10.30.{i}.2/24"]))
+        assert (await env.prepare(claims[i], [(f"dev-c{i}", cfg)], [pod_uids[i]])).error == ""
+    replies: dict[int, object] = {}
+
+    async def attach(i: int) -> None:
+        replies[i] = await env.attach(pod_uids[i], pods[i])
+
+    async with anyio.create_task_group() as tg:
+        for i in range(n):
+            tg.start_soon(attach, i)
+    assert all(r.error == "" for r in replies.values()), [r.error for r in replies.values()]
+    for i in range(n):
+        assert "eth1" in netstate.links(pods[i].name)
+    assert ping(pods[3].name, "10.30.3.1") and ping(pods[15].name, "10.30.15.1")
+    latencies = sorted(r.latency_ms for r in replies.values())
+    print(f"16 concurrent attaches: p50 {latencies[n // 2]:.1f} ms, max {latencies[-1]:.1f} ms")
+
+    async def detach(i: int) -> None:
+        rep = await env.detach(pod_uids[i])
+        assert rep.restored == [f"dev-c{i}"], rep
+
+    async with anyio.create_task_group() as tg:
+        for i in range(n):
+            tg.start_soon(detach, i)
+    assert netstate.wait_equal(env.node.name, before) == before
+
+
+async def test_prepare_is_idempotent(env: Env, plumber) -> None:
+    env.node.veth("ia0", "ib0")
+    await env.inventory([netdev("dev-i", "ia0")])
+    claim, pod_uid = uid(), uid("pod")
+    first = await env.prepare(claim, [("dev-i", None)], [pod_uid])
+    second = await env.prepare(claim, [("dev-i", None)], [pod_uid])
+    assert first.error == "" and first == second
+    assert len(plumber.store.claims()) == 1
+    assert len(list(env.cdi_root.iterdir())) == 1
+    # a retry that adds a pod (a shared claim reserved for one more pod) records it
+    other = uid("pod")
+    third = await env.prepare(claim, [("dev-i", None)], [pod_uid, other])
+    assert third == first
+    assert [x.uid for x in plumber.store.claim(claim).pods] == [pod_uid, other]
+
+
+async def test_device_cannot_be_in_two_pods(env: Env, plumber) -> None:
+    env.node.veth("sa0", "sb0")
+    await env.inventory([netdev("dev-s", "sa0")])
+    claim, a, b = uid(), uid("pod"), uid("pod")
+    assert (await env.prepare(claim, [("dev-s", None)], [a, b])).error == ""
+    assert (await env.attach(a, env.pod())).error == ""
+    rep = await env.attach(b, env.pod())
+    assert f"attached to pod {a}" in rep.error
+    assert (await env.detach(a)).restored == ["dev-s"]
