@@ -43,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="run the bus and every service, supervised")
     config.add_common(up)
     supervisor.add_arguments(up)
+    from services import demo
+
+    demo_p = sub.add_parser("demo", help="show the whole path on this machine (needs root)")
+    demo.add_arguments(demo_p)
     for name in SERVICES:
         mod = load_service(name)
         if mod is None:
@@ -55,8 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    name = "up" if args.command == "up" else args.command
-    logs.setup(args.log_level, args.log_json, service=name)
+    if args.command == "demo":
+        from services import demo
+
+        logs.setup("warning", False, service="demo")
+        demo.run(args)
+        return
+    logs.setup(args.log_level, args.log_json, service=args.command)
     if args.command == "up":
         from services import supervisor
 

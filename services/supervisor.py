@@ -39,6 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="treat this named netns as the node (tests, demos)")
     p.add_argument("--kubelet-root", default=config.env("KUBELET_ROOT", "/var/lib/kubelet"))
     p.add_argument("--nri-socket", default=config.env("NRI_SOCKET", "/var/run/nri/nri.sock"))
+    p.add_argument("--cdi-root", default=config.env("CDI_ROOT", "/var/run/cdi"),
+                   help="where the plumber writes CDI specs for kubelet")
     p.add_argument("--bus-port", type=int, default=int(config.env("BUS_PORT", "0")),
                    help="loopback port of the embedded bus (0: any free port)")
     p.add_argument("--only", action="append", default=None,
@@ -57,6 +59,7 @@ def child_env(args: argparse.Namespace, creds_path: Path) -> dict[str, str]:
         "KND_SYSFS_ROOT": args.sysfs_root,
         "KND_KUBELET_ROOT": args.kubelet_root,
         "KND_NRI_SOCKET": args.nri_socket,
+        "KND_CDI_ROOT": args.cdi_root,
         "KND_STANDALONE": "1" if args.standalone else "",
     }
     for key, value in (("KND_FILTER", args.filter), ("KND_NETNS", args.netns),
