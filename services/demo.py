@@ -114,7 +114,7 @@ async def run_steps(state: Path, node: str, host: str, podns: str, kubelet_root:
                                             "gateway": "10.77.0.1"}]})],
         pods=[("demo-pod", pod_uid := str(uuid.uuid4()))])
     with Step("scheduler (played): an allocated ResourceClaim for demo0"):
-        await FileApi(state).create_claim(claim)
+        claim = await FileApi(state).create_claim(claim)  # the store assigns the UID
         show(f"claim default/demo-claim uid {claim['metadata']['uid']}")
     dra = f"unix://{kubelet_root}/plugins/knd.dev/dra.sock"
     with Step("kubelet: NodePrepareResources over dra.sock (v1)"):
