@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import nats
+from anyio.abc import TaskGroup
 from nats.aio.client import Client
 from nats.micro import add_service
 from nats.micro.request import Request
@@ -56,10 +57,16 @@ def typed_handler(
     endpoint: str,
     kind: type[Req],
     fn: Callable[[Req], Awaitable[Message]],
+    concurrent: TaskGroup | None = None,
 ) -> Callable[[Request], Awaitable[None]]:
-    """Wrap ``fn`` so it receives a decoded ``kind`` and its reply is encoded."""
+    """Wrap ``fn`` so it receives a decoded ``kind`` and its reply is encoded.
 
-    async def handler(req: Request) -> None:
+    nats-py delivers one subscription's messages one at a time; with
+    ``concurrent`` (the service's task group) each request is served in its
+    own task, so one slow request (a pod attach) does not queue the others.
+    """
+
+    async def serve_one(req: Request) -> None:
         try:
             msg = decode(req.data, kind)
         except DecodeError as exc:
@@ -76,7 +83,19 @@ def typed_handler(
             return
         await req.respond(encode(reply))
 
-    return handler
+    if concurrent is None:
+        return serve_one
+
+    async def guarded(req: Request) -> None:
+        try:
+            await serve_one(req)
+        except Exception as exc:  # e.g. the reply could not be sent: the bus went away
+            log.warning("%s: %s: could not answer: %s", service, endpoint, exc)
+
+    async def spawn(req: Request) -> None:
+        concurrent.start_soon(guarded, req)
+
+    return spawn
 
 
 async def serve(nc: Client, name: str, description: str, version: str = "0.1.0") -> Service:

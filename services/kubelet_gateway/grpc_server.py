@@ -117,6 +117,10 @@ async def _stop(server: grpc.aio.Server | None, grace: float) -> None:
         log.warning("gRPC server stop: %s", exc)
 
 
+MAX_UNIX_PATH = 107
+"""sun_path holds 108 bytes including the terminating NUL."""
+
+
 async def serve_grpc(*, kubelet_root: Path, driver: str, api: ApiPort, plumber: PlumberClient,
                      inventory_source: AsyncIterable[InventorySnapshot] | None = None,
                      advertise_health: bool = False,
@@ -132,6 +136,9 @@ async def serve_grpc(*, kubelet_root: Path, driver: str, api: ApiPort, plumber: 
     dra_sock = dra_socket_path(kubelet_root, driver)
     reg_sock = registration_socket_path(kubelet_root, driver)
     for sock in (dra_sock, reg_sock):
+        if len(os.fsencode(sock)) > MAX_UNIX_PATH:
+            raise ValueError(f"--kubelet-root: socket path {sock} is {len(os.fsencode(sock))} "
+                             f"bytes; unix sockets allow {MAX_UNIX_PATH}")
         sock.parent.mkdir(parents=True, exist_ok=True)
         _remove_stale(sock)
 

@@ -22,8 +22,8 @@ def macs(device: dict) -> tuple:
 
 
 @pytest.fixture
-def agent(node_ns: NetNS, tmp_path: Path) -> Iterator[Agent]:
-    a = Agent(node_ns, tmp_path / "state").start()
+def agent(node_ns: NetNS, short_dir: Path) -> Iterator[Agent]:
+    a = Agent(node_ns, short_dir / "state").start()
     try:
         yield a
     finally:
@@ -86,15 +86,15 @@ def test_restart_of_each_service_keeps_names_and_slices(agent: Agent, node_ns: N
     assert {s["metadata"]["name"] for s in agent.slices()} == names
 
 
-def test_whole_agent_restart_keeps_names(node_ns: NetNS, tmp_path: Path):
+def test_whole_agent_restart_keeps_names(node_ns: NetNS, short_dir: Path):
     node_ns.veth("wr-a", "wr-b")
-    first = Agent(node_ns, tmp_path / "state").start()
+    first = Agent(node_ns, short_dir / "state").start()
     try:
         before = wait_for(lambda: (d := first.devices()) and "wr-a" in d and d, what="devices")
         slices_before = [s["metadata"]["name"] for s in first.slices()]
     finally:
         assert first.stop() == 0
-    second = Agent(node_ns, tmp_path / "state").start()
+    second = Agent(node_ns, short_dir / "state").start()
     try:
         node_ns.veth("wr-c", "wr-d")
         after = wait_for(lambda: (d := second.devices()) and "wr-c" in d and d, what="devices")

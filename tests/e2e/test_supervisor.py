@@ -13,7 +13,7 @@ from tests.helpers.netns import NetNS
 
 pytestmark = pytest.mark.slow
 
-EXPECTED = {"nats-server", "discovery", "publisher"}
+EXPECTED = {"nats-server", "discovery", "publisher", "plumber", "kubelet-gateway"}
 
 
 def alive(pid: int) -> bool:
@@ -25,12 +25,12 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def test_ctrl_c_to_the_process_group_stops_everything_cleanly(node_ns: NetNS, tmp_path: Path):
-    agent = Agent(node_ns, tmp_path / "state")
+def test_ctrl_c_to_the_process_group_stops_everything_cleanly(node_ns: NetNS, short_dir: Path):
+    agent = Agent(node_ns, short_dir / "state")
     agent.start()
     try:
         kids = wait_for(lambda: (c := agent.children()) and set(c) == EXPECTED and c,
-                        what="bus, discovery and publisher running")
+                        what="the bus and every service running")
         node_ns.veth("cc-a", "cc-b")
         wait_for(lambda: "cc-a" in agent.devices() or None, what="publishing")
         os.killpg(os.getpgid(agent.proc.pid), signal.SIGINT)  # what a terminal's Ctrl-C does
@@ -43,8 +43,8 @@ def test_ctrl_c_to_the_process_group_stops_everything_cleanly(node_ns: NetNS, tm
         agent.stop()
 
 
-def test_sigkilled_supervisor_leaves_no_orphans(node_ns: NetNS, tmp_path: Path):
-    agent = Agent(node_ns, tmp_path / "state")
+def test_sigkilled_supervisor_leaves_no_orphans(node_ns: NetNS, short_dir: Path):
+    agent = Agent(node_ns, short_dir / "state")
     agent.start()
     try:
         kids = wait_for(lambda: (c := agent.children()) and set(c) == EXPECTED and c,

@@ -220,3 +220,11 @@ async def test_shutdown_with_open_health_stream_is_prompt(
         assert not status.dra_socket.exists()
     finally:
         await busmod.close(nc)
+
+
+async def test_socket_path_too_long_is_a_clear_error(tmp_path):
+    from services.kubelet_gateway.grpc_server import serve_grpc
+
+    deep = tmp_path / ("x" * 90)
+    with pytest.raises(ValueError, match=r"--kubelet-root: socket path .* bytes"):
+        await serve_grpc(kubelet_root=deep, driver="knd.dev", api=None, plumber=None)

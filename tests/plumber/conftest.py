@@ -5,6 +5,7 @@ requests sent as the gateway user."""
 from __future__ import annotations
 
 import itertools
+import subprocess
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -103,8 +104,8 @@ class Env:
                 tg.cancel_scope.cancel()
                 self.plumber = None
 
-    async def ask(self, verb: str, msg: Message, kind: type[R], timeout: float = 10) -> R:
-        reply = await self.gw.request(Subjects(NODE).plumber(verb), encode(msg), timeout=timeout)
+    async def ask(self, verb: str, msg: Message, kind: type[R], wait: float = 10) -> R:
+        reply = await self.gw.request(Subjects(NODE).plumber(verb), encode(msg), timeout=wait)
         try:
             return decode(reply.data, kind)
         except DecodeError:
@@ -133,6 +134,15 @@ class Env:
         return await self.ask("unprepare", p.Unprepare(claim_uid=claim), p.UnprepareReply)
 
 
+def no_link_local(ns: NetNS) -> None:
+    """No IPv6 link-local addresses in the node netns: the kernel adds them to a veth
+    peer whenever its carrier comes up (asynchronously, through linkwatch), which
+    would make "exactly as before" snapshots flaky for reasons that are not ours."""
+    subprocess.run(["ip", "netns", "exec", ns.name, "sysctl", "-qw",
+                    "net.ipv6.conf.default.addr_gen_mode=1",
+                    "net.ipv6.conf.all.addr_gen_mode=1"], check=True)
+
+
 @pytest.fixture
 async def env(bus: Credentials, node_ns: NetNS, tmp_path: Path) -> AsyncIterator[Env]:
     """Bus clients and the node netns; the plumber is started with ``env.running()``.
@@ -140,6 +150,7 @@ async def env(bus: Credentials, node_ns: NetNS, tmp_path: Path) -> AsyncIterator
     The discovery user answers ``inventory.get`` with the test's inventory, so
     a plumber restarted mid-test finds it at once.
     """
+    no_link_local(node_ns)
     nc = await busmod.connect(bus, "plumber")
     gw = await busmod.connect(bus, "gateway")
     disc = await busmod.connect(bus, "discovery")

@@ -2,7 +2,8 @@
 
 Only what the kernel keeps stable is compared: link names, indexes, MTUs,
 MACs, admin state and kind; addresses (without transient flags such as
-``tentative``); routes of every table; rules; permanent neighbours. Peer
+``tentative``); routes of every table (less the IPv6 multicast route that a
+veth peer gains when its carrier comes up); rules; permanent neighbours. Peer
 details of veths (``link_netnsid``) and counters are left out: the kernel
 changes them when a namespace id gets allocated, not because of us.
 """
@@ -45,6 +46,8 @@ def routes(netns: str) -> list[str]:
     rows = []
     for family in ("-4", "-6"):
         for r in _j(netns, family, "route", "show", "table", "all"):
+            if r.get("type") == "multicast":
+                continue  # ff00::/8 comes and goes with a veth peer's carrier
             r.pop("flags", None)  # linkdown / onlink noise from carrier changes
             r.pop("pref", None)
             rows.append(json.dumps(r, sort_keys=True))
@@ -77,3 +80,26 @@ def wait_equal(netns: str, expected: dict, limit: float = 3.0) -> dict:
         if got == expected or time.monotonic() > deadline:
             return got
         time.sleep(0.05)
+
+
+def diff(expected: dict, got: dict) -> str:
+    """What changed between two snapshots, readably (for assertion messages)."""
+    out = []
+    for key in expected.keys() | got.keys():
+        a, b = expected.get(key), got.get(key)
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            for name in sorted(a.keys() | b.keys()):
+                if a.get(name) != b.get(name):
+                    out.append(f"{key}[{name}]: {a.get(name)} -> {b.get(name)}")
+        else:
+            a_set, b_set = set(a or ()), set(b or ())
+            out += [f"{key}: lost {x}" for x in sorted(a_set - b_set)]
+            out += [f"{key}: new {x}" for x in sorted(b_set - a_set)]
+    return "\n".join(out)
+
+
+def assert_same(netns: str, expected: dict, limit: float = 3.0) -> None:
+    got = wait_equal(netns, expected, limit)
+    assert got == expected, f"{netns} changed:\n{diff(expected, got)}"

@@ -68,7 +68,7 @@ async def test_roundtrip_with_config(env: Env, plumber) -> None:
 
     det = await env.detach(pod_uid)
     assert det.error == "" and det.restored == ["dev-a"]
-    assert netstate.wait_equal(env.node.name, host_before) == host_before
+    netstate.assert_same(env.node.name, host_before)
     assert netstate.snapshot(pod.name) == pod_before
 
     assert (await env.unprepare(claim)).error == ""
@@ -95,5 +95,20 @@ async def test_host_addresses_and_routes_move_by_default(env: Env, plumber) -> N
     assert ("10.5.0.0/16", "10.4.0.1") in got
     assert ping(pod.name, "10.4.0.1")
     assert (await env.detach(pod_uid)).restored == ["dev-b"]
-    assert netstate.wait_equal(env.node.name, host_before) == host_before
+    netstate.assert_same(env.node.name, host_before)
     assert (await env.unprepare(claim)).error == ""
+
+
+async def test_unprepare_of_an_attached_claim_detaches_first(env: Env, plumber) -> None:
+    host_pair(env, "ua0", "ub0", "10.6.0")
+    env.node.ip("addr", "add", "10.6.0.2/24", "dev", "ua0")
+    await env.inventory([netdev("dev-u", "ua0")])
+    before = netstate.snapshot(env.node.name)
+    claim, pod_uid = uid(), uid("pod")
+    cfg = NetworkConfig(interface=InterfaceConfig(name="u1", mtu=1300))
+    assert (await env.prepare(claim, [("dev-u", cfg)], [pod_uid])).error == ""
+    assert (await env.attach(pod_uid, env.pod())).error == ""
+    # the claim is gone from the API; kubelet unprepares from what it remembers
+    assert (await env.unprepare(claim)).error == ""
+    netstate.assert_same(env.node.name, before)
+    assert plumber.store.counts() == {"claims": 0}

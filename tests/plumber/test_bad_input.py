@@ -42,7 +42,7 @@ PREPARE_CASES = [
                    routes=[RouteConfig(gateway="2001:db8::1")]),
      None, "devices[0].config.routes[0].gateway: IPv6 gateway"),
     ("unsafe sysctl key", "dev-q", NetworkConfig(sysctls={"../../x": "1"}), None,
-     "devices[0].config.sysctls.../../x"),
+     "devices[0].config.sysctls[../../x]"),
 ]
 
 
@@ -78,7 +78,8 @@ async def test_prepare_rejects_device_of_another_claim(ready: Env) -> None:
     assert f'devices[0].device: "dev-q" is already prepared for claim {first}' in rep.error
 
 
-@pytest.mark.parametrize("what", ["missing", "regular file", "host netns", "name taken"])
+@pytest.mark.parametrize("what", ["missing", "regular file", "host netns", "own netns",
+                                  "char device", "name taken"])
 async def test_attach_rejects(ready: Env, what: str) -> None:
     env = ready
     pod = env.pod()
@@ -90,12 +91,16 @@ async def test_attach_rejects(ready: Env, what: str) -> None:
     path = {"missing": f"{env.tmp}/no-such-netns",
             "regular file": str(env.tmp / "plain"),
             "host netns": f"/var/run/netns/{env.node.name}",
+            "own netns": "/proc/self/ns/net",
+            "char device": "/dev/null",
             "name taken": f"/var/run/netns/{pod.name}"}[what]
     (env.tmp / "plain").write_text("not a netns")
     host_before, pod_before = netstate.snapshot(env.node.name), netstate.snapshot(pod.name)
     rep = await env.attach(pod_uid, path)
-    expected = {"missing": "netns: ", "regular file": "is not a network namespace",
+    expected = {"missing": "does not exist", "regular file": "is not a network namespace",
                 "host netns": "the node's own network namespace",
+                "own netns": "the node's own network namespace",
+                "char device": "is not a network namespace",
                 "name taken": f'config.interface.name: "{name}" is already used'}[what]
     assert expected in rep.error, rep.error
     assert rep.interfaces == []
@@ -123,9 +128,35 @@ async def test_attach_failure_midway_rolls_back(ready: Env) -> None:
     rep = await env.attach(pod_uid, pod)
     assert "rolled back" in rep.error and "config.routes[1]" in rep.error, rep.error
     assert "incomplete" not in rep.error
-    assert netstate.wait_equal(env.node.name, host_before) == host_before
+    netstate.assert_same(env.node.name, host_before)
     assert netstate.snapshot(pod.name) == pod_before
     assert env.plumber.store.attachments() == []
     assert REGISTRY.get_sample_value("knd_plumber_rollbacks_total") == rollbacks + 1
     # the claim stays prepared: a later attach with a fixed network could work
     assert [c.uid for c in env.plumber.store.claims()] == [claim]
+
+
+async def test_attach_rejects_device_gone_from_inventory(ready: Env) -> None:
+    env = ready
+    claim, pod_uid = uid(), uid("pod")
+    assert (await env.prepare(claim, [("dev-q", None)], [pod_uid])).error == ""
+    await env.inventory([netdev("dev-ghost", "nosuch0")])
+    pod = env.pod()
+    before = netstate.snapshot(env.node.name)
+    rep = await env.attach(pod_uid, pod)
+    assert "device \"dev-q\"" in rep.error and "no longer in this node's inventory" in rep.error
+    assert netstate.snapshot(env.node.name) == before
+
+
+async def test_pod_without_devices_and_malformed_requests(ready: Env) -> None:
+    from schemas.base import ErrorReply, decode
+    from schemas.subjects import Subjects
+    from tests.plumber.conftest import NODE
+
+    env = ready
+    # NRI calls attach for every pod: one without claims gets an empty answer at once
+    rep = await env.attach(uid("pod"), "/no/such/netns")
+    assert rep.error == "" and rep.interfaces == []
+    reply = await env.gw.request(Subjects(NODE).plumber("attach"), b'{"pod": 5}', timeout=5)
+    err = decode(reply.data, ErrorReply)
+    assert "invalid Attach" in err.error

@@ -35,7 +35,7 @@ async def test_two_devices_in_one_pod(env: Env, plumber) -> None:
                                                                                    "net1"]
     det = await env.detach(pod_uid)
     assert det.restored == ["dev-t0", "dev-t1"]
-    assert netstate.wait_equal(env.node.name, before) == before
+    netstate.assert_same(env.node.name, before)
 
 
 async def test_two_devices_same_pod_name_rejected(env: Env, plumber) -> None:
@@ -83,7 +83,7 @@ async def test_sixteen_pods_at_once(env: Env, plumber) -> None:
     async with anyio.create_task_group() as tg:
         for i in range(n):
             tg.start_soon(detach, i)
-    assert netstate.wait_equal(env.node.name, before) == before
+    netstate.assert_same(env.node.name, before)
 
 
 async def test_prepare_is_idempotent(env: Env, plumber) -> None:

@@ -1,0 +1,50 @@
+"""plumber: moves allocated interfaces into pods and gives them back (``knd plumber``).
+
+The only service that changes the host network. Flags and entry point here;
+the bus wiring is in service.py; the kernel is touched only by netops (rtnetlink),
+nsfs (namespaces), devconf (sysctls, ethtool) and rdma (RDMA netlink, /dev).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from services.common import auth, bus
+from services.common.config import Common, env
+from services.plumber.service import serve
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--netns", default=os.environ.get("KND_NETNS"),
+                   help="treat this named network namespace as the node instead of our own "
+                        "(tests, demos) [KND_NETNS]")
+    p.add_argument("--sysfs-root", default=env("SYSFS_ROOT", "/sys"),
+                   help="sysfs to map RDMA char devices from [KND_SYSFS_ROOT]")
+    p.add_argument("--dev-root", default=env("DEV_ROOT", "/dev"),
+                   help="where the RDMA device nodes live (infiniband/uverbsN...) "
+                        "[KND_DEV_ROOT]")
+    p.add_argument("--cdi-root", default=env("CDI_ROOT", "/var/run/cdi"),
+                   help="folder for the per-claim CDI spec files [KND_CDI_ROOT]")
+    p.add_argument("--rdma-netns-mode", default=env("RDMA_NETNS_MODE", "auto"),
+                   choices=["auto", "shared", "exclusive"],
+                   help="RDMA subsystem netns mode; auto asks `rdma system show` "
+                        "[KND_RDMA_NETNS_MODE]")
+    p.add_argument("--sweep-interval", type=float, default=float(env("SWEEP_INTERVAL", "10")),
+                   help="seconds between checks for vanished pod netns (0: never) "
+                        "[KND_SWEEP_INTERVAL]")
+
+
+async def run(args: argparse.Namespace) -> None:
+    """``knd plumber``: run until cancelled (the CLI's runner cancels on SIGTERM)."""
+    common = Common.from_args(args)
+    nc = await bus.connect(auth.load(common.bus_creds), "plumber")
+    try:
+        await serve(nc, common, netns=args.netns, sysfs_root=args.sysfs_root,
+                    dev_root=args.dev_root, cdi_root=args.cdi_root,
+                    rdma_mode=args.rdma_netns_mode, sweep_interval=args.sweep_interval)
+    finally:
+        await bus.close(nc)
+
+
+__all__ = ["add_arguments", "run", "serve"]

@@ -1,0 +1,395 @@
+"""Attach and detach: moving a pod's prepared devices in and out of its netns.
+
+Attach is all or nothing for a pod. Everything that can be checked without
+changing the kernel is checked first (the netns, interface names free in the
+pod, the device still in the host and not an uplink). Then, per device and
+concurrently (RTNL serialises the moves themselves; the rest overlaps):
+
+1. record the intent (phase ``attaching`` plus a snapshot of the host
+   config) in the checkpoint -- before any kernel change;
+2. one RTM_NEWLINK: down, into the pod netns, renamed, with MTU and MAC;
+3. in the pod: GSO/GRO sizes, addresses, link up, link-scope routes, gateway
+   routes, policy rules, permanent neighbours, ethtool, sysctls;
+4. record ``attached``.
+
+Any failure rolls every device of the pod back through :mod:`restore`, the
+same code that detach and reconcile use.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import logging
+import os
+import socket
+import time
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+
+import anyio
+
+from schemas.netconfig import NetworkConfig, RouteConfig, RuleConfig
+from schemas.plumber import Attach, AttachedInterface, AttachReply, DetachReply
+from services.plumber import devconf, nsfs
+from services.plumber.checkpoint import Checkpoint
+from services.plumber.devconf import DevconfError
+from services.plumber.inventory import Inventory
+from services.plumber.locks import KeyedLocks
+from services.plumber.metrics import ROLLBACKS
+from services.plumber.model import (
+    ATTACHED,
+    ATTACHING,
+    GONE,
+    AddrRec,
+    Attachment,
+    ClaimPlan,
+    PlannedDevice,
+    RouteRec,
+    q,
+)
+from services.plumber.netops import RT_SCOPE_LINK, KernelError, LinkRec, Rtnl
+from services.plumber.rdma import Rdma
+from services.plumber.restore import PENDING, RESTORED, Host, Outcome, Restorer
+
+log = logging.getLogger("knd.plumber.attach")
+
+IFA_F_NODAD = 0x02
+RTPROT_BOOT = 3
+RETURN_WAIT = 2.0
+"""How long a detach waits for a physical device to come back from a dead netns."""
+
+
+class AttachError(Exception):
+    """Refused before any kernel change; the text names the device and field."""
+
+
+@dataclass
+class Job:
+    plan: ClaimPlan
+    dev: PlannedDevice
+    cfg: NetworkConfig
+    att: Attachment
+    recorded: bool = False
+    step: str = ""
+    error: str = ""
+
+    @property
+    def where(self) -> str:
+        return f"device {q(self.dev.device)} of claim {self.plan.uid}"
+
+
+def config_address(cidr: str) -> AddrRec:
+    """A configured address; IPv4 gets its broadcast, IPv6 skips DAD (it is ours)."""
+    iface = ipaddress.ip_interface(cidr)
+    if iface.version == 4:
+        brd = str(iface.network.broadcast_address) if iface.network.prefixlen < 31 else ""
+        return AddrRec(cidr=str(iface), broadcast=brd)
+    return AddrRec(cidr=str(iface), flags=IFA_F_NODAD)
+
+
+def config_route(r: RouteConfig) -> RouteRec:
+    gw = ipaddress.ip_address(r.gateway) if r.gateway else None
+    if r.destination:
+        dst = ipaddress.ip_network(r.destination, strict=False)
+    else:
+        dst = ipaddress.ip_network("::/0" if gw and gw.version == 6 else "0.0.0.0/0")
+    v6 = dst.version == 6
+    scope = 0 if v6 else (r.scope or (0 if gw else RT_SCOPE_LINK))
+    return RouteRec(family=socket.AF_INET6 if v6 else socket.AF_INET, dst=str(dst),
+                    gateway=r.gateway, prefsrc=r.source, table=r.table or 254, scope=scope,
+                    proto=RTPROT_BOOT)
+
+
+def _rule_key(r: RuleConfig) -> tuple:
+    def net(v: str) -> str:
+        return str(ipaddress.ip_network(v, strict=False)) if v else ""
+    return (net(r.source), net(r.destination), r.table or 254, r.priority)
+
+
+def _rule_taken(rule: RuleConfig, existing: set[tuple]) -> bool:
+    """A rule like ``rule`` is already there (any priority when ``rule`` sets none)."""
+    key = _rule_key(rule)
+    return any(k[:3] == key[:3] and (not rule.priority or k[3] == rule.priority)
+               for k in existing)
+
+
+class Attacher:
+    def __init__(self, store: Checkpoint, host: Host, restorer: Restorer, rdma: Rdma,
+                 inventory: Inventory | None = None, driver: str = "knd.dev") -> None:
+        self.store = store
+        self.host = host
+        self.restorer = restorer
+        self.notify = restorer.notify
+        self.rdma = rdma
+        self.inventory = inventory
+        self.driver = driver
+        self._locks = KeyedLocks()
+
+    def lock(self, pod_uid: str) -> AbstractAsyncContextManager[None]:
+        """One attach/detach at a time per pod; different pods run concurrently."""
+        return self._locks.hold(pod_uid)
+
+    def _current_ifname(self, dev: PlannedDevice, where: str) -> str:
+        """The device's interface now. Discovery's inventory is the authority once
+        known (a renamed interface, a device gone from the node); before that, the
+        name recorded at prepare."""
+        if self.inventory is None or self.inventory.latest is None:
+            return dev.ifname
+        rec = self.inventory.device(dev.device)
+        if rec is None:
+            raise AttachError(f"{where}: no longer in this node's inventory")
+        name = rec.attributes.get(f"{self.driver}/ifName")
+        return name if isinstance(name, str) and name else dev.ifname
+
+    # ---- attach ----------------------------------------------------------------------------
+
+    async def attach(self, req: Attach) -> AttachReply:
+        started = time.perf_counter()
+        async with self.lock(req.pod.uid):
+            wanted = [(p, d) for p in self.store.claims_of_pod(req.pod.uid) for d in p.devices]
+            if not wanted:
+                return AttachReply()
+            try:
+                fd = nsfs.open_netns(req.netns)
+            except nsfs.NetnsError as exc:
+                return AttachReply(error=f"netns: {exc}")
+            try:
+                nsid = nsfs.fd_id(fd)
+                if nsid in (self.host.id, self.host.own):
+                    return AttachReply(error=f"netns: {q(req.netns)} is the node's own network "
+                                             "namespace")
+                done, todo = await self._sort(wanted, req.pod.uid, nsid)
+                jobs: list[Job] = []
+                if todo:
+                    async with await self.host.session() as host, await Rtnl.open(fd) as pod:
+                        jobs = await self._precheck(todo, req, host, pod, nsid)
+                        async with anyio.create_task_group() as tg:
+                            for job in jobs:
+                                tg.start_soon(self._attach_one, job, host, pod, fd)
+                        if any(j.error for j in jobs):
+                            with anyio.CancelScope(shield=True):
+                                return await self._rollback(jobs)
+            except AttachError as exc:
+                return AttachReply(error=str(exc))
+            finally:
+                os.close(fd)
+        ms = (time.perf_counter() - started) * 1000.0
+        for job in jobs:
+            self.notify.attached(job.att, ms)
+        if jobs:
+            self.notify.claims_changed({j.plan.uid for j in jobs})
+        atts = done + [j.att for j in jobs]
+        return AttachReply(latency_ms=ms, interfaces=[
+            AttachedInterface(claim_uid=a.claim_uid, device=a.device, interface=a.pod_ifname,
+                              ips=list(a.ips), mac=a.mac) for a in atts])
+
+    async def _sort(self, wanted: list[tuple[ClaimPlan, PlannedDevice]], pod_uid: str,
+                    nsid: nsfs.NsId) -> tuple[list[Attachment], list]:
+        """Split into already attached here and still to do; undo stale earlier attaches."""
+        done: list[Attachment] = []
+        todo: list[tuple[ClaimPlan, PlannedDevice]] = []
+        for plan, dev in wanted:
+            where = f"device {q(dev.device)} of claim {plan.uid}"
+            att = self.store.attachment(plan.uid, dev.device)
+            if att is None:
+                todo.append((plan, dev))
+                continue
+            if att.phase == GONE:
+                raise AttachError(f"{where}: destroyed with an earlier pod network namespace")
+            if att.pod_uid != pod_uid:
+                raise AttachError(f"{where}: attached to pod {att.pod_uid}")
+            if att.phase == ATTACHED and (att.ns_dev, att.ns_ino) == (nsid.dev, nsid.ino):
+                done.append(att)
+                continue
+            out = await self.restorer.restore(att, "reattach")
+            if out.result != RESTORED:
+                raise AttachError(f"{where}: an earlier attach could not be undone: "
+                                  f"{out.error or out.result}")
+            todo.append((plan, dev))
+        return done, todo
+
+    async def _precheck(self, todo: list[tuple[ClaimPlan, PlannedDevice]], req: Attach,
+                        host: Rtnl, pod: Rtnl, nsid: nsfs.NsId) -> list[Job]:
+        uplinks = await host.uplink_indexes()
+        taken = {link.name: "the pod" for link in await pod.links()}
+        pod_rules: set[tuple] | None = None
+        jobs = []
+        for plan, dev in todo:
+            where = f"device {q(dev.device)} of claim {plan.uid}"
+            cfg = dev.config or NetworkConfig()
+            snap, pod_ifname = None, ""
+            ifname = self._current_ifname(dev, where)
+            if dev.ifname:
+                link = await host.link(name=ifname)
+                if link is None:
+                    raise AttachError(f"{where}: interface {q(ifname)} is not in the host "
+                                      "network namespace")
+                if link.index in uplinks:
+                    raise AttachError(f"{where}: {ifname} carries the node's default route")
+                pod_ifname = cfg.interface.name or ifname
+                if pod_ifname in taken:
+                    raise AttachError(f"{where}: config.interface.name: {q(pod_ifname)} is "
+                                      f"already used by {taken[pod_ifname]}")
+                taken[pod_ifname] = where
+                snap = await host.snapshot(link)
+            if cfg.rules:
+                if pod_rules is None:
+                    pod_rules = {_rule_key(r) for r in await pod.rules()}
+                for n, rule in enumerate(cfg.rules):
+                    if _rule_taken(rule, pod_rules):
+                        raise AttachError(f"{where}: config.rules[{n}]: already in the pod "
+                                          "network namespace")
+            att = Attachment(
+                claim_uid=plan.uid, device=dev.device, pod_uid=req.pod.uid, phase=ATTACHING,
+                netns=req.netns, ns_dev=nsid.dev, ns_ino=nsid.ino, sandbox_id=req.sandbox_id,
+                host=snap, pod_ifname=pod_ifname, rules=list(cfg.rules),
+                rdma_device=dev.rdma_device,
+                mac=cfg.interface.hardwareAddr or (snap.mac if snap else ""))
+            jobs.append(Job(plan, dev, cfg, att))
+        return jobs
+
+    async def _attach_one(self, job: Job, host: Rtnl, pod: Rtnl, fd: int) -> None:
+        att = job.att
+        try:
+            self.store.put_attachment(att)  # the intent, before the first kernel change
+            job.recorded = True
+            snap = att.host
+            if snap is not None:
+                iface = job.cfg.interface
+                await host.move(snap.index, fd, name=att.pod_ifname, mtu=iface.mtu or 0,
+                                mac=iface.hardwareAddr or "")
+                link = await pod.link(name=att.pod_ifname)
+                if link is None:
+                    raise KernelError("move", errno.ENODEV,
+                                      f"{att.pod_ifname} is not in the pod after the move")
+                att.pod_index, att.mac = link.index, link.mac
+                await self._configure(job, pod, fd, link)
+            if att.rdma_device and self.rdma.mode == "exclusive":
+                try:
+                    await self.rdma.move(att.rdma_device, self.host.fd, fd)
+                    att.rdma_moved = True
+                except Exception as exc:  # best effort (documented): the netdev works anyway
+                    log.warning("%s: RDMA device %s not moved to the pod: %s", job.where,
+                                att.rdma_device, exc)
+            att.phase = ATTACHED
+            self.store.put_attachment(att)
+        except KernelError as exc:
+            job.step, job.error = exc.step, str(exc)
+        except DevconfError as exc:
+            job.step, job.error = f"config.{exc.field}", f"config.{exc}"
+        except OSError as exc:
+            job.step, job.error = "attach", f"attach: {exc}"
+        except Exception as exc:  # a bug must still roll back, not leave a half-moved device
+            log.exception("%s: attach failed", job.where)
+            job.step, job.error = "attach", f"internal error: {exc!r}"
+
+    async def _configure(self, job: Job, pod: Rtnl, fd: int, link: LinkRec) -> None:
+        cfg, att = job.cfg, job.att
+        snap = att.host
+        assert snap is not None
+        iface, idx, name = cfg.interface, link.index, link.name
+        sizes = {k: v for k, v in (("gso_max_size", iface.gsoMaxSize),
+                                   ("gro_max_size", iface.groMaxSize)) if v}
+        if sizes:
+            await pod.set_link("config.interface.gsoMaxSize/groMaxSize", idx, **sizes)
+        routes = [(f"config.routes[{n}]", config_route(r)) for n, r in enumerate(cfg.routes)]
+        if iface.addresses:
+            addrs = [(f"config.interface.addresses[{n}]", config_address(a))
+                     for n, a in enumerate(iface.addresses)]
+        else:  # DRANET's default: the host's addresses and routes move with the interface
+            addrs = [(f"host address {a.cidr}", a) for a in snap.addresses]
+            routes = [(f"host route {r.dst}", r) for r in snap.routes] + routes
+        for step, a in addrs:
+            await pod.add_address(step, idx, a)
+        await pod.set_link("link up", idx, state="up")
+        for step, r in sorted(routes, key=lambda x: bool(x[1].gateway)):
+            await pod.add_route(step, idx, r)
+        for n, rule in enumerate(cfg.rules):
+            await pod.add_rule(f"config.rules[{n}]", rule)
+        for n, nb in enumerate(cfg.neighbors):
+            await pod.add_neighbour(f"config.neighbors[{n}]", idx, nb.destination,
+                                    nb.hardwareAddr)
+        if cfg.ethtool and cfg.ethtool.features:
+            wanted = cfg.ethtool.features
+            att.features = await devconf.feature_values(fd, name, list(wanted))
+            self.store.put_attachment(att)
+            await devconf.set_features(fd, name, wanted)
+        if cfg.ethtool and cfg.ethtool.privateFlags:
+            wanted = cfg.ethtool.privateFlags
+            att.private_flags = await devconf.private_flag_values(fd, name, list(wanted))
+            self.store.put_attachment(att)
+            await devconf.set_private_flags(fd, name, wanted)
+        await devconf.write_sysctls(fd, devconf.interface_sysctls(name, cfg.sysctls,
+                                                                  iface.forwarding))
+        att.ips = [a.cidr for _, a in addrs]
+
+    async def _rollback(self, jobs: list[Job]) -> AttachReply:
+        ROLLBACKS.inc()
+        outs: dict[int, Outcome] = {}
+
+        async def undo(i: int, job: Job) -> None:
+            outs[i] = await self.restorer.restore(job.att, "rollback")
+
+        async with anyio.create_task_group() as tg:
+            for i, job in enumerate(jobs):
+                if job.recorded:
+                    tg.start_soon(undo, i, job)
+        errors = [f"{j.where}: {j.error}" for j in jobs if j.error]
+        stuck = [f"{jobs[i].where}: {o.error}" for i, o in outs.items() if o.result == PENDING]
+        for job in jobs:
+            if job.error:
+                self.notify.failed(job.att, job.step, job.error, rolled_back=not stuck)
+        self.notify.claims_changed({j.plan.uid for j in jobs}, error="; ".join(errors))
+        text = "attach failed and was rolled back: " + "; ".join(errors)
+        if stuck:
+            text += "; rollback incomplete (retried in the background): " + "; ".join(stuck)
+        return AttachReply(error=text)
+
+    # ---- detach ----------------------------------------------------------------------------
+
+    async def _give_back(self, atts: list[Attachment], reason: str) -> dict[str, Outcome]:
+        outs: dict[str, Outcome] = {}
+
+        async def one(att: Attachment) -> None:
+            deadline = time.monotonic() + RETURN_WAIT
+            while True:
+                out = await self.restorer.restore(att, reason)
+                # a physical device leaves a dead netns a moment after the netns goes
+                if not out.waiting or time.monotonic() > deadline:
+                    break
+                await anyio.sleep(0.05)
+            outs[f"{att.claim_uid}/{att.device}"] = out
+
+        async with anyio.create_task_group() as tg:
+            for att in atts:
+                tg.start_soon(one, att)
+        return outs
+
+    async def detach(self, pod_uid: str, reason: str = "detach") -> DetachReply:
+        async with self.lock(pod_uid):
+            atts = [a for a in self.store.attachments(pod_uid=pod_uid) if a.phase != GONE]
+            if not atts:
+                return DetachReply()
+            with anyio.CancelScope(shield=True):
+                outs = await self._give_back(atts, reason)
+        self.notify.claims_changed({a.claim_uid for a in atts})
+        restored = sorted(a.device for a in atts
+                          if outs[f"{a.claim_uid}/{a.device}"].result == RESTORED)
+        errors = [f"device {q(a.device)} of claim {a.claim_uid}: {o.error}" for a in atts
+                  if (o := outs[f"{a.claim_uid}/{a.device}"]).result == PENDING]
+        return DetachReply(restored=restored, error="; ".join(errors))
+
+    async def detach_claim(self, claim_uid: str, reason: str = "unprepare") -> list[str]:
+        """Give back every device of a claim, whatever pod has it; returns errors."""
+        errors: list[str] = []
+        atts = [a for a in self.store.attachments(claim_uid=claim_uid) if a.phase != GONE]
+        for pod_uid in sorted({a.pod_uid for a in atts}):
+            async with self.lock(pod_uid):
+                mine = [a for a in self.store.attachments(claim_uid=claim_uid, pod_uid=pod_uid)
+                        if a.phase != GONE]
+                with anyio.CancelScope(shield=True):
+                    outs = await self._give_back(mine, reason)
+            errors += [f"device {q(k.split('/', 1)[1])}: {o.error}" for k, o in outs.items()
+                       if o.result == PENDING]
+        return errors

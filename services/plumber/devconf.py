@@ -1,0 +1,196 @@
+"""Per-device settings that live outside rtnetlink: sysctls and ethtool.
+
+Both are namespace-relative (``/proc/sys/net`` shows the reading thread's
+netns; an ethtool ioctl finds the interface by name in the socket's netns),
+so each call runs on a thread that entered the target netns (:mod:`nsfs`).
+Features and private flags go through the ethtool ioctl interface
+(``ETHTOOL_[GS]FEATURES`` / ``ETHTOOL_[GS]PFLAGS``), which every kernel and
+driver has, rather than the ethtool genetlink family, which some kernels lack.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import re
+
+from pyroute2.ethtool.ioctl import (
+    SIOCETHTOOL,
+    EthtoolValue,
+    IoctlEthtool,
+    NoSuchDevice,
+    NotSupportedError,
+)
+
+from services.plumber import nsfs
+from services.plumber.model import q
+
+_SYSCTL_KEY = re.compile(r"ipv[46]\.[a-z0-9_]{1,64}")
+_SYSCTL_VALUE = re.compile(r"-?[0-9]{1,10}")
+ETHTOOL_GPFLAGS, ETHTOOL_SPFLAGS = 0x27, 0x28
+ETH_SS_PRIV_FLAGS = 2
+
+
+class DevconfError(Exception):
+    """A setting the device refused; ``str()`` starts with the config field path."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+# ---- sysctls ---------------------------------------------------------------------------
+
+
+def _write_sysctls(entries: list[tuple[str, str, str]]) -> None:
+    for field, rel, value in entries:
+        path = f"/proc/sys/{rel}"
+        try:
+            with open(path, "w") as f:
+                f.write(value)
+        except FileNotFoundError:
+            raise DevconfError(field, f"no sysctl {rel.replace('/', '.')}") from None
+        except OSError as exc:
+            raise DevconfError(field, f"cannot set {rel.replace('/', '.')} to {q(value)}: "
+                                      f"{exc.strerror}") from None
+
+
+async def write_sysctls(fd: int, entries: list[tuple[str, str, str]]) -> None:
+    """Write ``(field, path under /proc/sys, value)`` entries inside netns ``fd``."""
+    if entries:
+        await nsfs.in_netns(fd, _write_sysctls, entries)
+
+
+def interface_sysctls(ifname: str, sysctls: dict[str, str],
+                      forwarding: bool | None) -> list[tuple[str, str, str]]:
+    """The writes a config asks for: key ``ipv4.arp_ignore`` is
+    ``net.ipv4.conf.<ifname>.arp_ignore``. The key is checked again here, whatever
+    validated it before, because it becomes a path under /proc/sys."""
+    out = []
+    for key, value in sysctls.items():
+        field = f"sysctls[{key}]"
+        if not _SYSCTL_KEY.fullmatch(key):
+            raise DevconfError(field, "not an ipv4.<name> or ipv6.<name> key")
+        if not _SYSCTL_VALUE.fullmatch(value):
+            raise DevconfError(field, f"{q(value)} is not an integer")
+        family, _, name = key.partition(".")
+        out.append((field, f"net/{family}/conf/{ifname}/{name}", value))
+    if forwarding is not None:
+        flag = "1" if forwarding else "0"
+        out.append(("interface.forwarding", f"net/ipv4/conf/{ifname}/forwarding", flag))
+        out.append(("interface.forwarding", f"net/ipv6/conf/{ifname}/forwarding", flag))
+    return out
+
+
+# ---- ethtool ---------------------------------------------------------------------------
+
+
+def _ethtool(ifname: str) -> IoctlEthtool:
+    eth = IoctlEthtool()
+    eth.change_ifname(ifname)
+    return eth
+
+
+def _feature_values(ifname: str, names: list[str]) -> dict[str, bool]:
+    eth = _ethtool(ifname)
+    try:
+        feats = eth.get_features()
+        out = {}
+        for name in names:
+            if name not in feats:
+                raise DevconfError(f"ethtool.features[{name}]",
+                                   f"{ifname} has no such feature")
+            out[name] = bool(feats[name])
+        return out
+    except (NotSupportedError, NoSuchDevice, OSError) as exc:
+        raise DevconfError("ethtool.features", f"cannot read features of {ifname}: {exc}")\
+            from None
+    finally:
+        eth.close()
+
+
+def _set_features(ifname: str, wanted: dict[str, bool]) -> None:
+    eth = _ethtool(ifname)
+    try:
+        feats = eth.get_features()
+        for name, value in wanted.items():
+            if name not in feats:
+                raise DevconfError(f"ethtool.features[{name}]", f"{ifname} has no such feature")
+            if bool(feats[name]) == value:
+                continue
+            if not feats.is_available(name):
+                raise DevconfError(f"ethtool.features[{name}]",
+                                   f"fixed to {'on' if feats[name] else 'off'} on {ifname}")
+            feats[name] = value
+        eth.set_features(feats)
+        now = eth.get_features()
+        for name, value in wanted.items():
+            if bool(now[name]) != value:
+                raise DevconfError(f"ethtool.features[{name}]",
+                                   f"the driver of {ifname} did not apply it")
+    except (NotSupportedError, NoSuchDevice, OSError) as exc:
+        raise DevconfError("ethtool.features", f"cannot set features of {ifname}: {exc}")\
+            from None
+    finally:
+        eth.close()
+
+
+async def feature_values(fd: int, ifname: str, names: list[str]) -> dict[str, bool]:
+    """Current values of the named features (to restore them later)."""
+    return await nsfs.in_netns(fd, _feature_values, ifname, names)
+
+
+async def set_features(fd: int, ifname: str, wanted: dict[str, bool]) -> None:
+    if wanted:
+        await nsfs.in_netns(fd, _set_features, ifname, wanted)
+
+
+def _pflags_io(eth: IoctlEthtool, cmd: int, data: int = 0) -> int:
+    value = EthtoolValue(cmd=cmd, data=data)
+    eth.ifreq.value = ctypes.pointer(value)
+    fcntl.ioctl(eth.sock, SIOCETHTOOL, eth.ifreq)
+    return value.data
+
+
+def _private_flags(ifname: str, wanted: dict[str, bool] | None,
+                   names: list[str]) -> dict[str, bool]:
+    """Read (and with ``wanted``, change) private flags; returns the values before."""
+    eth = _ethtool(ifname)
+    try:
+        try:
+            known = eth.get_stringset(set_id=ETH_SS_PRIV_FLAGS)
+        except NotSupportedError:
+            known = []  # the driver has no private flags at all
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOTSUP):
+                raise
+            known = []
+        bits = {name: i for i, name in enumerate(known)}
+        for name in names:
+            if name not in bits:
+                raise DevconfError(f"ethtool.privateFlags[{name}]",
+                                   f"{ifname} has no such private flag")
+        current = _pflags_io(eth, ETHTOOL_GPFLAGS) if names else 0
+        before = {name: bool(current >> bits[name] & 1) for name in names}
+        if wanted:
+            new = current
+            for name, on in wanted.items():
+                new = new | (1 << bits[name]) if on else new & ~(1 << bits[name])
+            if new != current:
+                _pflags_io(eth, ETHTOOL_SPFLAGS, new)
+        return before
+    except OSError as exc:
+        raise DevconfError("ethtool.privateFlags",
+                           f"cannot use private flags of {ifname}: {exc.strerror}") from None
+    finally:
+        eth.close()
+
+
+async def private_flag_values(fd: int, ifname: str, names: list[str]) -> dict[str, bool]:
+    return await nsfs.in_netns(fd, _private_flags, ifname, None, names)
+
+
+async def set_private_flags(fd: int, ifname: str, wanted: dict[str, bool]) -> None:
+    if wanted:
+        await nsfs.in_netns(fd, _private_flags, ifname, wanted, list(wanted))

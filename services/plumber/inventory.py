@@ -1,0 +1,104 @@
+"""The plumber's view of discovery's inventory: which devices exist and
+which interface each one is right now.
+
+It keeps the newest snapshot (published or asked for), using discovery's
+(epoch, seq) ordering, so a reply and a publish that cross on the bus never
+put an older inventory back.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+
+import anyio
+import nats.errors
+from nats.aio.client import Client
+from nats.aio.subscription import Subscription
+
+from schemas.base import encode
+from schemas.inventory import Device, InventoryGet, InventorySnapshot
+from schemas.subjects import Subjects
+from services.common import bus
+
+log = logging.getLogger("knd.plumber.inventory")
+
+SERVICE = "plumber"
+
+
+class Inventory:
+    def __init__(self, nc: Client, node: str) -> None:
+        self.nc = nc
+        self.node = node
+        self.subjects = Subjects(node)
+        self.latest: InventorySnapshot | None = None
+        self._old_epochs: deque[int] = deque(maxlen=32)
+        self._got = anyio.Event()
+
+    def offer(self, snap: InventorySnapshot) -> bool:
+        """Keep ``snap`` if it is newer than the one we have."""
+        if snap.node != self.node:
+            log.warning("ignored an inventory of node %r on %s's subject", snap.node, self.node)
+            return False
+        cur = self.latest
+        if cur is not None:
+            if snap.epoch == cur.epoch:
+                if snap.seq <= cur.seq:
+                    return False
+            elif snap.epoch in self._old_epochs:
+                return False
+            else:
+                self._old_epochs.append(cur.epoch)
+        self.latest = snap
+        self._got.set()
+        return True
+
+    async def subscribe(self) -> Subscription:
+        sub = await self.nc.subscribe(self.subjects.inventory_snapshot)
+        await self.nc.flush()
+        return sub
+
+    async def listen(self, sub: Subscription) -> None:
+        async for msg in sub.messages:
+            snap = bus.decode_or_count(SERVICE, msg.subject, msg.data, InventorySnapshot)
+            if snap is not None:
+                self.offer(snap)
+
+    async def ask(self, wait: float = 1.0) -> bool:
+        """One ``inventory.get``; True when it brought a snapshot."""
+        try:
+            reply = await self.nc.request(self.subjects.inventory_get, encode(InventoryGet()),
+                                          timeout=wait)
+        except (nats.errors.Error, TimeoutError) as exc:
+            log.debug("inventory.get: %r", exc)
+            return False
+        snap = bus.decode_or_count(SERVICE, self.subjects.inventory_get, reply.data,
+                                   InventorySnapshot)
+        if snap is None:
+            return False
+        self.offer(snap)
+        return True
+
+    async def ask_until_known(self, max_delay: float = 2.0) -> None:
+        """At start: ask until one snapshot (asked or published) is in."""
+        delay = 0.05
+        while self.latest is None:
+            if await self.ask():
+                return
+            with anyio.move_on_after(delay):
+                await self._got.wait()
+            delay = min(delay * 2, max_delay)
+
+    async def current(self, wait: float) -> InventorySnapshot | None:
+        """The newest snapshot, asking discovery once more if we have none yet."""
+        if self.latest is None:
+            await self.ask(wait)
+        return self.latest
+
+    def device(self, name: str) -> Device | None:
+        if self.latest is None:
+            return None
+        for dev in self.latest.devices:
+            if dev.name == name:
+                return dev
+        return None

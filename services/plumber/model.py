@@ -1,0 +1,152 @@
+"""What the plumber keeps about claims and moved interfaces.
+
+These structs are the rows of the checkpoint (JSON inside sqlite), so they are
+versioned with the checkpoint, not with the bus: they never cross the bus.
+Everything needed to give an interface back exactly as it was is in
+:class:`LinkSnapshot`, taken from the kernel just before the move.
+"""
+
+from __future__ import annotations
+
+import json
+
+import msgspec
+
+from schemas.netconfig import NetworkConfig, RuleConfig
+from schemas.plumber import PodRef, PreparedDevice
+
+FOREVER = 0xFFFFFFFF
+"""An address lifetime that never ends (the kernel's INFINITY_LIFE_TIME)."""
+
+RT_TABLE_MAIN = 254
+RTPROT_BOOT = 3
+
+
+def q(text: str) -> str:
+    """``text`` quoted as in the error messages: ``"eth0"``."""
+    return json.dumps(text)
+
+
+class _S(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, kw_only=True):
+    pass
+
+
+class AddrRec(_S):
+    """One address of an interface, as the kernel reported it."""
+
+    cidr: str
+    scope: int = 0
+    broadcast: str = ""
+    label: str = ""
+    """Only when it differs from the interface name (``eth0:1`` style labels)."""
+    flags: int = 0
+    """IFA_F_* bits worth restoring (nodad, noprefixroute, ...)."""
+    valid: int = FOREVER
+    preferred: int = FOREVER
+
+
+class RouteRec(_S):
+    """One single-path route through an interface (kernel-made routes are not kept)."""
+
+    family: int
+    dst: str
+    """CIDR; ``0.0.0.0/0`` or ``::/0`` for a default route."""
+    gateway: str = ""
+    prefsrc: str = ""
+    priority: int = 0
+    table: int = RT_TABLE_MAIN
+    scope: int = 0
+    proto: int = RTPROT_BOOT
+    type: int = 1
+    onlink: bool = False
+
+
+class LinkSnapshot(_S):
+    """An interface's host configuration, taken before it is moved."""
+
+    index: int
+    name: str
+    mtu: int
+    kind: str = ""
+    """IFLA_INFO_KIND: "" for a physical device, ``veth``, ``macvlan``... otherwise."""
+    mac: str = ""
+    up: bool = False
+    addresses: list[AddrRec] = []
+    routes: list[RouteRec] = []
+    gso_max_size: int = 0
+    gro_max_size: int = 0
+
+    @property
+    def virtual(self) -> bool:
+        """A virtual device dies with a pod netns; a physical one comes back to the host."""
+        return bool(self.kind)
+
+
+class PlannedDevice(_S):
+    """One device of a prepared claim, resolved against the node."""
+
+    request: str
+    pool: str
+    device: str
+    share_id: str = ""
+    ifname: str = ""
+    """Host interface name at prepare time ("" for an RDMA device without netdev)."""
+    pod_ifname: str = ""
+    rdma_device: str = ""
+    config: NetworkConfig | None = None
+    cdi_id: str = ""
+
+    def prepared(self) -> PreparedDevice:
+        return PreparedDevice(request=self.request, pool=self.pool, device=self.device,
+                              cdi_ids=[self.cdi_id] if self.cdi_id else [],
+                              share_id=self.share_id)
+
+
+class ClaimPlan(_S):
+    """A prepared claim: what kubelet asked for and how it maps onto this node."""
+
+    uid: str
+    namespace: str
+    name: str
+    pods: list[PodRef] = []
+    devices: list[PlannedDevice] = []
+
+
+ATTACHING = "attaching"
+"""Recorded before the first kernel change; reconcile rolls it back."""
+ATTACHED = "attached"
+"""Fully configured in the pod; reconcile keeps it while the pod netns lives."""
+DETACHING = "detaching"
+"""Giving it back; reconcile (and the sweeper) finish the job."""
+GONE = "gone"
+"""A virtual device that died with its pod netns; nothing is left to restore."""
+PHASES = (ATTACHING, ATTACHED, DETACHING, GONE)
+
+
+class Attachment(_S):
+    """One device of one pod: where it went and how to give it back."""
+
+    claim_uid: str
+    device: str
+    pod_uid: str
+    phase: str
+    netns: str
+    """Path of the pod netns at attach time."""
+    ns_dev: int = 0
+    ns_ino: int = 0
+    """Identity of that netns (nsfs inode), to tell it from a later one at the same path."""
+    sandbox_id: str = ""
+    host: LinkSnapshot | None = None
+    """None for an RDMA device without netdev."""
+    pod_ifname: str = ""
+    pod_index: int = 0
+    rules: list[RuleConfig] = []
+    """Policy rules this attach adds in the pod netns (removed on rollback / detach)."""
+    features: dict[str, bool] = {}
+    """Original values of the ethtool features this attach changes."""
+    private_flags: dict[str, bool] = {}
+    rdma_device: str = ""
+    rdma_moved: bool = False
+    ips: list[str] = []
+    mac: str = ""
+    reason: str = ""

@@ -1,0 +1,205 @@
+"""Prepare: resolve a claim's devices against this node and check their config.
+
+Nothing on the bus is trusted: the pool must be this node's, the device must
+be in discovery's inventory and its interface in the host netns, and it must
+not carry the node's default route, whatever the gateway says. Every error
+names its field (``devices[0].device: ...``, ``devices[1].config.routes[0].gateway:
+...``) so a person can fix the claim from the kubelet event alone.
+
+Type-level checks of a ``NetworkConfig`` belong to ``schemas.netconfig.validate``;
+the checks that need the real device (its MTU range, the address families it
+will have once the host's addresses move with it) are made here.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from schemas.inventory import InventorySnapshot
+from schemas.netconfig import NetworkConfig
+from schemas.plumber import Prepare
+from services.plumber.model import ClaimPlan, PlannedDevice, q
+from services.plumber.netops import LinkRec
+
+MIN_MTU_V6 = 1280
+
+log = logging.getLogger("knd.plumber.plan")
+
+
+class PlanError(Exception):
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("; ".join(errors))
+        self.errors = errors
+
+
+@dataclass
+class HostFacts:
+    """What prepare needs to know about the host netns, read by the service."""
+
+    links: dict[str, LinkRec] = field(default_factory=dict)
+    uplinks: set[int] = field(default_factory=set)
+    addresses: dict[str, list[str]] = field(default_factory=dict)
+    """Global addresses (CIDR) of each candidate interface: they move with it by default."""
+
+
+def cdi_kind(driver: str) -> str:
+    return f"{driver}/net"
+
+
+def cdi_name(claim_uid: str, device: str) -> str:
+    return f"{claim_uid}-{device}"
+
+
+def _ip(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(value)
+    except ValueError:
+        return None
+
+
+def _iface(value: str) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface | None:
+    if "/" not in value:
+        return None
+    try:
+        return ipaddress.ip_interface(value)
+    except ValueError:
+        return None
+
+
+def capability_errors(cfg: NetworkConfig) -> list[str]:
+    """Valid settings that the plumber cannot apply (yet)."""
+    errs: list[str] = []
+    i = cfg.interface
+    if i.disableEbpfPrograms:
+        errs.append("interface.disableEbpfPrograms: not supported by knd")
+    for name in ("gsoIPv4MaxSize", "groIPv4MaxSize"):
+        if getattr(i, name) is not None:
+            errs.append(f"interface.{name}: not supported by knd (pyroute2 has no "
+                        "IFLA_GSO/GRO_IPV4_MAX_SIZE)")
+    return errs
+
+
+def schema_errors(cfg: NetworkConfig) -> list[str]:
+    """The type-level rules: ``schemas.netconfig.validate`` (looked up at call time).
+
+    Without it only the kernel judges the values at attach time, and attach
+    rolls back what it refuses.
+    """
+    from schemas import netconfig
+
+    validate = getattr(netconfig, "validate", None)
+    if not callable(validate):
+        log.warning("schemas.netconfig.validate is missing: claim configs are not checked "
+                    "before attach")
+        return []
+    return list(validate(cfg))
+
+
+def device_errors(cfg: NetworkConfig, link: LinkRec, host_addrs: Iterable[str]) -> list[str]:
+    """Checks against the real interface (only for a config whose values parse)."""
+    errs: list[str] = []
+    i = cfg.interface
+    addrs = [a for a in (_iface(x) for x in (i.addresses or list(host_addrs))) if a]
+    versions = {a.version for a in addrs}
+    if i.mtu is not None:
+        if link.max_mtu and i.mtu > link.max_mtu:
+            errs.append(f"interface.mtu: {i.mtu} is above the maximum of {link.name} "
+                        f"({link.max_mtu})")
+        if link.min_mtu and i.mtu < link.min_mtu:
+            errs.append(f"interface.mtu: {i.mtu} is below the minimum of {link.name} "
+                        f"({link.min_mtu})")
+        if 6 in versions and i.mtu < MIN_MTU_V6:
+            errs.append(f"interface.mtu: must be >= {MIN_MTU_V6} with IPv6 addresses")
+    ips = {a.ip for a in addrs}
+    for n, r in enumerate(cfg.routes):
+        gw = _ip(r.gateway) if r.gateway else None
+        if gw is not None and gw.version not in versions and not gw.is_link_local:
+            errs.append(f"routes[{n}].gateway: IPv{gw.version} gateway {r.gateway} but the "
+                        f"interface gets no IPv{gw.version} address")
+        src = _ip(r.source) if r.source else None
+        if src is not None and src not in ips:
+            errs.append(f"routes[{n}].source: {r.source} is not an address of the interface")
+    return errs
+
+
+def config_errors(cfg: NetworkConfig, link: LinkRec | None,
+                  host_addrs: Iterable[str]) -> list[str]:
+    errs = schema_errors(cfg) + capability_errors(cfg)
+    if not errs and link is not None:
+        errs += device_errors(cfg, link, host_addrs)
+    return errs
+
+
+def plan_claim(req: Prepare, *, node: str, driver: str, inventory: InventorySnapshot | None,
+               host: HostFacts, held: dict[str, str]) -> ClaimPlan:
+    """Resolve ``req`` or raise PlanError listing every problem found.
+
+    ``held`` maps devices to the other claims that have them prepared.
+    """
+    errs: list[str] = []
+    if not req.claim_uid:
+        errs.append("claim_uid: must not be empty")
+    if inventory is None:
+        raise PlanError([*errs, "devices: this node's inventory is not known yet "
+                                "(is discovery running?)"])
+    by_name = {d.name: d for d in inventory.devices}
+    planned: list[PlannedDevice] = []
+    seen: dict[str, int] = {}
+    names: dict[str, int] = {}
+    for n, dr in enumerate(req.devices):
+        p = f"devices[{n}]"
+        if dr.pool != node:
+            errs.append(f"{p}.pool: {q(dr.pool)} is not this node's pool {q(node)}")
+            continue
+        dev = by_name.get(dr.device)
+        if dev is None:
+            errs.append(f"{p}.device: {q(dr.device)} is not in this node's inventory")
+            continue
+        if dr.device in seen:
+            errs.append(f"{p}.device: {q(dr.device)} is also devices[{seen[dr.device]}]")
+            continue
+        seen[dr.device] = n
+        if dr.device in held:
+            errs.append(f"{p}.device: {q(dr.device)} is already prepared for claim "
+                        f"{held[dr.device]}")
+            continue
+        ifname = dev.attributes.get(f"{driver}/ifName")
+        rdma = dev.attributes.get(f"{driver}/rdmaDevice")
+        ifname = ifname if isinstance(ifname, str) else ""
+        rdma = rdma if isinstance(rdma, str) else ""
+        cfg = dr.config or NetworkConfig()
+        link = host.links.get(ifname) if ifname else None
+        if not ifname and not rdma:
+            errs.append(f"{p}.device: {q(dr.device)} has neither a network interface nor "
+                        "an RDMA device")
+            continue
+        if ifname and link is None:
+            errs.append(f"{p}.device: interface {q(ifname)} of {q(dr.device)} is not in the "
+                        "host network namespace")
+            continue
+        if link is not None and link.index in host.uplinks:
+            errs.append(f"{p}.device: {q(dr.device)} ({ifname}) carries the node's default "
+                        "route and cannot be given to a pod")
+            continue
+        if not ifname and dr.config is not None and dr.config != NetworkConfig():
+            errs.append(f"{p}.config: {q(dr.device)} has no network interface to configure")
+            continue
+        cerrs = config_errors(cfg, link, host.addresses.get(ifname, []))
+        errs += [f"{p}.config.{e}" for e in cerrs]
+        pod_ifname = cfg.interface.name or ifname
+        if pod_ifname:
+            if pod_ifname in names:
+                errs.append(f"{p}.config.interface.name: {q(pod_ifname)} is also the name of "
+                            f"devices[{names[pod_ifname]}] in the pod")
+            names[pod_ifname] = n
+        planned.append(PlannedDevice(
+            request=dr.request, pool=dr.pool, device=dr.device, share_id=dr.share_id,
+            ifname=ifname, pod_ifname=pod_ifname, rdma_device=rdma, config=dr.config,
+            cdi_id=f"{cdi_kind(driver)}={cdi_name(req.claim_uid, dr.device)}"))
+    if errs:
+        raise PlanError(errs)
+    return ClaimPlan(uid=req.claim_uid, namespace=req.namespace, name=req.name,
+                     pods=list(req.pods), devices=planned)

@@ -1,0 +1,259 @@
+"""Giving an interface back: one routine for rollback, detach and reconcile.
+
+It does not trust its own memory of how far an attach got. It looks: is the
+pod netns still the one we recorded, is the device there (under its pod name
+and index, with a MAC we know), or is it in the host (under its own name, its
+pod name, or its index)? Then it moves it back if needed and makes the host
+copy match the snapshot, adding only what is missing, so running it twice,
+or on a device that never moved, changes nothing.
+
+Outcomes: ``restored`` (back with its original config, row dropped), ``gone``
+(a virtual device that died with its pod netns: row kept as ``gone``), or
+``pending`` (a physical device not back yet, or a step the kernel refused:
+row kept as ``detaching`` and retried by the sweeper).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import logging
+import os
+from dataclasses import dataclass
+from typing import Protocol
+
+from services.plumber import devconf, nsfs
+from services.plumber.checkpoint import Checkpoint
+from services.plumber.devconf import DevconfError
+from services.plumber.metrics import RESTORE_FAILURES
+from services.plumber.model import DETACHING, GONE, Attachment, LinkSnapshot, RouteRec
+from services.plumber.netops import KernelError, LinkRec, Rtnl
+from services.plumber.rdma import Rdma
+
+log = logging.getLogger("knd.plumber.restore")
+
+RESTORED, GONE_OUT, PENDING = "restored", "gone", "pending"
+
+
+class Notify(Protocol):
+    def attached(self, att: Attachment, latency_ms: float) -> None: ...
+    def detached(self, att: Attachment, reason: str, interface: str, gone: bool) -> None: ...
+    def failed(self, att: Attachment, step: str, error: str, rolled_back: bool) -> None: ...
+    def claims_changed(self, claim_uids: set[str], error: str = "") -> None: ...
+
+
+@dataclass
+class Host:
+    """The node's netns, held open for the service's life.
+
+    Each request opens its own rtnetlink socket in it (:meth:`session`, about
+    half a millisecond): the kernel runs one dump at a time per socket, and
+    requests of different pods must not queue behind each other's dumps while
+    a move holds RTNL.
+    """
+
+    fd: int
+    id: nsfs.NsId
+    own: nsfs.NsId | None = None
+    """The plumber's own netns: the real host's, even when ``--netns`` names another."""
+
+    @classmethod
+    def open(cls, netns: str | None) -> Host:
+        fd = nsfs.open_netns(nsfs.host_netns_path(netns))
+        return cls(fd, nsfs.fd_id(fd), nsfs.ns_id_of("/proc/self/ns/net"))
+
+    async def session(self) -> Rtnl:
+        return await Rtnl.open(self.fd)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+@dataclass
+class Outcome:
+    result: str
+    interface: str = ""
+    error: str = ""
+    waiting: bool = False
+    """Pending only because a physical device has not left its dead netns yet."""
+
+
+def link_routes_first(routes: list[RouteRec]) -> list[RouteRec]:
+    """Routes without a gateway first: a gateway must be reachable when its route goes in."""
+    return sorted(routes, key=lambda r: bool(r.gateway))
+
+
+def _macs(att: Attachment) -> set[str]:
+    snap = att.host
+    return {m.lower() for m in (att.mac, snap.mac if snap else "") if m}
+
+
+def pod_netns_alive(att: Attachment) -> bool:
+    return nsfs.ns_id_of(att.netns) == nsfs.NsId(att.ns_dev, att.ns_ino)
+
+
+class Restorer:
+    def __init__(self, store: Checkpoint, host: Host, rdma: Rdma, notify: Notify) -> None:
+        self.store = store
+        self.host = host
+        self.rdma = rdma
+        self.notify = notify
+
+    async def find_in_pod(self, pod: Rtnl, att: Attachment) -> LinkRec | None:
+        snap = att.host
+        assert snap is not None
+        if att.pod_index:
+            link = await pod.link(index=att.pod_index)
+            if link and link.name == att.pod_ifname and link.kind == snap.kind:
+                return link
+        link = await pod.link(name=att.pod_ifname)
+        if link and link.kind == snap.kind and link.mac.lower() in _macs(att):
+            return link
+        return None
+
+    async def find_in_host(self, host: Rtnl, att: Attachment) -> LinkRec | None:
+        snap = att.host
+        assert snap is not None
+        names = {snap.name, att.pod_ifname}
+        link = await host.link(index=snap.index)
+        if link and link.kind == snap.kind and (link.name in names
+                                                or link.mac.lower() in _macs(att)):
+            return link
+        for name in (snap.name, att.pod_ifname):
+            link = await host.link(name=name)
+            if link and link.kind == snap.kind and (link.index == snap.index
+                                                    or link.mac.lower() in _macs(att)):
+                return link
+        return None
+
+    async def restore(self, att: Attachment, reason: str) -> Outcome:
+        """Bring ``att``'s device back to the host as it was (see the module doc)."""
+        if att.phase == GONE:
+            return Outcome(GONE_OUT)
+        if att.phase != DETACHING:
+            att.phase = DETACHING
+            self.store.put_attachment(att)
+        try:
+            return await self._restore(att, reason)
+        except (KernelError, DevconfError, OSError) as exc:
+            RESTORE_FAILURES.inc()
+            att.reason = f"{reason}: {exc}"
+            self.store.put_attachment(att)
+            log.error("device %s (claim %s) not restored yet: %s", att.device, att.claim_uid,
+                      exc)
+            self.notify.failed(att, "restore", str(exc), rolled_back=False)
+            return Outcome(PENDING, error=str(exc))
+
+    async def _restore(self, att: Attachment, reason: str) -> Outcome:
+        snap = att.host
+        alive = pod_netns_alive(att)
+        if alive:
+            try:
+                fd = nsfs.open_netns(att.netns)
+            except nsfs.NetnsError:
+                alive = False
+            else:
+                try:
+                    await self._leave_pod(att, fd)
+                finally:
+                    os.close(fd)
+        if snap is None:  # RDMA device without netdev: nothing else to give back
+            self.store.drop_attachment(att.claim_uid, att.device)
+            self.notify.detached(att, reason, "", gone=False)
+            return Outcome(RESTORED)
+        async with await self.host.session() as host:
+            return await self._settle(host, att, reason, alive)
+
+    async def _settle(self, host: Rtnl, att: Attachment, reason: str, alive: bool) -> Outcome:
+        snap = att.host
+        assert snap is not None
+        link = await self.find_in_host(host, att)
+        if link is None:
+            if snap.virtual:
+                why = "netns-gone" if not alive else "device-deleted"
+                att.phase, att.reason = GONE, f"{reason}: {why}"
+                self.store.put_attachment(att)
+                self.notify.detached(att, why, "", gone=True)
+                log.info("device %s (%s) died with pod %s's netns", att.device, snap.name,
+                         att.pod_uid)
+                return Outcome(GONE_OUT)
+            att.reason = f"{reason}: waiting for {snap.name} to come back to the host"
+            self.store.put_attachment(att)
+            return Outcome(PENDING, error=f"{snap.name} is not back in the host yet",
+                           waiting=True)
+        await self._restore_config(host, link, att)
+        self.store.drop_attachment(att.claim_uid, att.device)
+        self.notify.detached(att, reason if alive else "netns-gone", snap.name, gone=False)
+        return Outcome(RESTORED, interface=snap.name)
+
+    async def _leave_pod(self, att: Attachment, fd: int) -> None:
+        """In a live pod netns: drop our rules, move the device (and RDMA device) out."""
+        async with await Rtnl.open(fd) as pod:
+            for rule in att.rules:
+                try:
+                    await pod.del_rule(rule)
+                except KernelError as exc:
+                    log.warning("pod %s: rule %s not removed: %s", att.pod_uid, rule, exc)
+            if att.rdma_moved:
+                try:
+                    await self.rdma.move(att.rdma_device, fd, self.host.fd)
+                    att.rdma_moved = False
+                except Exception as exc:  # best effort: the kernel returns it when the ns dies
+                    log.warning("RDMA device %s stays in pod %s: %s", att.rdma_device,
+                                att.pod_uid, exc)
+            if att.host is None:
+                return
+            link = await self.find_in_pod(pod, att)
+            if link is not None:
+                await self._move_back(pod, link, att.host)
+
+    async def _move_back(self, pod: Rtnl, link: LinkRec, snap: LinkSnapshot) -> None:
+        mtu = snap.mtu if link.mtu != snap.mtu else 0
+        mac = snap.mac if snap.mac and link.mac.lower() != snap.mac.lower() else ""
+        try:
+            await pod.move(link.index, self.host.fd, name=snap.name, mtu=mtu, mac=mac)
+        except KernelError as exc:
+            if exc.code != errno.EEXIST:
+                raise
+            # its host name was taken meanwhile: come back under a free name, rename later
+            log.warning("%s is taken in the host; %s comes back as knd%d", snap.name,
+                        link.name, snap.index)
+            await pod.move(link.index, self.host.fd, name=f"knd{snap.index}", mtu=mtu, mac=mac)
+
+    async def _restore_config(self, host: Rtnl, link: LinkRec, att: Attachment) -> None:
+        snap = att.host
+        assert snap is not None
+        idx = link.index
+        kw: dict = {}
+        if link.name != snap.name:
+            kw["ifname"] = snap.name
+        if link.mtu != snap.mtu:
+            kw["mtu"] = snap.mtu
+        if snap.mac and link.mac.lower() != snap.mac.lower():
+            kw["address"] = snap.mac
+        if snap.gso_max_size and link.gso_max_size != snap.gso_max_size:
+            kw["gso_max_size"] = snap.gso_max_size
+        if snap.gro_max_size and link.gro_max_size != snap.gro_max_size:
+            kw["gro_max_size"] = snap.gro_max_size
+        if kw:
+            if link.up and "ifname" in kw:
+                await host.set_link("restore: link down", idx, state="down")
+                link = dataclasses.replace(link, up=False)
+            await host.set_link("restore: name, MTU, MAC", idx, **kw)
+        if att.features:
+            await devconf.set_features(self.host.fd, snap.name, att.features)
+        if att.private_flags:
+            await devconf.set_private_flags(self.host.fd, snap.name, att.private_flags)
+        have = {a.cidr for a in await host.addresses(idx, snap.name)}
+        for a in snap.addresses:
+            if a.cidr not in have:
+                try:
+                    await host.add_address(f"restore: address {a.cidr}", idx, a)
+                except KernelError as exc:
+                    if exc.code != errno.EEXIST:
+                        raise
+        if snap.up != link.up:
+            await host.set_link("restore: link state", idx, state="up" if snap.up else "down")
+        if snap.up:
+            for r in link_routes_first(snap.routes):
+                await host.add_route(f"restore: route {r.dst}", idx, r, exist_ok=True)

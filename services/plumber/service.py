@@ -1,0 +1,357 @@
+"""The plumber on the bus: five endpoints over the checkpoint and the kernel.
+
+Every request runs as its own task in the service's task group
+(``typed_handler(concurrent=)``: a NATS subscription delivers its messages one
+at a time, and sixteen pods starting together must not queue behind each
+other); per-claim and per-pod locks keep two requests about the same thing in
+order. Events and claim-status requests
+go out from background tasks, so an attach reply never waits on the
+publisher.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+
+import anyio
+import nats.errors
+from anyio.abc import TaskGroup, TaskStatus
+from nats.aio.client import Client
+
+from schemas import plumber as p
+from schemas.base import Message, decode, encode
+from schemas.claims import ClaimStatus, ClaimStatusReply, Condition, DeviceStatus, NetworkData
+from schemas.subjects import Subjects
+from services.common import bus
+from services.common.config import Common
+from services.plumber import metrics
+from services.plumber.attach import Attacher
+from services.plumber.cdi import CdiSpecs
+from services.plumber.checkpoint import Checkpoint
+from services.plumber.events import DeviceAttached, DeviceDetached, DeviceFailed
+from services.plumber.inventory import Inventory
+from services.plumber.locks import KeyedLocks
+from services.plumber.model import ATTACHED, GONE, PHASES, Attachment, ClaimPlan, q
+from services.plumber.netops import Rtnl
+from services.plumber.plan import HostFacts, PlanError, plan_claim
+from services.plumber.rdma import CharDevice, Rdma, RdmaError, detect_mode
+from services.plumber.reconcile import reconcile, sweeper
+from services.plumber.restore import Host, Restorer
+
+log = logging.getLogger("knd.plumber")
+
+SERVICE = "plumber"
+
+
+class Notifier:
+    """Events and claim-status requests, sent from background tasks."""
+
+    def __init__(self, nc: Client, common: Common, store: Checkpoint, tg: TaskGroup,
+                 status_timeout: float) -> None:
+        self.nc = nc
+        self.node = common.node
+        self.driver = common.driver_name
+        self.subjects = Subjects(common.node)
+        self.store = store
+        self.tg = tg
+        self.status_timeout = status_timeout
+
+    def _publish(self, kind: str, msg: Message) -> None:
+        async def send() -> None:
+            try:
+                await self.nc.publish(self.subjects.event(kind), encode(msg))
+            except nats.errors.Error as exc:
+                log.warning("event %s not sent: %r", kind, exc)
+        self.tg.start_soon(send)
+
+    def attached(self, att: Attachment, latency_ms: float) -> None:
+        self._publish("device.attached", DeviceAttached(
+            node=self.node, pod_uid=att.pod_uid, claim_uid=att.claim_uid, device=att.device,
+            interface=att.pod_ifname, netns=att.netns, ips=list(att.ips), mac=att.mac,
+            latency_ms=latency_ms))
+
+    def detached(self, att: Attachment, reason: str, interface: str, gone: bool) -> None:
+        self._publish("device.detached", DeviceDetached(
+            node=self.node, pod_uid=att.pod_uid, claim_uid=att.claim_uid, device=att.device,
+            interface=interface, reason=reason, gone=gone))
+
+    def failed(self, att: Attachment, step: str, error: str, rolled_back: bool) -> None:
+        self._publish("device.failed", DeviceFailed(
+            node=self.node, pod_uid=att.pod_uid, claim_uid=att.claim_uid, device=att.device,
+            step=step, error=error, rolled_back=rolled_back))
+
+    def status_of(self, plan: ClaimPlan, error: str = "") -> ClaimStatus:
+        devices = []
+        for d in plan.devices:
+            att = self.store.attachment(plan.uid, d.device)
+            data = None
+            if att is not None and att.phase == ATTACHED:
+                cond = Condition(type="Ready", status="True", reason="Attached")
+                data = NetworkData(interface_name=att.pod_ifname, ips=list(att.ips),
+                                   hardware_address=att.mac)
+            elif att is not None and att.phase == GONE:
+                cond = Condition(type="Ready", status="False", reason="DeviceGone",
+                                 message=att.reason[:1024])
+            elif error:
+                cond = Condition(type="Ready", status="False", reason="AttachFailed",
+                                 message=error[:1024])
+            else:
+                cond = Condition(type="Ready", status="False", reason="Detached")
+            devices.append(DeviceStatus(driver=self.driver, pool=d.pool, device=d.device,
+                                        share_id=d.share_id, conditions=[cond],
+                                        network_data=data))
+        return ClaimStatus(namespace=plan.namespace, name=plan.name, uid=plan.uid,
+                           devices=devices)
+
+    def claims_changed(self, claim_uids: set[str], error: str = "") -> None:
+        for uid in sorted(claim_uids):
+            plan = self.store.claim(uid)
+            if plan is not None:
+                self.tg.start_soon(self._send_status, self.status_of(plan, error))
+
+    async def _send_status(self, msg: ClaimStatus) -> None:
+        try:
+            reply = await self.nc.request(self.subjects.claim_status, encode(msg),
+                                          timeout=self.status_timeout)
+            answer = decode(reply.data, ClaimStatusReply)
+            if answer.error:
+                log.warning("claim %s status not written: %s", msg.uid, answer.error)
+        except Exception as exc:  # the publisher may be down; it is only a status
+            log.info("claim %s status not written: %r", msg.uid, exc)
+
+
+class Plumber:
+    """The endpoints' logic; :func:`serve` wires it to the bus."""
+
+    def __init__(self, common: Common, store: Checkpoint, host: Host, inventory: Inventory,
+                 attacher: Attacher, cdi: CdiSpecs, rdma: Rdma, notifier: Notifier, *,
+                 inventory_wait: float = 2.0) -> None:
+        self.node = common.node
+        self.driver = common.driver_name
+        self.store = store
+        self.host = host
+        self.inventory = inventory
+        self.attacher = attacher
+        self.cdi = cdi
+        self.rdma = rdma
+        self.notifier = notifier
+        self.inventory_wait = inventory_wait
+        self._claim_locks = KeyedLocks()
+
+    def gauge(self) -> None:
+        counts = self.store.counts()
+        for kind in ("claims", *PHASES):
+            metrics.CHECKPOINT_ENTRIES.labels(kind).set(counts.get(kind, 0))
+
+    def _lock(self, uid: str) -> AbstractAsyncContextManager[None]:
+        return self._claim_locks.hold(uid)
+
+    # ---- prepare / unprepare ---------------------------------------------------------------
+
+    async def prepare(self, req: p.Prepare) -> p.PrepareReply:
+        started = time.perf_counter()
+        reply = await self._prepare(req)
+        metrics.PREPARE.labels("error" if reply.error else "ok").observe(
+            time.perf_counter() - started)
+        self.gauge()
+        return reply
+
+    async def _prepare(self, req: p.Prepare) -> p.PrepareReply:
+        async with self._lock(req.claim_uid):
+            old = self.store.claim(req.claim_uid)
+            asked = [(d.request, d.pool, d.device, d.share_id, d.config) for d in req.devices]
+            if old is not None:
+                have = [(d.request, d.pool, d.device, d.share_id, d.config) for d in old.devices]
+                if have == asked:  # kubelet retrying: same answer, no new rows
+                    return self._again(old, req)
+                if any(a.phase != GONE for a in self.store.attachments(claim_uid=old.uid)):
+                    return p.PrepareReply(claim_uid=req.claim_uid, error=(
+                        "claim_uid: already prepared and attached with other devices"))
+            inv = await self.inventory.current(self.inventory_wait)
+            held = {d.device: c.uid for c in self.store.claims() if c.uid != req.claim_uid
+                    for d in c.devices}
+            try:
+                facts = await self._host_facts(req)
+                plan = plan_claim(req, node=self.node, driver=self.driver, inventory=inv,
+                                  host=facts, held=held)
+                nodes = self._char_devices(plan)
+            except PlanError as exc:
+                return p.PrepareReply(claim_uid=req.claim_uid, error="; ".join(exc.errors))
+            self.store.put_claim(plan, replace=old is not None)
+            try:
+                self.cdi.write(plan, nodes, self.rdma.shared_devices() if nodes else [])
+            except OSError as exc:
+                self.store.drop_claim(plan.uid)
+                return p.PrepareReply(claim_uid=req.claim_uid,
+                                      error=f"cdi: cannot write the CDI spec: {exc}")
+            return p.PrepareReply(claim_uid=plan.uid,
+                                  devices=[d.prepared() for d in plan.devices])
+
+    def _again(self, old: ClaimPlan, req: p.Prepare) -> p.PrepareReply:
+        known = {x.uid for x in old.pods}
+        extra = [x for x in req.pods if x.uid not in known]
+        if extra:
+            old.pods = [*old.pods, *extra]
+            self.store.put_claim(old)
+        if not self.cdi.path(old.uid).exists():
+            self._write_cdi(old)
+        return p.PrepareReply(claim_uid=old.uid, devices=[d.prepared() for d in old.devices])
+
+    async def _host_facts(self, req: p.Prepare) -> HostFacts:
+        async with await self.host.session() as rtnl:
+            return await self._facts(rtnl, req)
+
+    async def _facts(self, rtnl: Rtnl, req: p.Prepare) -> HostFacts:
+        facts = HostFacts(links={x.name: x for x in await rtnl.links()},
+                          uplinks=await rtnl.uplink_indexes())
+        for dr in req.devices:
+            dev = self.inventory.device(dr.device)
+            ifname = dev.attributes.get(f"{self.driver}/ifName") if dev else None
+            link = facts.links.get(ifname) if isinstance(ifname, str) else None
+            if link is not None:
+                facts.addresses[link.name] = [
+                    a.cidr for a in await rtnl.addresses(link.index, link.name) if not a.scope]
+        return facts
+
+    def _char_devices(self, plan: ClaimPlan) -> dict[str, list[CharDevice]]:
+        nodes: dict[str, list[CharDevice]] = {}
+        errs = []
+        for n, d in enumerate(plan.devices):
+            if d.rdma_device:
+                try:
+                    nodes[d.device] = self.rdma.char_devices(d.rdma_device)
+                except RdmaError as exc:
+                    errs.append(f"devices[{n}].device: RDMA device {d.rdma_device}: {exc}")
+        if errs:
+            raise PlanError(errs)
+        return nodes
+
+    def _write_cdi(self, plan: ClaimPlan) -> None:
+        try:
+            nodes = self._char_devices(plan)
+            self.cdi.write(plan, nodes, self.rdma.shared_devices() if nodes else [])
+        except (PlanError, OSError) as exc:
+            log.error("claim %s: CDI spec not written: %s", plan.uid, exc)
+
+    def reconcile_cdi(self) -> None:
+        """A CDI spec for every prepared claim (one may have died between the checkpoint
+        write and the spec write). Unknown spec files are left alone: prepare records the
+        claim before writing its spec and unprepare removes the spec before forgetting
+        the claim, so none of ours can be orphaned, and another agent's (a test, a
+        demo) may share the folder."""
+        for plan in self.store.claims():
+            if not self.cdi.path(plan.uid).exists():
+                self._write_cdi(plan)
+
+    async def unprepare(self, req: p.Unprepare) -> p.UnprepareReply:
+        async with self._lock(req.claim_uid):
+            errors = await self.attacher.detach_claim(req.claim_uid)
+            if errors:
+                self.gauge()
+                return p.UnprepareReply(claim_uid=req.claim_uid, error="; ".join(errors))
+            self.cdi.remove(req.claim_uid)
+            self.store.drop_claim(req.claim_uid)
+        self.gauge()
+        return p.UnprepareReply(claim_uid=req.claim_uid)
+
+    # ---- attach / detach -------------------------------------------------------------------
+
+    async def attach(self, req: p.Attach) -> p.AttachReply:
+        started = time.perf_counter()
+        reply = await self.attacher.attach(req)
+        metrics.ATTACH.labels("error" if reply.error else "ok").observe(
+            time.perf_counter() - started)
+        self.gauge()
+        return reply
+
+    async def detach(self, req: p.Detach) -> p.DetachReply:
+        started = time.perf_counter()
+        reply = await self.attacher.detach(req.pod.uid)
+        metrics.DETACH.labels("error" if reply.error else "ok").observe(
+            time.perf_counter() - started)
+        self.gauge()
+        return reply
+
+    async def container_devices(self, req: p.ContainerDevices) -> p.ContainerDevicesReply:
+        out: dict[str, CharDevice] = {}
+        for plan in self.store.claims_of_pod(req.pod.uid):
+            for d in plan.devices:
+                if not d.rdma_device:
+                    continue
+                try:
+                    for c in self.rdma.char_devices(d.rdma_device):
+                        out.setdefault(c.path, c)
+                except RdmaError as exc:
+                    return p.ContainerDevicesReply(
+                        error=f"device {q(d.device)} of claim {plan.uid}: {exc}")
+        if out:
+            for c in self.rdma.shared_devices():
+                out.setdefault(c.path, c)
+        return p.ContainerDevicesReply(devices=[
+            p.LinuxDevice(path=c.path, type="c", major=c.major, minor=c.minor)
+            for c in out.values()])
+
+
+async def serve(nc: Client, common: Common, *, netns: str | None = None,
+                sysfs_root: str | Path = "/sys", dev_root: str | Path = "/dev",
+                cdi_root: str | Path = "/var/run/cdi", rdma_mode: str = "auto",
+                sweep_interval: float = 10.0, inventory_wait: float = 2.0,
+                status_timeout: float = 2.0,
+                task_status: TaskStatus[Plumber] = anyio.TASK_STATUS_IGNORED) -> None:
+    """Run the plumber on ``nc`` until cancelled.
+
+    ``netns`` names the netns that stands for the node (default: our own).
+    Reconciles the checkpoint with the kernel before the endpoints answer;
+    ``task_status`` reports the :class:`Plumber` once they do.
+    """
+    store = Checkpoint(Path(common.state_dir) / "plumber" / "checkpoint.db")
+    host = Host.open(netns)
+    svc = sub = None
+    try:
+        mode = await anyio.to_thread.run_sync(detect_mode, rdma_mode)
+        rdma = Rdma(sysfs_root, dev_root, mode)
+        subjects = Subjects(common.node)
+        inventory = Inventory(nc, common.node)
+        sub = await inventory.subscribe()
+        async with anyio.create_task_group() as tg:
+            notifier = Notifier(nc, common, store, tg, status_timeout)
+            restorer = Restorer(store, host, rdma, notifier)
+            attacher = Attacher(store, host, restorer, rdma, inventory, common.driver_name)
+            plumber = Plumber(common, store, host, inventory, attacher,
+                              CdiSpecs(cdi_root, common.driver_name), rdma, notifier,
+                              inventory_wait=inventory_wait)
+            counts = await reconcile(attacher)
+            plumber.reconcile_cdi()
+            plumber.gauge()
+            log.info("plumber on %s: checkpoint reconciled %s; RDMA netns mode %s",
+                     common.node, counts, mode)
+            tg.start_soon(inventory.listen, sub)
+            tg.start_soon(inventory.ask_until_known)
+            svc = await bus.serve(nc, SERVICE, "moves network interfaces into pods and back")
+            group = svc.add_group(name=subjects.plumber_group)
+            for verb, kind, fn in (("prepare", p.Prepare, plumber.prepare),
+                                   ("unprepare", p.Unprepare, plumber.unprepare),
+                                   ("attach", p.Attach, plumber.attach),
+                                   ("detach", p.Detach, plumber.detach),
+                                   ("container-devices", p.ContainerDevices,
+                                    plumber.container_devices)):
+                await group.add_endpoint(name=verb, handler=bus.typed_handler(
+                    SERVICE, verb, kind, fn, concurrent=tg))
+            await nc.flush()
+            if sweep_interval > 0:
+                tg.start_soon(sweeper, attacher, sweep_interval)
+            task_status.started(plumber)
+    finally:
+        with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+            try:
+                if svc is not None:
+                    await svc.stop()
+                if sub is not None:
+                    await sub.unsubscribe()
+            except Exception as exc:  # the bus may already be gone
+                log.debug("stopping the service: %r", exc)
+            host.close()
+            store.close()
