@@ -127,3 +127,42 @@ class ContainerDevices(Message):
 class ContainerDevicesReply(Message):
     devices: list[LinuxDevice] = []
     error: str = ""
+
+
+# Events: ``knd.<node>.events.device.attached|detached|failed``.
+
+
+class DeviceAttached(Message):
+    node: str
+    pod_uid: str
+    claim_uid: str
+    device: str
+    interface: str
+    """Name inside the pod."""
+    netns: str
+    ips: list[str] = []
+    mac: str = ""
+    latency_ms: float = 0.0
+
+
+class DeviceDetached(Message):
+    node: str
+    pod_uid: str
+    claim_uid: str
+    device: str
+    interface: str
+    """Name in the host after the detach ("" when the device is gone)."""
+    reason: str
+    """``detach``, ``unprepare``, ``rollback``, ``reconcile``, ``netns-gone``..."""
+    gone: bool = False
+    """A virtual device destroyed with its pod netns: nothing came back."""
+
+
+class DeviceFailed(Message):
+    node: str
+    pod_uid: str
+    claim_uid: str
+    device: str
+    step: str
+    error: str
+    rolled_back: bool = True

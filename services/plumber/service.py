@@ -24,6 +24,7 @@ from nats.aio.client import Client
 from schemas import plumber as p
 from schemas.base import Message, decode, encode
 from schemas.claims import ClaimStatus, ClaimStatusReply, Condition, DeviceStatus, NetworkData
+from schemas.plumber import DeviceAttached, DeviceDetached, DeviceFailed
 from schemas.subjects import Subjects
 from services.common import bus
 from services.common.config import Common
@@ -31,7 +32,6 @@ from services.plumber import metrics
 from services.plumber.attach import Attacher
 from services.plumber.cdi import CdiSpecs
 from services.plumber.checkpoint import Checkpoint
-from services.plumber.events import DeviceAttached, DeviceDetached, DeviceFailed
 from services.plumber.inventory import Inventory
 from services.plumber.locks import KeyedLocks
 from services.plumber.model import ATTACHED, GONE, PHASES, Attachment, ClaimPlan, q

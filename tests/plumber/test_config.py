@@ -19,10 +19,10 @@ from schemas.netconfig import (
     RouteConfig,
     RuleConfig,
 )
+from schemas.plumber import DeviceAttached, DeviceDetached, DeviceFailed
 from schemas.subjects import Subjects
 from services.common import bus as busmod
 from services.plumber import devconf, nsfs
-from services.plumber.events import DeviceAttached, DeviceDetached, DeviceFailed
 from tests.plumber import netstate
 from tests.plumber.conftest import NODE, Env, netdev, uid
 
