@@ -1,6 +1,7 @@
-"""The ``knd`` command: ``knd up`` runs the whole agent; ``knd <service>`` runs one.
+"""The ``knd`` command: ``knd up`` runs the whole agent; ``knd <service>`` runs one;
+``knd <tool>`` (demo, events, status, topology) helps a person look at a node.
 
-Services are found by name; one not built yet is simply absent from ``knd up``.
+Services and tools are found by name; one not built yet is simply absent.
 """
 
 from __future__ import annotations
@@ -19,16 +20,26 @@ SERVICES = {
     "kubelet-gateway": "services.kubelet_gateway",
 }
 
+TOOLS = {
+    "demo": "services.demo",
+    "events": "services.tools.events",
+    "status": "services.tools.status",
+    "topology": "services.tools.topology",
+}
+"""Tools expose ``add_arguments(parser)`` and ``main(args) -> int`` (synchronous)."""
+
+
+def _load(path: str, *attrs: str) -> ModuleType | None:
+    try:
+        mod = importlib.import_module(path)
+    except ImportError:
+        return None
+    return mod if all(hasattr(mod, a) for a in attrs) else None
+
 
 def load_service(name: str) -> ModuleType | None:
     """The service's module if it provides the CLI contract (add_arguments, run)."""
-    try:
-        mod = importlib.import_module(SERVICES[name])
-    except ImportError:
-        return None
-    if hasattr(mod, "add_arguments") and hasattr(mod, "run"):
-        return mod
-    return None
+    return _load(SERVICES[name], "add_arguments", "run")
 
 
 def available_services() -> list[str]:
@@ -43,10 +54,6 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="run the bus and every service, supervised")
     config.add_common(up)
     supervisor.add_arguments(up)
-    from services import demo
-
-    demo_p = sub.add_parser("demo", help="show the whole path on this machine (needs root)")
-    demo.add_arguments(demo_p)
     for name in SERVICES:
         mod = load_service(name)
         if mod is None:
@@ -54,17 +61,22 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=(mod.__doc__ or "").strip().splitlines()[0])
         config.add_common(p)
         mod.add_arguments(p)
+    for name, path in TOOLS.items():
+        mod = _load(path, "add_arguments", "main")
+        if mod is None:
+            continue
+        p = sub.add_parser(name, help=(mod.__doc__ or "").strip().splitlines()[0])
+        mod.add_arguments(p)
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    if args.command == "demo":
-        from services import demo
-
-        logs.setup("warning", False, service="demo")
-        demo.run(args)
-        return
+    if args.command in TOOLS:
+        mod = _load(TOOLS[args.command], "add_arguments", "main")
+        assert mod is not None
+        logs.setup("warning", False, service=args.command)
+        sys.exit(mod.main(args))
     logs.setup(args.log_level, args.log_json, service=args.command)
     if args.command == "up":
         from services import supervisor

@@ -148,13 +148,14 @@ async def run_steps(state: Path, node: str, host: str, podns: str, kubelet_root:
         show(str(resp).replace("\n", " ") or "ok")
 
 
-def run(args: argparse.Namespace) -> None:
+def main(args: argparse.Namespace) -> int:
     tag = uuid.uuid4().hex[:6]
     host, podns = f"knd-demo-host-{tag}", f"knd-demo-pod-{tag}"
     state = Path(tempfile.mkdtemp(prefix="knd-demo-"))
     try:
         anyio.run(demo, state, host, podns)
         print("\ndemo complete")
+        return 0
     finally:
         ip("netns", "del", podns, check=False)
         ip("netns", "del", host, check=False)

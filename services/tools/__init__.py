@@ -1,0 +1,1 @@
+"""Tools for people: look at a node running knd (events, status, topology)."""
