@@ -78,6 +78,9 @@ class Attach(Message):
     sandbox_id: str
     netns: str
     """Path of the pod's network namespace (``/var/run/netns/...`` or ``/proc/<pid>/ns/net``)."""
+    deadline: float = 0.0
+    """Unix time after which the runtime has given up on the hook (0: none); an attach
+    that completes later is rolled back, so the node matches what the runtime believes."""
 
 
 class AttachedInterface(_S):
@@ -166,3 +169,47 @@ class DeviceFailed(Message):
     step: str
     error: str
     rolled_back: bool = True
+
+
+# Status: ``knd.<node>.plumber.status`` (admin -> plumber), the checkpoint as ``knd status``
+# shows it.
+
+
+class PlumberStatusGet(Message):
+    """Request for the plumber's view of its checkpoint."""
+
+
+class ClaimView(_S):
+    uid: str
+    namespace: str = ""
+    name: str = ""
+    pods: list[PodRef] = []
+    devices: list[str] = []
+    """The claim's devices on this node."""
+
+
+class AttachmentView(_S):
+    """One device of one pod, as the checkpoint records it."""
+
+    claim_uid: str
+    device: str
+    pod_uid: str
+    phase: str
+    """``attaching``, ``attached``, ``detaching``, ``gone``..."""
+    interface: str = ""
+    """Name inside the pod."""
+    host_interface: str = ""
+    """Name it had (and gets back) in the host."""
+    netns: str = ""
+    ips: list[str] = []
+    mac: str = ""
+    reason: str = ""
+
+
+class PlumberStatus(Message):
+    node: str
+    ready: bool = True
+    """The checkpoint was reconciled with the kernel since start."""
+    rdma_mode: str = ""
+    claims: list[ClaimView] = []
+    attachments: list[AttachmentView] = []

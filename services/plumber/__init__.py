@@ -8,10 +8,14 @@ nsfs (namespaces), devconf (sysctls, ethtool) and rdma (RDMA netlink, /dev).
 from __future__ import annotations
 
 import argparse
+import functools
 import os
+
+import anyio
 
 from services.common import auth, bus
 from services.common.config import Common, env
+from services.common.httpserver import Health, serving
 from services.plumber.service import serve
 
 
@@ -36,15 +40,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 async def run(args: argparse.Namespace) -> None:
-    """``knd plumber``: run until cancelled (the CLI's runner cancels on SIGTERM)."""
+    """``knd plumber``: run until cancelled (the CLI's runner cancels on SIGTERM).
+
+    Ready (``/readyz``) once connected to the bus and the checkpoint is reconciled."""
     common = Common.from_args(args)
-    nc = await bus.connect(auth.load(common.bus_creds), "plumber")
-    try:
-        await serve(nc, common, netns=args.netns, sysfs_root=args.sysfs_root,
+    health = Health("plumber", requires=("bus", "reconciled"))
+    async with serving(args.metrics_address, health):
+        nc = await bus.connect(auth.load(common.bus_creds), "plumber")
+        health.check("bus", lambda: nc.is_connected)
+        try:
+            async with anyio.create_task_group() as tg:
+                await tg.start(functools.partial(
+                    serve, nc, common, netns=args.netns, sysfs_root=args.sysfs_root,
                     dev_root=args.dev_root, cdi_root=args.cdi_root,
-                    rdma_mode=args.rdma_netns_mode, sweep_interval=args.sweep_interval)
-    finally:
-        await bus.close(nc)
+                    rdma_mode=args.rdma_netns_mode, sweep_interval=args.sweep_interval))
+                health.check("reconciled", lambda: True)
+        finally:
+            await bus.close(nc)
 
 
 __all__ = ["add_arguments", "run", "serve"]

@@ -31,6 +31,7 @@ import anyio
 
 from schemas.netconfig import NetworkConfig, RouteConfig, RuleConfig
 from schemas.plumber import Attach, AttachedInterface, AttachReply, DetachReply
+from services.common.logs import fields
 from services.plumber import devconf, nsfs
 from services.plumber.checkpoint import Checkpoint
 from services.plumber.devconf import DevconfError
@@ -114,6 +115,11 @@ def _rule_taken(rule: RuleConfig, existing: set[tuple]) -> bool:
                for k in existing)
 
 
+def _pod(req: Attach) -> str:
+    pod = req.pod
+    return f"{pod.namespace}/{pod.name} ({pod.uid})" if pod.name else pod.uid
+
+
 class Attacher:
     def __init__(self, store: Checkpoint, host: Host, restorer: Restorer, rdma: Rdma,
                  inventory: Inventory | None = None, driver: str = "knd.dev") -> None:
@@ -167,6 +173,14 @@ class Attacher:
                         async with anyio.create_task_group() as tg:
                             for job in jobs:
                                 tg.start_soon(self._attach_one, job, host, pod, fd)
+                        late = bool(jobs) and 0 < req.deadline < time.time()
+                        if late:
+                            # the runtime gave up on this RunPodSandbox and will tear the
+                            # sandbox down: keep the node as the runtime believes it is
+                            for job in jobs:
+                                job.error = job.error or (
+                                    "attach finished after the runtime's deadline")
+                                job.step = job.step or "deadline"
                         if any(j.error for j in jobs):
                             with anyio.CancelScope(shield=True):
                                 return await self._rollback(jobs)
@@ -177,6 +191,11 @@ class Attacher:
         ms = (time.perf_counter() - started) * 1000.0
         for job in jobs:
             self.notify.attached(job.att, ms)
+            a = job.att
+            log.info("pod %s: device %s of claim %s attached as %s (%s) in %.1f ms",
+                     _pod(req), a.device, a.claim_uid, a.pod_ifname or "-",
+                     ", ".join(a.ips) or "no address", ms,
+                     extra=fields(claim=a.claim_uid, pod=a.pod_uid, device=a.device))
         if jobs:
             self.notify.claims_changed({j.plan.uid for j in jobs})
         atts = done + [j.att for j in jobs]
@@ -340,6 +359,11 @@ class Attacher:
         for job in jobs:
             if job.error:
                 self.notify.failed(job.att, job.step, job.error, rolled_back=not stuck)
+                log.warning("pod %s: device %s of claim %s not attached (%s): %s; %s",
+                            job.att.pod_uid, job.att.device, job.att.claim_uid, job.step,
+                            job.error, "rollback incomplete" if stuck else "rolled back",
+                            extra=fields(claim=job.att.claim_uid, pod=job.att.pod_uid,
+                                         device=job.att.device))
         self.notify.claims_changed({j.plan.uid for j in jobs}, error="; ".join(errors))
         text = "attach failed and was rolled back: " + "; ".join(errors)
         if stuck:
@@ -374,6 +398,16 @@ class Attacher:
             with anyio.CancelScope(shield=True):
                 outs = await self._give_back(atts, reason)
         self.notify.claims_changed({a.claim_uid for a in atts})
+        for a in atts:
+            out = outs[f"{a.claim_uid}/{a.device}"]
+            where = fields(claim=a.claim_uid, pod=pod_uid, device=a.device)
+            if out.result == PENDING:
+                log.warning("pod %s: device %s of claim %s not restored yet: %s", pod_uid,
+                            a.device, a.claim_uid, out.error, extra=where)
+            else:
+                log.info("pod %s: device %s of claim %s detached: %s%s", pod_uid, a.device,
+                         a.claim_uid, out.result,
+                         f" as {out.interface}" if out.interface else "", extra=where)
         restored = sorted(a.device for a in atts
                           if outs[f"{a.claim_uid}/{a.device}"].result == RESTORED)
         errors = [f"device {q(a.device)} of claim {a.claim_uid}: {o.error}" for a in atts

@@ -18,6 +18,7 @@ import os
 
 import anyio
 
+from services.common.logs import fields
 from services.plumber import nsfs
 from services.plumber.attach import Attacher
 from services.plumber.model import ATTACHED, DETACHING, GONE, Attachment
@@ -60,7 +61,8 @@ async def reconcile(attacher: Attacher) -> dict[str, int]:
         counts[out.result] += 1
         changed.add(att.claim_uid)
         log.info("reconcile: device %s of claim %s (%s): %s %s", att.device, att.claim_uid,
-                 att.phase, out.result, out.error)
+                 att.phase, out.result, out.error,
+                 extra=fields(claim=att.claim_uid, pod=att.pod_uid, device=att.device))
     if changed:
         attacher.notify.claims_changed(changed)
     return counts

@@ -22,6 +22,7 @@ import os
 from dataclasses import dataclass
 from typing import Protocol
 
+from services.common.logs import fields
 from services.plumber import devconf, nsfs
 from services.plumber.checkpoint import Checkpoint
 from services.plumber.devconf import DevconfError
@@ -140,7 +141,7 @@ class Restorer:
             att.reason = f"{reason}: {exc}"
             self.store.put_attachment(att)
             log.error("device %s (claim %s) not restored yet: %s", att.device, att.claim_uid,
-                      exc)
+                      exc, extra=fields(claim=att.claim_uid, pod=att.pod_uid, device=att.device))
             self.notify.failed(att, "restore", str(exc), rolled_back=False)
             return Outcome(PENDING, error=str(exc))
 
@@ -175,7 +176,8 @@ class Restorer:
                 self.store.put_attachment(att)
                 self.notify.detached(att, why, "", gone=True)
                 log.info("device %s (%s) died with pod %s's netns", att.device, snap.name,
-                         att.pod_uid)
+                         att.pod_uid,
+                         extra=fields(claim=att.claim_uid, pod=att.pod_uid, device=att.device))
                 return Outcome(GONE_OUT)
             att.reason = f"{reason}: waiting for {snap.name} to come back to the host"
             self.store.put_attachment(att)

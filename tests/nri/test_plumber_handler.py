@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -80,8 +81,10 @@ async def test_pod_lifecycle_through_the_plumber(bus, sock):
         await conn.stop_pod_sandbox(sb)
         await conn.remove_pod_sandbox(sb)
         ref = p.PodRef(uid="u1", namespace="ns1", name="web")
+        attach = tiny.requests[0]
+        assert isinstance(attach, p.Attach) and 0 < attach.deadline - time.time() <= 5.0
         assert tiny.requests == [
-            p.Attach(pod=ref, sandbox_id="sb-u1", netns=NETNS),
+            p.Attach(pod=ref, sandbox_id="sb-u1", netns=NETNS, deadline=attach.deadline),
             p.ContainerDevices(pod=ref, container="main"),
             p.Detach(pod=ref, sandbox_id="sb-u1", netns=NETNS),
             p.Detach(pod=ref, sandbox_id="sb-u1", netns=NETNS),

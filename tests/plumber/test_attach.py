@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 
 import pytest
 
+from schemas import plumber as p
 from schemas.netconfig import InterfaceConfig, NetworkConfig, RouteConfig
 from tests.plumber import netstate
 from tests.plumber.conftest import Env, netdev, uid
@@ -112,3 +114,23 @@ async def test_unprepare_of_an_attached_claim_detaches_first(env: Env, plumber) 
     assert (await env.unprepare(claim)).error == ""
     netstate.assert_same(env.node.name, before)
     assert plumber.store.counts() == {"claims": 0}
+
+
+async def test_attach_finishing_after_the_runtime_deadline_is_rolled_back(env: Env,
+                                                                          plumber) -> None:
+    host_pair(env, "dl0", "dl0p", "10.9.0")
+    await env.inventory([netdev("dev-dl", "dl0")])
+    pod = env.pod()
+    host_before, pod_before = netstate.snapshot(env.node.name), netstate.snapshot(pod.name)
+    claim, pod_uid = uid(), uid("pod")
+    cfg = NetworkConfig(interface=InterfaceConfig(name="net1", addresses=["10.9.0.2/24"]))
+    assert (await env.prepare(claim, [("dev-dl", cfg)], [pod_uid])).error == ""
+    late = p.Attach(pod=p.PodRef(uid=pod_uid), sandbox_id="sb",
+                    netns=f"/var/run/netns/{pod.name}", deadline=time.time() - 1)
+    rep = await env.ask("attach", late, p.AttachReply)
+    assert "deadline" in rep.error and not rep.interfaces
+    assert netstate.wait_equal(env.node.name, host_before) == host_before
+    assert netstate.snapshot(pod.name) == pod_before
+    # the runtime retries with a fresh deadline: the device attaches normally
+    att = await env.attach(pod_uid, pod)
+    assert att.error == "" and [i.interface for i in att.interfaces] == ["net1"]

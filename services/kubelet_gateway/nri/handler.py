@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from schemas import plumber as p
+from services.common.logs import fields
 from services.kubelet_gateway.plumber_client import PlumberClient, PlumberError
 
 log = logging.getLogger("knd.nri")
@@ -84,12 +86,15 @@ class PlumberPodHandler:
     async def run_pod(self, pod: PodInfo) -> None:
         self.live[pod.uid] = pod
         reply = await self.client.attach(
-            p.Attach(pod=pod.ref, sandbox_id=pod.sandbox_id, netns=pod.netns),
+            p.Attach(pod=pod.ref, sandbox_id=pod.sandbox_id, netns=pod.netns,
+                     deadline=time.time() + self.deadline),
             deadline=self.deadline)
         if reply.error:
             raise PlumberError(f"attach for pod {pod}: {reply.error}")
         for itf in reply.interfaces:
-            log.info("pod %s: %s is %s in the pod", pod, itf.device, itf.interface)
+            log.info("pod %s: %s is %s in the pod (%.1f ms)", pod, itf.device, itf.interface,
+                     reply.latency_ms,
+                     extra=fields(claim=itf.claim_uid, pod=pod.uid, device=itf.device))
 
     async def _detach(self, pod: PodInfo) -> None:
         reply = await self.client.detach(
@@ -97,6 +102,9 @@ class PlumberPodHandler:
             deadline=self.deadline)
         if reply.error:
             raise PlumberError(f"detach for pod {pod}: {reply.error}")
+        if reply.restored:
+            log.info("pod %s: %s back in the host", pod, ", ".join(reply.restored),
+                     extra=fields(pod=pod.uid, device=",".join(reply.restored)))
 
     async def stop_pod(self, pod: PodInfo) -> None:
         await self._detach(pod)

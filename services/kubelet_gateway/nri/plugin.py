@@ -29,6 +29,7 @@ import anyio
 from anyio.abc import TaskStatus
 from prometheus_client import Counter, Histogram
 
+from services.common.logs import fields
 from services.kubelet_gateway.nri.handler import PlumberPodHandler, PodHandler, PodInfo
 from services.kubelet_gateway.nri.mux import MAX_FRAME, PLUGIN_CONN, RUNTIME_CONN, Mux
 from services.kubelet_gateway.nri.ttrpc import (
@@ -232,19 +233,20 @@ class NriPlugin:
 
     async def stop_pod_sandbox(self, req: api.StopPodSandboxRequest) -> api.Empty:
         pod = pod_info(req.pod)
-        await self._bounded(lambda: self.handler.stop_pod(pod), f"stop of pod {pod}")
+        await self._bounded(lambda: self.handler.stop_pod(pod), f"stop of pod {pod}", pod)
         return api.Empty()
 
     async def remove_pod_sandbox(self, req: api.RemovePodSandboxRequest) -> api.Empty:
         pod = pod_info(req.pod)
-        await self._bounded(lambda: self.handler.remove_pod(pod), f"removal of pod {pod}")
+        await self._bounded(lambda: self.handler.remove_pod(pod), f"removal of pod {pod}",
+                            pod)
         return api.Empty()
 
     async def create_container(self,
                                req: api.CreateContainerRequest) -> api.CreateContainerResponse:
         pod, name = pod_info(req.pod), req.container.name
         devices = await self._bounded(lambda: self.handler.container_devices(pod, name),
-                                      f"devices of container {name} of pod {pod}")
+                                      f"devices of container {name} of pod {pod}", pod)
         resp = api.CreateContainerResponse()
         for dev in devices:
             resp.adjust.linux.devices.add(path=dev.path, type=dev.type, major=dev.major,
@@ -256,9 +258,10 @@ class NriPlugin:
         if req.event == api.RUN_POD_SANDBOX:
             await self._run_pod(pod)
         elif req.event == api.STOP_POD_SANDBOX:
-            await self._bounded(lambda: self.handler.stop_pod(pod), f"stop of pod {pod}")
+            await self._bounded(lambda: self.handler.stop_pod(pod), f"stop of pod {pod}", pod)
         elif req.event == api.REMOVE_POD_SANDBOX:
-            await self._bounded(lambda: self.handler.remove_pod(pod), f"removal of pod {pod}")
+            await self._bounded(lambda: self.handler.remove_pod(pod), f"removal of pod {pod}",
+                                pod)
         return api.Empty()
 
     # -- helpers ------------------------------------------------------------------------
@@ -266,32 +269,34 @@ class NriPlugin:
     async def _run_pod(self, pod: PodInfo) -> None:
         if pod.host_network:
             if await self._bounded(lambda: self.handler.has_claims(pod),
-                                   f"claim lookup for pod {pod}"):
+                                   f"claim lookup for pod {pod}", pod):
                 raise TtrpcError(
                     Code.FAILED_PRECONDITION,
                     f"knd: pod {pod} uses the host network namespace but holds network "
                     f"claims; their interfaces cannot be moved into the host namespace "
                     f"(drop hostNetwork or the claims)")
             return
-        await self._bounded(lambda: self.handler.run_pod(pod), f"attach for pod {pod}")
+        await self._bounded(lambda: self.handler.run_pod(pod), f"attach for pod {pod}", pod)
 
     @property
     def budget(self) -> float:
         """Seconds a handler call may take: well inside the runtime's request timeout."""
         return min(self.handler_timeout, 0.75 * self.request_timeout)
 
-    async def _bounded(self, fn: Callable[[], Awaitable[T]], what: str) -> T:
+    async def _bounded(self, fn: Callable[[], Awaitable[T]], what: str,
+                       pod: PodInfo | None = None) -> T:
         budget = self.budget
+        where = fields(pod=pod.uid if pod is not None else None)
         try:
             with anyio.move_on_after(budget) as scope:
                 return await fn()
         except TtrpcError:
             raise
         except Exception as exc:
-            log.warning("nri: %s failed: %s", what, exc)
+            log.warning("nri: %s failed: %s", what, exc, extra=where)
             raise TtrpcError(Code.INTERNAL, f"knd: {what} failed: {exc}") from None
         assert scope.cancelled_caught
-        log.warning("nri: %s did not finish within %.2f s", what, budget)
+        log.warning("nri: %s did not finish within %.2f s", what, budget, extra=where)
         raise TtrpcError(Code.DEADLINE_EXCEEDED,
                          f"knd: {what} did not finish within {budget:.2f} s")
 
