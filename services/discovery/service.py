@@ -24,7 +24,8 @@ from services.common import bus
 from services.discovery import rtnl
 from services.discovery.attributes import build_devices
 from services.discovery.filter import DeviceFilter
-from services.discovery.sysfs import Sysfs
+from services.discovery.model import LinkInfo
+from services.discovery.sysfs import NetdevHw, RdmaHw, Sysfs
 from services.discovery.uplinks import excluded_indexes
 
 log = logging.getLogger("knd.discovery")
@@ -49,23 +50,57 @@ class Tuning:
     """Rescan this often without events, for changes netlink does not announce (sysfs)."""
 
 
+class HardwareCache:
+    """sysfs facts of the links seen so far, reused across rescans.
+
+    Reading sysfs is most of a rescan (~150 us a link), yet a link's hardware does
+    not change while it exists. Any new (ifindex, name) clears the whole cache:
+    a new link may be a VF that changes its PF's counts, or a renamed one.
+    """
+
+    def __init__(self, sysfs: Sysfs) -> None:
+        self.sysfs = sysfs
+        self._netdev: dict[str, NetdevHw | None] = {}
+        self._rdma: list[RdmaHw] | None = None
+        self._seen: set[tuple[int, str]] = set()
+
+    def refresh(self, links: list[LinkInfo], force: bool = False) -> None:
+        keys = {(link.index, link.name) for link in links}
+        if force or keys - self._seen:
+            self._netdev.clear()
+            self._rdma = None
+        self._seen = keys
+
+    def netdev(self, ifname: str) -> NetdevHw | None:
+        if ifname not in self._netdev:
+            self._netdev[ifname] = self.sysfs.netdev(ifname)
+        return self._netdev[ifname]
+
+    def rdma_devices(self) -> list[RdmaHw]:
+        if self._rdma is None:
+            self._rdma = self.sysfs.rdma_devices()
+        return self._rdma
+
+
 class Scanner:
     """One full rescan: links, routes and sysfs -> the devices to publish."""
 
     def __init__(self, driver: str, sysfs: Sysfs, device_filter: DeviceFilter,
                  netns: str | None = None) -> None:
         self.driver = driver
-        self.sysfs = sysfs
+        self.hardware = HardwareCache(sysfs)
         self.filter = device_filter
         self.reader = rtnl.Reader(netns)
 
-    def scan(self) -> list[Device]:
+    def scan(self, fresh: bool = False) -> list[Device]:
+        """``fresh`` rereads all of sysfs (the periodic resync)."""
         started = time.perf_counter()
         links = self.reader.links()
+        self.hardware.refresh(links, force=fresh)
         excluded = excluded_indexes(links, self.reader.routes())
         candidates = [link for link in links
                       if link.index not in excluded and link.encapsulation != "loopback"]
-        devices = [d for d in build_devices(candidates, self.sysfs, self.driver)
+        devices = [d for d in build_devices(candidates, self.hardware, self.driver)
                    if self.filter(d)]
         RESCANS.inc()
         SCAN_SECONDS.observe(time.perf_counter() - started)
@@ -150,12 +185,12 @@ class Discovery:
                         break
                     await anyio.sleep(wait)
             self._dirty = anyio.Event()
-            await self.rescan(trigger_at=first)
+            await self.rescan(trigger_at=first, fresh=not first)
 
-    async def rescan(self, trigger_at: float) -> None:
+    async def rescan(self, trigger_at: float, fresh: bool = False) -> None:
         async with self._scan_lock:
             try:
-                devices = await anyio.to_thread.run_sync(self.scanner.scan)
+                devices = await anyio.to_thread.run_sync(self.scanner.scan, fresh)
             except OSError as exc:
                 log.error("rescan failed, keeping the last inventory: %s", exc)
                 return

@@ -311,3 +311,68 @@ def odd_entries(tmp: Path) -> SysfsTree:
     tree.link(f"{rel}/device", "device")
     tree.link_to("class/infiniband/mlx5_9", rel)
     return tree
+
+
+def shared_switch_server(tmp: Path) -> SysfsTree:
+    """One socket (every function on NUMA node 0) with two root complexes.
+
+    - ``pci0000:00``, root port ``0000:00:01.0``, switch (upstream
+      ``0000:01:00.0``, downstream ``0000:02:00.0``-``02.0``): NIC ``0000:03:00.0``
+      (``eth0``/``mlx5_0``) and NVIDIA GPUs ``0000:04:00.0`` and ``0000:05:00.0``:
+      two GPUs, one NIC on one switch;
+    - ``pci0000:00``, root port ``0000:00:02.0``: an NVMe drive ``0000:06:00.0``
+      (neither GPU nor NIC); root port ``0000:00:1c.0`` -> bridge ``0000:07:00.0``
+      -> the BMC's VGA ``0000:08:00.0`` (ASPEED ``1a03``, class ``030000``);
+    - ``pci0000:40``, root port ``0000:40:01.0``: NIC ``0000:41:00.0`` (``eth1``,
+      no RDMA); root port ``0000:40:03.0``: AMD GPU ``0000:42:00.0`` (``1002``).
+    """
+    tree = SysfsTree(tmp)
+    switch = ["0000:00:01.0", "0000:01:00.0"]
+    tree.pci_nic("0000:03:00.0", root="pci0000:00", bridges=[*switch, "0000:02:00.0"],
+                 numa=0, ifname="eth0", rdma="mlx5_0")
+    tree.gpu("0000:04:00.0", root="pci0000:00", bridges=[*switch, "0000:02:01.0"], numa=0)
+    tree.gpu("0000:05:00.0", root="pci0000:00", bridges=[*switch, "0000:02:02.0"], numa=0)
+    tree.pci_function("0000:06:00.0", "pci0000:00", ["0000:00:02.0"], vendor="144d",
+                      device="a80a", cls="0x010802", numa=0, subsystem=None)
+    tree.pci_function("0000:08:00.0", "pci0000:00", ["0000:00:1c.0", "0000:07:00.0"],
+                      vendor="1a03", device="2000", cls="0x030000", numa=0, subsystem=None)
+    tree.pci_nic("0000:41:00.0", root="pci0000:40", bridges=["0000:40:01.0"], numa=0,
+                 ifname="eth1", vendor="8086", device="1593", subsystem=None)
+    tree.pci_function("0000:42:00.0", "pci0000:40", ["0000:40:03.0"], vendor="1002",
+                      device="74a1", cls=CLASS_3D, numa=0, subsystem=None)
+    return tree
+
+
+def nested_switch_server(tmp: Path) -> SysfsTree:
+    """Switches inside switches, a second socket and a GPU whose NUMA node is unknown.
+
+    Root complex ``pci0000:00`` (NUMA 0), root port ``0000:00:02.0``, switch S1
+    (upstream ``0000:10:00.0``, downstream ports ``0000:11:0x.0``):
+
+    - ``11:00.0`` -> InfiniBand HCA ``0000:12:00.0`` (class ``020700``,
+      ``ibp18s0``/``mlx5_0``);
+    - ``11:01.0`` -> switch S2 (upstream ``0000:13:00.0``): ``14:00.0`` -> GPU
+      ``0000:15:00.0``, ``14:01.0`` -> NIC ``0000:16:00.0`` (``ens16``/``mlx5_1``);
+    - ``11:02.0`` -> GPU ``0000:17:00.0``;
+    - ``11:03.0`` -> switch S3 (upstream ``0000:20:00.0``), ``21:00.0`` -> GPU
+      ``0000:22:00.0``.
+
+    Root complex ``pci0000:80`` (NUMA 1): root port ``0000:80:01.0`` -> NIC
+    ``0000:81:00.0`` (``ens81``). Root complex ``pci0000:c0`` (no numa_node
+    files): root port ``0000:c0:01.0`` -> GPU ``0000:c1:00.0``.
+    """
+    tree = SysfsTree(tmp)
+    s1 = ["0000:00:02.0", "0000:10:00.0"]
+    tree.pci_nic("0000:12:00.0", root="pci0000:00", bridges=[*s1, "0000:11:00.0"], numa=0,
+                 ifname="ibp18s0", rdma="mlx5_0", cls=CLASS_INFINIBAND, device="101b")
+    s2 = [*s1, "0000:11:01.0", "0000:13:00.0"]
+    tree.gpu("0000:15:00.0", root="pci0000:00", bridges=[*s2, "0000:14:00.0"], numa=0)
+    tree.pci_nic("0000:16:00.0", root="pci0000:00", bridges=[*s2, "0000:14:01.0"], numa=0,
+                 ifname="ens16", rdma="mlx5_1")
+    tree.gpu("0000:17:00.0", root="pci0000:00", bridges=[*s1, "0000:11:02.0"], numa=0)
+    s3 = [*s1, "0000:11:03.0", "0000:20:00.0"]
+    tree.gpu("0000:22:00.0", root="pci0000:00", bridges=[*s3, "0000:21:00.0"], numa=0)
+    tree.pci_nic("0000:81:00.0", root="pci0000:80", bridges=["0000:80:01.0"], numa=1,
+                 ifname="ens81")
+    tree.gpu("0000:c1:00.0", root="pci0000:c0", bridges=["0000:c0:01.0"], numa=None)
+    return tree

@@ -1,0 +1,74 @@
+"""Show which NIC sits next to which GPU (PIX/PXB/PHB/NODE/SYS), from sysfs alone.
+
+``knd topology`` prints an ``nvidia-smi topo -m``-like matrix of every GPU
+against every NIC with each GPU's preferred NIC; ``--json`` prints the
+document described in :mod:`services.topology.render` instead, and
+``--svg FILE`` also draws the layout. It reads only sysfs (``--sysfs-root``,
+default ``/sys`` or ``KND_SYSFS_ROOT``), needs no driver, no root and no bus,
+and works on a copy of another machine's sysfs. The relation rule is in
+:mod:`services.topology.affinity`.
+
+Exit status: 0 when the tree was read (also when it has no GPU: that is said,
+not treated as an error), 2 when the sysfs root is not a directory, 1 when the
+SVG file cannot be written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from services.discovery.sysfs import Sysfs
+from services.topology import affinity, pci, render
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sysfs-root", default=os.environ.get("KND_SYSFS_ROOT", "/sys"),
+                   help="sysfs to read (default: /sys, or KND_SYSFS_ROOT)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of the matrix")
+    p.add_argument("--svg", metavar="FILE", type=Path, help="also write an SVG picture")
+    p.add_argument("--vfs", action="store_true",
+                   help="list SR-IOV virtual functions as NICs too (default: PFs only)")
+    p.add_argument("--gpu-vendor", action="append", metavar="HEX", default=None,
+                   help="only GPUs of this PCI vendor (repeatable; e.g. 10de for NVIDIA)")
+    p.add_argument("--pci-ids", type=Path, default=None,
+                   help="pci.ids file for vendor/device names (default: the system's)")
+
+
+def main(args: argparse.Namespace) -> int:
+    root = Path(args.sysfs_root)
+    if not root.is_dir():
+        print(f"knd topology: {root} is not a directory", file=sys.stderr)
+        return 2
+    sysfs = Sysfs(root, pci_ids=getattr(args, "pci_ids", None))
+    tree = pci.read_tree(sysfs, include_vfs=getattr(args, "vfs", False),
+                         gpu_vendors=getattr(args, "gpu_vendor", None))
+    aff = affinity.compute(tree)
+    if args.svg is not None:
+        try:
+            args.svg.write_text(render.to_svg(aff))
+        except OSError as e:
+            print(f"knd topology: cannot write {args.svg}: {e}", file=sys.stderr)
+            return 1
+    if args.json:
+        print(json.dumps(render.to_json(aff), indent=2))
+    elif tree.gpus:
+        print(render.to_text(aff), end="")
+    notes = [f"skipped {addr}: {why}" for addr, why in tree.skipped]
+    if tree.problems:
+        notes.append("unreadable sysfs entries: " + ", ".join(
+            f"{n} {kind}" for kind, n in sorted(tree.problems.items())))
+    if not tree.gpus:
+        where = root / "bus" / "pci" / "devices"
+        notes.insert(0, f"no GPU found under {where} (PCI class 0300xx/0302xx"
+                        f"{', vendor ' + '/'.join(args.gpu_vendor) if args.gpu_vendor else ''});"
+                        f" {len(tree.nics)} NIC(s) found, nothing to pair them with")
+    stream = sys.stderr if args.json or tree.gpus else sys.stdout
+    for note in notes:
+        print(f"knd topology: {note}", file=stream)
+    if args.svg is not None:
+        print(f"knd topology: wrote {args.svg}", file=sys.stderr)
+    return 0

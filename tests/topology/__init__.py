@@ -1,0 +1,1 @@
+"""knd topology: GPU <-> NIC affinity from sysfs fixture trees."""
