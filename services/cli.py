@@ -25,6 +25,7 @@ TOOLS = {
     "events": "services.tools.events",
     "status": "services.tools.status",
     "topology": "services.tools.topology",
+    "bus-config": "services.common.busconfig",
 }
 """Tools expose ``add_arguments(parser)`` and ``main(args) -> int`` (synchronous)."""
 

@@ -47,8 +47,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="run only these services (repeatable)")
 
 
-def child_env(args: argparse.Namespace, creds_path: Path) -> dict[str, str]:
+def child_env(args: argparse.Namespace, creds_path: Path,
+              service: str | None = None) -> dict[str, str]:
+    """The environment of one child. Each service gets its own ``KND_METRICS_ADDRESS``
+    (``--metrics-address`` is discovery's; the others follow at +1..+3), never one
+    shared address that only the first could bind."""
     env = dict(os.environ)
+    env.pop("KND_METRICS_ADDRESS", None)
     settings = {
         "KND_NODE": args.node,
         "KND_STATE_DIR": str(args.state_dir),
@@ -66,6 +71,8 @@ def child_env(args: argparse.Namespace, creds_path: Path) -> dict[str, str]:
                        ("KUBECONFIG", args.kubeconfig)):
         if value:
             settings[key] = value
+    if service is not None:
+        settings["KND_METRICS_ADDRESS"] = config.metrics_address(args.metrics_address, service)
     env.update(settings)
     return env
 
@@ -123,10 +130,13 @@ async def run(args: argparse.Namespace) -> None:
     creds_path = state_dir / "bus" / "creds.json"
     env = child_env(args, creds_path)
     names = [n for n in available_services() if not args.only or n in args.only]
-    log.info("knd up: node %s, bus %s, services %s%s", args.node, creds.url, ", ".join(names),
-             " (standalone)" if args.standalone else "")
+    log.info("knd up: node %s, bus %s, services %s%s; metrics %s", args.node, creds.url,
+             ", ".join(names), " (standalone)" if args.standalone else "",
+             ", ".join(f"{n} {config.metrics_address(args.metrics_address, n)}"
+                       for n in names))
     bus = Child("nats-server", nats_argv, env)
-    services = [Child(n, [sys.executable, "-m", "services.cli", n], env) for n in names]
+    services = [Child(n, [sys.executable, "-m", "services.cli", n],
+                      child_env(args, creds_path, n)) for n in names]
     # The bus runs shielded so that, on SIGTERM, it outlives the services and they
     # can flush their last messages; it is stopped explicitly once they are gone.
     bus_scope = anyio.CancelScope(shield=True)

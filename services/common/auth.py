@@ -50,8 +50,9 @@ def permissions(role: str, node: str) -> dict:
             [srv, inbox, s.inventory_snapshot],
         ),
         "observer": ([], [f"{PREFIX}.*.events.>"]),
-        # knd status / the supervisor: may ask any service for $SRV info and read events.
-        "admin": ([srv, s.inventory_get, f"{s.publisher_group}.status"],
+        # knd status / the supervisor: may ask any service for $SRV info, read-only
+        # status requests, and read events.
+        "admin": ([srv, s.inventory_get, f"{s.publisher_group}.status", s.plumber("status")],
                   [inbox, f"{r}.events.>"]),
     }
     pub, sub = table[role]

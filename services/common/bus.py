@@ -8,6 +8,7 @@ counted drop, never an exception that reaches the service.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -17,7 +18,7 @@ from nats.aio.client import Client
 from nats.micro import add_service
 from nats.micro.request import Request
 from nats.micro.service import Service
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 
 from schemas.base import DecodeError, ErrorReply, Message, decode, encode
 from services.common import auth
@@ -28,6 +29,14 @@ BUS_DROPS = Counter("knd_bus_dropped_messages", "Bus messages dropped as malform
                     ["service", "subject"])
 BUS_HANDLER_ERRORS = Counter("knd_bus_handler_errors", "Request handlers that raised",
                              ["service", "endpoint"])
+
+BUS_REQUESTS = Histogram(
+    "knd_bus_request_duration_seconds",
+    "Time to serve one bus request, by service, endpoint and status (ok; error: the reply "
+    "carries an error; bad_request: undecodable; internal: the handler raised)",
+    ["service", "endpoint", "status"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+             30))
 
 Req = TypeVar("Req", bound=Message)
 
@@ -52,6 +61,42 @@ async def connect(creds: auth.Credentials, role: str, name: str | None = None) -
     )
 
 
+async def connect_once(creds: auth.Credentials, role: str, *, wait: float = 2.0,
+                       name: str | None = None,
+                       error_cb: Callable[[Exception], Awaitable[None]] | None = None,
+                       closed_cb: Callable[[], Awaitable[None]] | None = None) -> Client:
+    """Connect as ``role`` for a tool: no reconnects; raises ``BusUnreachable``.
+
+    ``error_cb`` also sees asynchronous errors (a permissions violation); ``closed_cb``
+    runs when the connection is gone for good."""
+    user, password = creds.user(role)
+    errors: list[str] = []
+
+    async def on_error(exc: Exception) -> None:
+        errors.append(str(exc) or type(exc).__name__)
+        if error_cb is not None:
+            await error_cb(exc)
+
+    import anyio
+
+    try:
+        # nats-py retries a refused first connection until the server has failed more than
+        # max_reconnect_attempts times (0 would mean forever): one retry, within ``wait``
+        with anyio.fail_after(wait):
+            return await nats.connect(
+                creds.url, user=user, password=password, name=name or f"knd-{role}",
+                inbox_prefix=auth.inbox_prefix(role).encode(), allow_reconnect=False,
+                max_reconnect_attempts=1, reconnect_time_wait=0.1, connect_timeout=wait,
+                error_cb=on_error, **({"closed_cb": closed_cb} if closed_cb else {}))
+    except Exception as exc:
+        why = errors[-1] if errors else (str(exc) or type(exc).__name__)
+        raise BusUnreachable(f"bus {creds.url} unreachable as {role}: {why}") from None
+
+
+class BusUnreachable(RuntimeError):
+    """A tool could not connect to the bus."""
+
+
 def typed_handler(
     service: str,
     endpoint: str,
@@ -67,21 +112,30 @@ def typed_handler(
     """
 
     async def serve_one(req: Request) -> None:
+        started = time.perf_counter()
+        status = "internal"
         try:
-            msg = decode(req.data, kind)
-        except DecodeError as exc:
-            BUS_DROPS.labels(service, req.subject).inc()
-            log.warning("%s: rejected request on %s: %s", service, req.subject, exc)
-            await req.respond(encode(ErrorReply(error=str(exc))))
-            return
-        try:
-            reply = await fn(msg)
-        except Exception as exc:  # a handler bug must not take the service down
-            BUS_HANDLER_ERRORS.labels(service, endpoint).inc()
-            log.exception("%s: handler %s failed", service, endpoint)
-            await req.respond(encode(ErrorReply(error=f"{endpoint}: {exc}", code="internal")))
-            return
-        await req.respond(encode(reply))
+            try:
+                msg = decode(req.data, kind)
+            except DecodeError as exc:
+                status = "bad_request"
+                BUS_DROPS.labels(service, req.subject).inc()
+                log.warning("%s: rejected request on %s: %s", service, req.subject, exc)
+                await req.respond(encode(ErrorReply(error=str(exc))))
+                return
+            try:
+                reply = await fn(msg)
+            except Exception as exc:  # a handler bug must not take the service down
+                BUS_HANDLER_ERRORS.labels(service, endpoint).inc()
+                log.exception("%s: handler %s failed", service, endpoint)
+                await req.respond(encode(ErrorReply(error=f"{endpoint}: {exc}",
+                                                    code="internal")))
+                return
+            status = "error" if getattr(reply, "error", "") else "ok"
+            await req.respond(encode(reply))
+        finally:
+            BUS_REQUESTS.labels(service, endpoint, status).observe(
+                time.perf_counter() - started)
 
     if concurrent is None:
         return serve_one

@@ -1,4 +1,9 @@
-"""Logging set-up: readable text by default, one JSON object a line with --log-json."""
+"""Logging set-up: readable text by default, one JSON object a line with --log-json.
+
+Log calls about a claim, pod or device pass them as fields:
+``log.info("...", extra=fields(claim=uid, pod=pod_uid, device=name))``; every line
+carries ``service`` (the ``knd`` sub-command).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import json
 import logging
 import sys
 import time
+from typing import TextIO
 
 _FIELDS = ("claim", "pod", "device", "node", "service")
 
@@ -27,8 +33,31 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out)
 
 
-def setup(level: str = "info", as_json: bool = False, service: str = "knd") -> None:
-    handler = logging.StreamHandler(sys.stderr)
+def fields(**values: str | None) -> dict[str, str]:
+    """``extra=`` for a log call: the non-empty ones of claim, pod, device, node."""
+    unknown = values.keys() - set(_FIELDS)
+    if unknown:
+        raise TypeError(f"unknown log fields {sorted(unknown)}")
+    return {k: v for k, v in values.items() if v}
+
+
+class ServiceFilter(logging.Filter):
+    """Stamps every record with the service that wrote it (unless the call set one)."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__()
+        self.service = service
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "service"):
+            record.service = self.service
+        return True
+
+
+def setup(level: str = "info", as_json: bool = False, service: str = "knd",
+          stream: TextIO | None = None) -> logging.Handler:
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler.addFilter(ServiceFilter(service))
     if as_json:
         handler.setFormatter(JsonFormatter())
     else:
@@ -37,3 +66,4 @@ def setup(level: str = "info", as_json: bool = False, service: str = "knd") -> N
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    return handler

@@ -24,18 +24,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 async def run(args: argparse.Namespace) -> None:
+    """``knd discovery``: ready (``/readyz``) once on the bus with a first snapshot."""
     from services.common import auth, bus
     from services.common.config import Common
+    from services.common.httpserver import Health, serving
     from services.discovery.filter import DeviceFilter, default_expression
     from services.discovery.service import Discovery, Scanner, Tuning
     from services.discovery.sysfs import Sysfs
 
     common = Common.from_args(args)
-    device_filter = DeviceFilter(args.filter or default_expression(common.driver_name))
-    scanner = Scanner(common.driver_name, Sysfs(args.sysfs_root), device_filter, args.netns)
-    nc = await bus.connect(auth.load(common.bus_creds), "discovery")
-    try:
-        await Discovery(nc, common.node, scanner, args.netns,
-                        Tuning(resync=args.resync_interval)).run()
-    finally:
-        await bus.close(nc)
+    health = Health("discovery", requires=("bus", "inventory"))
+    async with serving(args.metrics_address, health):
+        device_filter = DeviceFilter(args.filter or default_expression(common.driver_name))
+        scanner = Scanner(common.driver_name, Sysfs(args.sysfs_root), device_filter, args.netns)
+        nc = await bus.connect(auth.load(common.bus_creds), "discovery")
+        health.check("bus", lambda: nc.is_connected)
+        try:
+            discovery = Discovery(nc, common.node, scanner, args.netns,
+                                  Tuning(resync=args.resync_interval))
+            health.check("inventory", lambda: discovery.snapshot is not None)
+            health.info("devices", lambda: len(discovery.snapshot.devices)
+                        if discovery.snapshot else 0)
+            await discovery.run()
+        finally:
+            await bus.close(nc)

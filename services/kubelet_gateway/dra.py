@@ -32,10 +32,15 @@ from typing import Any
 
 import anyio
 import grpc
+from nats.aio.client import Client
 from prometheus_client import Counter, Histogram
 
 from schemas import plumber as p
+from schemas.base import Message, encode
+from schemas.events import ClaimPrepared, ClaimUnprepared
+from schemas.subjects import Subjects
 from services.common.api.port import ApiError, ApiPort, NotFound
+from services.common.logs import fields
 from services.kubelet_gateway import rpc
 from services.kubelet_gateway.claims import ClaimError, claim_pods, claim_requests
 from services.kubelet_gateway.pb import dra_v1_pb2, dra_v1beta1_pb2
@@ -62,6 +67,21 @@ LATENCY = Histogram("knd_gateway_dra_request_duration_seconds",
 CLAIMS = Counter("knd_gateway_dra_claims",
                  "Claims handled in DRA gRPC calls, by method and result (ok, error)",
                  ["method", "result"])
+
+
+class ClaimEvents:
+    """``knd.<node>.events.claim.*`` on the bus: best effort, never fails a call."""
+
+    def __init__(self, nc: Client, node: str) -> None:
+        self.nc = nc
+        self.node = node
+        self.subjects = Subjects(node)
+
+    async def publish(self, kind: str, msg: Message) -> None:
+        try:  # a publish only fills nats-py's buffer: it does not wait for the server
+            await self.nc.publish(self.subjects.event(kind), encode(msg))
+        except Exception as exc:  # the bus may be restarting; it is only an event
+            log.debug("event %s not sent: %r", kind, exc)
 
 
 def service_name(version: str) -> str:
@@ -120,10 +140,13 @@ def _budget(context: grpc.aio.ServicerContext | None) -> float:
 class DraPlugin:
     """NodePrepareResources / NodeUnprepareResources for one driver, version-independent."""
 
-    def __init__(self, *, driver: str, api: ApiPort, plumber: PlumberClient) -> None:
+    def __init__(self, *, driver: str, api: ApiPort, plumber: PlumberClient,
+                 events: ClaimEvents | None = None) -> None:
         self.driver = driver
         self.api = api
         self.plumber = plumber
+        self.events = events
+        """Where claim events go (None: nowhere); the gateway sets it once on the bus."""
         self._locks = _KeyedLocks()
 
     # ---- the operations, free of gRPC ------------------------------------------------------
@@ -151,6 +174,11 @@ class DraPlugin:
         results: dict[str, Any] = {}
 
         async def run(ref: ClaimRef) -> None:
+            started = time.perf_counter()
+            await attempt(ref)
+            await self._done(method, ref, results[ref.uid], time.perf_counter() - started)
+
+        async def attempt(ref: ClaimRef) -> None:
             error = ""
             if not ref.uid or (needs_name and not (ref.namespace and ref.name)):
                 error = (f"{ref}: kubelet sent an incomplete claim reference "
@@ -175,12 +203,36 @@ class DraPlugin:
         async with anyio.create_task_group() as tg:
             for ref in unique.values():
                 tg.start_soon(run, ref)
-        for uid, res in results.items():
+        for res in results.values():
             err = res.error if isinstance(res, Prepared) else res
             CLAIMS.labels(method, "error" if err else "ok").inc()
-            if err:
-                log.warning("%s %s: %s", method, uid, err)
         return results
+
+    async def _done(self, method: str, ref: ClaimRef, res: Prepared | str, seconds: float) -> None:
+        """Log one claim's outcome and announce it (``events.claim.prepared|unprepared``)."""
+        ms = seconds * 1000.0
+        if isinstance(res, Prepared):
+            err, devices = res.error, [d.device for d in res.devices]
+        else:
+            err, devices = res, []
+        where = fields(claim=ref.uid, device=",".join(devices))
+        if err:
+            log.warning("%s %s (%s): %s", method, ref, ref.uid, err, extra=where)
+        else:
+            log.info("%s %s (%s): %s in %.1f ms", method, ref, ref.uid,
+                     ", ".join(devices) if method == PREPARE else "done",
+                     ms, extra=where)
+        if self.events is not None:
+            if method == PREPARE:
+                msg: Message = ClaimPrepared(
+                    node=self.events.node, claim_uid=ref.uid, namespace=ref.namespace,
+                    name=ref.name, devices=devices, error=err, latency_ms=ms)
+                await self.events.publish("claim.prepared", msg)
+            else:
+                msg = ClaimUnprepared(node=self.events.node, claim_uid=ref.uid,
+                                      namespace=ref.namespace, name=ref.name, error=err,
+                                      latency_ms=ms)
+                await self.events.publish("claim.unprepared", msg)
 
     def _plumber_deadline(self, deadline: float) -> float:
         """The plumber's wait: its own timeout, ending a little before the call's deadline so

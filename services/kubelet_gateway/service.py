@@ -18,9 +18,12 @@ from schemas.subjects import Subjects
 from services.common import auth, bus
 from services.common.api import open_api
 from services.common.config import Common
+from services.common.httpserver import Health, serving
 from services.kubelet_gateway.plumber_client import PlumberClient
 
 log = logging.getLogger("knd.gateway")
+
+SERVICE = "kubelet-gateway"
 
 
 async def inventory_feed(nc: Client, node: str) -> AsyncIterator[InventorySnapshot]:
@@ -52,24 +55,40 @@ async def inventory_feed(nc: Client, node: str) -> AsyncIterator[InventorySnapsh
 
 
 async def run_gateway(args: argparse.Namespace) -> None:
+    from services.kubelet_gateway.dra import ClaimEvents
     from services.kubelet_gateway.grpc_server import serve_grpc
     from services.kubelet_gateway.nri.plugin import PlumberPodHandler, run_nri
 
     common = Common.from_args(args)
-    nc = await bus.connect(auth.load(common.bus_creds), "gateway")
-    api = open_api(standalone=args.standalone, state_dir=common.state_dir,
-                   kubeconfig=args.kubeconfig, timeout=args.api_timeout)
-    plumber = PlumberClient(nc, common.node, timeout=args.plumber_timeout)
-    try:
-        async with anyio.create_task_group() as tg:
-            await tg.start(lambda task_status: serve_grpc(
-                kubelet_root=Path(args.kubelet_root), driver=common.driver_name, api=api,
-                plumber=plumber, inventory_source=inventory_feed(nc, common.node),
-                task_status=task_status))
-            tg.start_soon(lambda: run_nri(socket_path=Path(args.nri_socket),
-                                          plugin_idx=args.nri_index,
-                                          handler=PlumberPodHandler(plumber)))
-    finally:
-        with anyio.CancelScope(shield=True):
-            await api.aclose()
-        await bus.close(nc)
+    health = Health(SERVICE, requires=("bus", "dra_socket"))
+    async with serving(args.metrics_address, health):
+        nc = await bus.connect(auth.load(common.bus_creds), "gateway")
+        health.check("bus", lambda: nc.is_connected)
+        api = open_api(standalone=args.standalone, state_dir=common.state_dir,
+                       kubeconfig=args.kubeconfig, timeout=args.api_timeout)
+        plumber = PlumberClient(nc, common.node, timeout=args.plumber_timeout)
+        svc = None
+        try:
+            # no endpoints: registered so that $SRV.PING/INFO/STATS answer for the gateway too
+            svc = await bus.serve(nc, SERVICE, "kubelet DRA and NRI plugin of the node")
+            async with anyio.create_task_group() as tg:
+                grpc = await tg.start(lambda task_status: serve_grpc(
+                    kubelet_root=Path(args.kubelet_root), driver=common.driver_name, api=api,
+                    plumber=plumber, inventory_source=inventory_feed(nc, common.node),
+                    task_status=task_status))
+                grpc.dra.events = ClaimEvents(nc, common.node)
+                health.check("dra_socket", lambda: grpc.dra_socket.is_socket())
+                health.info("kubelet_registered", lambda: grpc.registration.registered)
+                nri = await tg.start(lambda task_status: run_nri(
+                    socket_path=Path(args.nri_socket), plugin_idx=args.nri_index,
+                    handler=PlumberPodHandler(plumber), task_status=task_status))
+                health.info("nri_connected", lambda: nri.connected)
+        finally:
+            with anyio.CancelScope(shield=True):
+                if svc is not None:
+                    try:
+                        await svc.stop()
+                    except Exception as exc:  # the bus may already be gone
+                        log.debug("stopping the service: %r", exc)
+                await api.aclose()
+            await bus.close(nc)

@@ -11,6 +11,7 @@ nothing is deleted on an error, so the cluster keeps the last good pool.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import random
@@ -31,6 +32,7 @@ from schemas.subjects import Subjects
 from services.common import auth, bus
 from services.common.api import ApiError, ApiPort, open_api
 from services.common.config import Common, env
+from services.common.httpserver import Health, serving
 from services.publisher import metrics
 from services.publisher.claims import ClaimStatusWriter
 from services.publisher.reconcile import PoolReconciler, SliceRejected, SyncResult
@@ -259,11 +261,19 @@ async def run(args: argparse.Namespace) -> None:
     """``knd publisher``: run until cancelled (the CLI's runner cancels on SIGTERM)."""
     common = Common.from_args(args)
     creds = auth.load(common.bus_creds)
+    health = Health(SERVICE, requires=("bus", "synced"))
     api = open_api(standalone=args.standalone, state_dir=common.state_dir,
                    kubeconfig=args.kubeconfig, timeout=args.api_timeout)
     try:
-        await serve(creds, common, api, api_timeout=args.api_timeout,
-                    resync_interval=args.resync_interval)
+        async with serving(args.metrics_address, health), anyio.create_task_group() as tg:
+            pub: Publisher = await tg.start(functools.partial(
+                serve, creds, common, api, api_timeout=args.api_timeout,
+                resync_interval=args.resync_interval))
+            # ready once the pool was written (API or standalone files) since start
+            health.check("bus", lambda: pub.nc.is_connected)
+            health.check("synced", lambda: pub.status.synced)
+            health.info("generation", lambda: pub.status.generation)
+            health.info("last_error", lambda: pub.status.last_error)
     finally:
         with anyio.CancelScope(shield=True):
             await api.aclose()
