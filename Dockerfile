@@ -16,12 +16,10 @@ COPY pyproject.toml setup.py README.md ./
 COPY protos/ protos/
 COPY schemas/ schemas/
 COPY services/ services/
-# setup.py lists the packages before its build step generates services/kubelet_gateway/pb
-# from protos/, so a first install leaves pb/ out of the wheel (and writes it into
-# /src); the second one, with pb/ present, ships it. The import check (from outside
-# /src) fails the build if the generated modules are missing.
+# setup.py compiles protos/ into services/kubelet_gateway/pb before package discovery;
+# the import check (from outside /src) fails the build if the generated modules are
+# missing from the installed package.
 RUN /opt/knd/bin/pip install . \
- && /opt/knd/bin/pip install --no-deps --force-reinstall . \
  && cd / && /opt/knd/bin/python -c "import services.kubelet_gateway.grpc_server" \
  && /opt/knd/bin/knd --help >/dev/null
 

@@ -3,7 +3,7 @@
 The .proto files in ``protos/`` are written from ``shared/reference/wire-facts.md``;
 the Python modules generated from them (``services/kubelet_gateway/pb/``) are never
 edited by hand or committed. Every build, editable installs included, regenerates
-them; ``python setup.py build_protos`` does it alone.
+them (before package discovery); ``python setup.py build_protos`` does it alone.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from setuptools import Command, setup
-from setuptools.command.build_py import build_py
 
 HERE = Path(__file__).resolve().parent
 PROTOS = HERE / "protos"
@@ -46,10 +45,7 @@ class BuildProtos(Command):
         compile_protos()
 
 
-class BuildPy(build_py):
-    def run(self) -> None:
-        compile_protos()
-        super().run()
-
-
-setup(cmdclass={"build_py": BuildPy, "build_protos": BuildProtos})
+# Generated before setup() runs, so that package discovery (which happens first)
+# sees services/kubelet_gateway/pb in wheel builds as well as editable installs.
+compile_protos()
+setup(cmdclass={"build_protos": BuildProtos})
