@@ -9,7 +9,6 @@ put an older inventory back.
 from __future__ import annotations
 
 import logging
-from collections import deque
 
 import anyio
 import nats.errors
@@ -20,6 +19,7 @@ from schemas.base import encode
 from schemas.inventory import Device, InventoryGet, InventorySnapshot
 from schemas.subjects import Subjects
 from services.common import bus
+from services.common.snapshots import NewestSnapshot
 
 log = logging.getLogger("knd.plumber.inventory")
 
@@ -31,27 +31,19 @@ class Inventory:
         self.nc = nc
         self.node = node
         self.subjects = Subjects(node)
-        self.latest: InventorySnapshot | None = None
-        self._old_epochs: deque[int] = deque(maxlen=32)
+        self._newest = NewestSnapshot(node)
         self._got = anyio.Event()
 
     def offer(self, snap: InventorySnapshot) -> bool:
         """Keep ``snap`` if it is newer than the one we have."""
-        if snap.node != self.node:
-            log.warning("ignored an inventory of node %r on %s's subject", snap.node, self.node)
+        if not self._newest.offer(snap):
             return False
-        cur = self.latest
-        if cur is not None:
-            if snap.epoch == cur.epoch:
-                if snap.seq <= cur.seq:
-                    return False
-            elif snap.epoch in self._old_epochs:
-                return False
-            else:
-                self._old_epochs.append(cur.epoch)
-        self.latest = snap
         self._got.set()
         return True
+
+    @property
+    def latest(self) -> InventorySnapshot | None:
+        return self._newest.latest
 
     async def subscribe(self) -> Subscription:
         sub = await self.nc.subscribe(self.subjects.inventory_snapshot)

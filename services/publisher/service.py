@@ -16,7 +16,6 @@ import logging
 import os
 import random
 import time
-from collections import deque
 
 import anyio
 import nats.errors
@@ -33,6 +32,7 @@ from services.common import auth, bus
 from services.common.api import ApiError, ApiPort, open_api
 from services.common.config import Common, env
 from services.common.httpserver import Health, serving
+from services.common.snapshots import NewestSnapshot
 from services.publisher import metrics
 from services.publisher.claims import ClaimStatusWriter
 from services.publisher.reconcile import PoolReconciler, SliceRejected, SyncResult
@@ -66,8 +66,7 @@ class Publisher:
         self.resync_interval = resync_interval
         self.backoff_min = backoff_min
         self.backoff_max = backoff_max
-        self.latest: InventorySnapshot | None = None
-        self._old_epochs: deque[int] = deque(maxlen=32)
+        self._newest = NewestSnapshot(self.node)
         self._synced: tuple[int, int] | None = None
         self._wake = anyio.Event()
         self.status = PublisherStatus(node=self.node, pool=self.node, driver=self.driver)
@@ -76,29 +75,17 @@ class Publisher:
     # ---- snapshots -----------------------------------------------------------------------
 
     def offer(self, snap: InventorySnapshot) -> bool:
-        """Keep ``snap`` if it is newer than what we have; wake the worker if so.
-
-        Within one discovery run the higher ``seq`` wins. A run we have not
-        seen before wins whatever its numbers (discovery restarted: its seq
-        starts again, and its clock may even have gone back); a run we have
-        already left behind never comes back.
-        """
-        if snap.node != self.node:
-            log.warning("dropped a snapshot of node %r on %s's subject", snap.node, self.node)
+        """Keep ``snap`` if it is newer than what we have (services.common.snapshots);
+        wake the worker if so."""
+        if not self._newest.offer(snap):
             return False
-        cur = self.latest
-        if cur is not None:
-            if snap.epoch == cur.epoch:
-                if snap.seq <= cur.seq:
-                    return False
-            elif snap.epoch in self._old_epochs:
-                return False
-            else:
-                self._old_epochs.append(cur.epoch)
-        self.latest = snap
         self.status.pending = True
         self._wake.set()
         return True
+
+    @property
+    def latest(self) -> InventorySnapshot | None:
+        return self._newest.latest
 
     async def listen(self, sub: Subscription) -> None:
         async for msg in sub.messages:
