@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import pytest
 
 from services.common.api.kube import KubeApi
-from tests.kubeapi.fixtures import kube_api  # noqa: F401
-from tests.kubeapi.server import KubeApiServer
+from tests.kubeapi.fixtures import kube_api, kube_client  # noqa: F401
 
 
 @pytest.fixture
-async def api(kube_api: KubeApiServer, tmp_path: Path) -> AsyncIterator[KubeApi]:  # noqa: F811
-    """The product's KubeApi, configured only through a kubeconfig file, as in a cluster."""
-    client = KubeApi(kubeconfig=str(kube_api.write_kubeconfig(tmp_path / "kubeconfig")),
-                     timeout=2.0)
-    try:
-        yield client
-    finally:
-        await client.aclose()
+async def api(kube_client: KubeApi) -> KubeApi:  # noqa: F811
+    return kube_client

@@ -28,8 +28,7 @@ from services.common.auth import Credentials
 from services.kubelet_gateway.grpc_server import GrpcStatus, serve_grpc
 from services.kubelet_gateway.plumber_client import PlumberClient
 from tests.conftest import NODE
-from tests.kubeapi.fixtures import kube_api  # noqa: F401
-from tests.kubeapi.server import KubeApiServer
+from tests.kubeapi.fixtures import kube_api, kube_client  # noqa: F401
 
 DRIVER = "knd.dev"
 
@@ -45,14 +44,8 @@ def kubelet_root() -> Iterator[Path]:
 
 
 @pytest.fixture
-async def kube(kube_api: KubeApiServer, tmp_path: Path) -> AsyncIterator[KubeApi]:  # noqa: F811
-    api = KubeApi(kubeconfig=str(kube_api.write_kubeconfig(tmp_path / "kubeconfig")),
-                  timeout=2.0)
-    try:
-        yield api
-    finally:
-        await api.aclose()
-
+async def kube(kube_client: KubeApi) -> KubeApi:  # noqa: F811
+    return kube_client
 
 @dataclass
 class FakePlumber:
