@@ -54,8 +54,8 @@ class HardwareCache:
     """sysfs facts of the links seen so far, reused across rescans.
 
     Reading sysfs is most of a rescan (~150 us a link), yet a link's hardware does
-    not change while it exists. Any new (ifindex, name) clears the whole cache:
-    a new link may be a VF that changes its PF's counts, or a renamed one.
+    not change while it exists. A new (ifindex, name) is read afresh; if it is an
+    SR-IOV VF the whole cache is dropped, since its PF's counts changed with it.
     """
 
     def __init__(self, sysfs: Sysfs) -> None:
@@ -66,10 +66,21 @@ class HardwareCache:
 
     def refresh(self, links: list[LinkInfo], force: bool = False) -> None:
         keys = {(link.index, link.name) for link in links}
-        if force or keys - self._seen:
+        new = keys - self._seen
+        self._seen = keys
+        if force:
             self._netdev.clear()
             self._rdma = None
-        self._seen = keys
+            return
+        if not new:
+            return
+        self._rdma = None  # a link coming back may bring its RDMA device with it
+        for _, name in new:
+            self._netdev.pop(name, None)
+            hw = self.netdev(name)
+            if hw is not None and hw.pci is not None and hw.pci.is_vf:
+                self._netdev.clear()
+                return
 
     def netdev(self, ifname: str) -> NetdevHw | None:
         if ifname not in self._netdev:
