@@ -127,8 +127,10 @@ def _dump(
 class Reader:
     """Dumps links, addresses and routes of one netns over one socket (not thread-safe)."""
 
-    def __init__(self, netns: str | None = None) -> None:
-        self.sock = open_socket(netns)
+    def __init__(self, netns: str | None = None, sock: socket.socket | None = None) -> None:
+        """Reads the named netns (default: our own), or through ``sock``, a netlink
+        socket already made in the netns wanted (the reader then owns it)."""
+        self.sock = sock if sock is not None else open_socket(netns)
         self._seq = 0
 
     def close(self) -> None:

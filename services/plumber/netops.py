@@ -19,9 +19,15 @@ from typing import Any, TypeVar
 
 import anyio
 from pyroute2 import AsyncIPRoute
+from pyroute2.netlink import NLM_F_DUMP, NLM_F_REQUEST
 from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.netlink.rtnl import RTM_GETADDR, RTM_GETROUTE
+from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
+from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from schemas.netconfig import RuleConfig
+from services.discovery import rtnl
+from services.discovery.uplinks import default_route_oifs
 from services.plumber import nsfs
 from services.plumber.model import FOREVER, AddrRec, LinkSnapshot, RouteRec
 
@@ -193,9 +199,17 @@ class Rtnl:
             raise KernelError("link", exc.code, str(exc)) from None
         return _link(msgs[0]) if msgs else None
 
+    async def _filtered(self, step: str, msg: Any, msg_type: int) -> list[Any]:
+        """A dump the kernel filters itself (the socket has strict checking on): a
+        busy node's whole address or route table is never decoded in Python."""
+        return await self._dump(step, self.ipr.nlm_request(
+            msg, msg_type=msg_type, msg_flags=NLM_F_REQUEST | NLM_F_DUMP))
+
     async def addresses(self, index: int, ifname: str) -> list[AddrRec]:
+        req = ifaddrmsg()
+        req["index"] = index
         out = []
-        for m in await self._dump("addresses", self.ipr.addr("dump", index=index)):
+        for m in await self._filtered("addresses", req, RTM_GETADDR):
             rec = _addr(m, ifname)
             if rec is not None and m["index"] == index:
                 out.append(rec)
@@ -204,12 +218,16 @@ class Rtnl:
     async def routes(self, index: int) -> list[RouteRec]:
         """Routes through ``index`` in every table, less those the kernel makes itself."""
         out = []
-        for m in await self._dump("routes", self.ipr.route("dump", oif=index)):
-            if (m.get("oif") != index or m.get("multipath") or m["proto"] == RTPROT_KERNEL
-                    or (m.get("table") or m["table"]) == RT_TABLE_LOCAL
-                    or m["type"] != RTN_UNICAST):
-                continue
-            out.append(_route(m))
+        for family in (socket.AF_INET, socket.AF_INET6):
+            req = rtmsg()
+            req["family"] = family
+            req["attrs"] = [("RTA_OIF", index)]
+            for m in await self._filtered("routes", req, RTM_GETROUTE):
+                if (m.get("oif") != index or m.get("multipath") or m["proto"] == RTPROT_KERNEL
+                        or (m.get("table") or m["table"]) == RT_TABLE_LOCAL
+                        or m["type"] != RTN_UNICAST):
+                    continue
+                out.append(_route(m))
         return out
 
     async def snapshot(self, link: LinkRec) -> LinkSnapshot:
@@ -220,22 +238,17 @@ class Rtnl:
             gro_max_size=link.gro_max_size)
 
     async def uplink_indexes(self) -> set[int]:
-        """Output links of the lowest-metric main-table default route of each family."""
-        best: dict[int, tuple[int, set[int]]] = {}
-        for m in await self._dump("routes", self.ipr.route("dump", table=RT_TABLE_MAIN)):
-            if m["dst_len"] or m["type"] != RTN_UNICAST:
-                continue
-            if (m.get("table") or m["table"]) != RT_TABLE_MAIN:
-                continue
-            oifs = {m.get("oif")} if m.get("oif") else {
-                hop["oif"] for hop in m.get("multipath") or () if hop.get("oif")}
-            prio = m.get("priority") or 0
-            cur = best.get(m["family"])
-            if cur is None or prio < cur[0]:
-                best[m["family"]] = (prio, set(oifs))
-            elif prio == cur[0]:
-                cur[1].update(oifs)
-        return {i for _, oifs in best.values() for i in oifs if i}
+        """Output links of the lowest-metric main-table default route of each family:
+        the same rule discovery applies, through its lean route reader (the main
+        table holds a connected route per interface, too many to decode slowly)."""
+        sock = await nsfs.netlink_socket(self.fd)
+        reader = rtnl.Reader(sock=sock)
+        try:
+            return default_route_oifs(await anyio.to_thread.run_sync(reader.routes))
+        except OSError as exc:
+            raise KernelError("routes", exc.errno or 0, str(exc)) from None
+        finally:
+            reader.close()
 
     async def rules(self) -> list[RuleConfig]:
         out = []

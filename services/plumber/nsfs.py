@@ -145,8 +145,16 @@ async def in_netns(fd: int, fn: Callable[..., T], *args: Any) -> T:
     return await anyio.to_thread.run_sync(run_in_netns, fd, fn, *args)
 
 
+SOL_NETLINK, NETLINK_GET_STRICT_CHK = 270, 12
+
+
 def _netlink_socket(proto: int) -> socket.socket:
-    return socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, proto)
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, proto)
+    # strict checking makes the kernel honour the filters of a dump request (an
+    # ifindex, an output interface, a table): without it every dump returns the
+    # whole netns and pyroute2 filters in Python, ~0.1 ms a message on a busy node
+    sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
+    return sock
 
 
 async def netlink_socket(fd: int, proto: int = NETLINK_ROUTE) -> socket.socket:
