@@ -7,26 +7,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 from tests.helpers.netns import NetNS
+from tests.helpers.wait import wait_for  # noqa: F401 (re-exported for the e2e tests)
 
-T = TypeVar("T")
 KND = str(Path(sys.executable).parent / "knd")
-
-
-def wait_for(probe: Callable[[], T | None], timeout: float = 10.0, what: str = "") -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or probe}")
-        time.sleep(0.02)
 
 
 class Agent:

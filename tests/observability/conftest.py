@@ -10,19 +10,16 @@ import json
 import logging
 import select
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from typing import TypeVar
 
 import pytest
 
 from services.common import logs
 from tests.e2e.conftest import short_dir  # noqa: F401
+from tests.helpers.wait import wait_for
 from tests.plumber.conftest import env  # noqa: F401
-
-T = TypeVar("T")
 
 
 def get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
@@ -36,16 +33,8 @@ def get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
         return 0, b""
 
 
-def poll(probe: Callable[[], T | None], timeout: float = 10.0, what: str = "") -> T:
-    """Synchronous wait (the HTTP endpoints run in their own threads)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or probe}")
-        time.sleep(0.02)
+poll = wait_for
+"""Synchronous wait (the HTTP endpoints run in their own threads)."""
 
 
 def read_line(stream, timeout: float) -> str:
