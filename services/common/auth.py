@@ -31,9 +31,10 @@ def permissions(role: str, node: str) -> dict:
     inbox = f"{inbox_prefix(role)}.>"
     table: dict[str, tuple[list[str], list[str]]] = {
         "discovery": (
+            # plumber.status and claim events: devices of prepared claims stay published
             [s.inventory_snapshot, s.event("device.added"), s.event("device.removed"),
-             s.event("device.changed")],
-            [s.inventory_get, srv, inbox],
+             s.event("device.changed"), s.plumber("status")],
+            [s.inventory_get, srv, inbox, s.event("claim.>")],
         ),
         "publisher": (
             [s.inventory_get, s.event("slice.>"), s.event("claim.>")],

@@ -23,6 +23,7 @@ from schemas.subjects import Subjects
 from services.common import bus
 from services.discovery import rtnl
 from services.discovery.attributes import build_devices
+from services.discovery.claimed import ClaimedDevices
 from services.discovery.filter import DeviceFilter
 from services.discovery.model import LinkInfo
 from services.discovery.sysfs import NetdevHw, RdmaHw, Sysfs
@@ -139,6 +140,7 @@ class Discovery:
         self._first_event = 0.0
         self._last_event = 0.0
         self._scan_lock = anyio.Lock()
+        self.claimed = ClaimedDevices(nc, self.subjects, self._poke)
 
     async def run(self) -> None:
         events = rtnl.open_socket(self.netns, rtnl.EVENT_GROUPS)
@@ -147,8 +149,10 @@ class Discovery:
         await group.add_endpoint(name="get", handler=bus.typed_handler(
             "discovery", "inventory.get", InventoryGet, self._get))
         try:
-            await self.rescan(trigger_at=0.0)
             async with anyio.create_task_group() as tg:
+                tg.start_soon(self.claimed.follow)
+                await self.claimed.seed()
+                await self.rescan(trigger_at=0.0)
                 tg.start_soon(self._watch, events)
                 tg.start_soon(self._rescan_loop)
         finally:
@@ -173,11 +177,15 @@ class Discovery:
             if not count and not overflow:
                 continue
             NETLINK_EVENTS.inc(count)
-            now = time.time()
-            if not self._dirty.is_set():
-                self._first_event = now
-                self._dirty.set()
-            self._last_event = now
+            self._poke()
+
+    def _poke(self) -> None:
+        """Something changed: rescan soon (bursts coalesce)."""
+        now = time.time()
+        if not self._dirty.is_set():
+            self._first_event = now
+            self._dirty.set()
+        self._last_event = now
 
     async def _rescan_loop(self) -> None:
         t = self.tuning
@@ -205,6 +213,7 @@ class Discovery:
             except OSError as exc:
                 log.error("rescan failed, keeping the last inventory: %s", exc)
                 return
+            devices = self._with_claimed(devices)
             old = self.snapshot
             if old is not None and old.devices == devices:
                 return
@@ -216,6 +225,15 @@ class Discovery:
             SNAPSHOTS.inc()
             await self.nc.publish(self.subjects.inventory_snapshot, encode(self.snapshot))
             await self._announce(old.devices if old else [], devices)
+
+    def _with_claimed(self, devices: list[Device]) -> list[Device]:
+        """Keep the claimed devices that are away (in a pod) as the last snapshot had them."""
+        pinned = self.claimed.pinned()
+        if not pinned or self.snapshot is None:
+            return devices
+        present = {d.name for d in devices}
+        away = [d for d in self.snapshot.devices if d.name in pinned and d.name not in present]
+        return sorted([*devices, *away], key=lambda d: d.name) if away else devices
 
     async def _announce(self, before: list[Device], after: list[Device]) -> None:
         old = {d.name: d for d in before}

@@ -10,6 +10,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from schemas.base import decode, encode
+from schemas.events import ClaimPrepared, ClaimUnprepared
 from schemas.inventory import InventoryGet, InventorySnapshot
 from schemas.subjects import Subjects
 from services.common import bus as busmod
@@ -17,6 +18,7 @@ from services.discovery.filter import DeviceFilter, default_expression
 from services.discovery.service import Discovery, Scanner, Tuning
 from services.discovery.sysfs import Sysfs
 from tests.conftest import NODE
+from tests.helpers.netns import NetNS
 
 pytestmark = pytest.mark.anyio
 
@@ -122,3 +124,28 @@ async def test_default_filter_hides_veth(bus, node_ns, tmp_path: Path):
         assert [x.name for x in d.snapshot.devices] == ["df-mv"]
         tg.cancel_scope.cancel()
     await busmod.close(nc)
+
+
+async def test_claimed_device_stays_published_while_in_a_pod(running: Running, node_ns, bus):
+    node_ns.veth("cl-a", "cl-b")
+    node_ns.veth("un-a", "un-b")
+    await running.until(lambda: {"cl-a", "un-a"} <= running.names())
+    gw = await busmod.connect(bus, "gateway")
+    s = Subjects(NODE)
+    await gw.publish(s.event("claim.prepared"), encode(ClaimPrepared(
+        node=NODE, claim_uid="c1", devices=["cl-a"])))
+    await gw.flush()
+    await anyio.sleep(0.1)  # the event reaches discovery before the move
+    pod = NetNS("knd-pod")
+    try:
+        node_ns.ip("link", "set", "cl-a", "netns", pod.name)  # the plumber's move
+        node_ns.ip("link", "set", "un-a", "netns", pod.name)  # an unclaimed one
+        await running.until(lambda: "un-a" not in running.names())
+        assert "cl-a" in running.names()  # claimed: still the node's, still published
+        await gw.publish(s.event("claim.unprepared"), encode(ClaimUnprepared(
+            node=NODE, claim_uid="c1")))
+        await gw.flush()
+        await running.until(lambda: "cl-a" not in running.names())
+    finally:
+        pod.delete()
+        await busmod.close(gw)

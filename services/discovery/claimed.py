@@ -1,0 +1,66 @@
+"""Devices held by prepared claims stay in the inventory while they are in a pod.
+
+An interface moved into a pod leaves the host netns, so a rescan no longer sees
+it. Dropping it from the slices would be wrong twice over: the device is still
+the node's and allocated (kubelet's health stream would call it unhealthy), and
+every pod start and stop would rewrite the pool. So discovery follows the
+gateway's ``events.claim.prepared|unprepared`` and keeps publishing a claimed
+device as its last snapshot had it; at start it asks the plumber which claims are
+prepared. A device that discovery never published in this run (it restarted while
+the device was in a pod) reappears when it comes home.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from nats.aio.client import Client
+
+from schemas.base import encode
+from schemas.events import ClaimPrepared, ClaimUnprepared
+from schemas.plumber import PlumberStatus, PlumberStatusGet
+from schemas.subjects import Subjects
+from services.common import bus
+
+log = logging.getLogger("knd.discovery.claimed")
+
+
+class ClaimedDevices:
+    def __init__(self, nc: Client, subjects: Subjects, changed: Callable[[], None]) -> None:
+        self.nc = nc
+        self.subjects = subjects
+        self.changed = changed
+        self._claims: dict[str, frozenset[str]] = {}
+
+    def pinned(self) -> set[str]:
+        return set().union(*self._claims.values()) if self._claims else set()
+
+    async def seed(self) -> None:
+        """The claims the plumber has prepared (it may not be up yet: then none)."""
+        try:
+            reply = await self.nc.request(self.subjects.plumber("status"),
+                                          encode(PlumberStatusGet()), timeout=1)
+        except Exception as exc:
+            log.info("no prepared claims from the plumber (%s)", type(exc).__name__)
+            return
+        status = bus.decode_or_count("discovery", reply.subject, reply.data, PlumberStatus)
+        if status is not None:
+            for claim in status.claims:
+                self._claims[claim.uid] = frozenset(claim.devices)
+
+    async def follow(self) -> None:
+        sub = await self.nc.subscribe(self.subjects.event("claim.*"))
+        try:
+            async for msg in sub.messages:
+                if msg.subject.endswith(".prepared"):
+                    ev = bus.decode_or_count("discovery", msg.subject, msg.data, ClaimPrepared)
+                    if ev is not None and not ev.error:
+                        self._claims[ev.claim_uid] = frozenset(ev.devices)
+                elif msg.subject.endswith(".unprepared"):
+                    un = bus.decode_or_count("discovery", msg.subject, msg.data,
+                                             ClaimUnprepared)
+                    if un is not None and self._claims.pop(un.claim_uid, None) is not None:
+                        self.changed()  # a device kept for the claim may be gone for good
+        finally:
+            await sub.unsubscribe()
