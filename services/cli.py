@@ -47,15 +47,21 @@ def available_services() -> list[str]:
     return [name for name in SERVICES if load_service(name) is not None]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line, or with ``only`` just that command's: every process
+    ``knd up`` starts parses its own flags, and importing all the others' modules
+    (pyroute2, grpc, kubernetes) cost each of them most of a second."""
     parser = argparse.ArgumentParser(prog="knd", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    from services import supervisor
+    if only in (None, "up"):
+        from services import supervisor
 
-    up = sub.add_parser("up", help="run the bus and every service, supervised")
-    config.add_common(up)
-    supervisor.add_arguments(up)
+        up = sub.add_parser("up", help="run the bus and every service, supervised")
+        config.add_common(up)
+        supervisor.add_arguments(up)
     for name in SERVICES:
+        if only not in (None, name):
+            continue
         mod = load_service(name)
         if mod is None:
             continue
@@ -63,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
         config.add_common(p)
         mod.add_arguments(p)
     for name, path in TOOLS.items():
+        if only not in (None, name):
+            continue
         mod = _load(path, "add_arguments", "main")
         if mod is None:
             continue
@@ -72,7 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    known = {"up", *SERVICES, *TOOLS}
+    only = argv[0] if argv and argv[0] in known else None  # else: full help / usage error
+    args = build_parser(only).parse_args(argv)
     if args.command in TOOLS:
         mod = _load(TOOLS[args.command], "add_arguments", "main")
         assert mod is not None

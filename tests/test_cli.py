@@ -1,0 +1,26 @@
+"""The ``knd`` command line: each process loads only its own command."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from services.cli import SERVICES, TOOLS, build_parser
+
+
+def test_a_service_process_does_not_import_the_others():
+    code = ("import sys; from services.cli import build_parser; "
+            "build_parser('discovery').parse_args(['discovery']); "
+            "print('pyroute2' in sys.modules, 'grpc' in sys.modules, "
+            "'kubernetes_asyncio' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["False", "False", "False"]
+
+
+@pytest.mark.parametrize("command", ["up", *SERVICES, *TOOLS])
+def test_one_command_parser_parses_as_the_full_one(command):
+    assert vars(build_parser(command).parse_args([command])) == vars(
+        build_parser().parse_args([command]))
