@@ -6,8 +6,10 @@ reply for the claim or pod concerned, never an exception in a gRPC or NRI handle
 
 from __future__ import annotations
 
+import time
 from typing import TypeVar
 
+import anyio
 import nats.errors
 from nats.aio.client import Client
 
@@ -29,13 +31,25 @@ class PlumberClient:
         self.timeout = timeout
 
     async def _ask(self, verb: str, msg: Message, kind: type[R], deadline: float | None) -> R:
-        try:
-            reply = await self.nc.request(self.subjects.plumber(verb), encode(msg),
-                                          timeout=deadline or self.timeout)
-        except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
-            raise PlumberError(f"plumber.{verb}: no answer ({type(exc).__name__})") from None
-        except nats.errors.Error as exc:
-            raise PlumberError(f"plumber.{verb}: bus error: {exc}") from None
+        end = time.monotonic() + (deadline or self.timeout)
+        pause = 0.02
+        while True:
+            try:
+                reply = await self.nc.request(self.subjects.plumber(verb), encode(msg),
+                                              timeout=max(0.001, end - time.monotonic()))
+                break
+            except nats.errors.NoRespondersError:
+                # the plumber sidecar is (re)starting: its endpoint is not there yet;
+                # asking again within the caller's deadline beats failing the pod at once
+                if time.monotonic() + pause >= end:
+                    raise PlumberError(f"plumber.{verb}: no answer (NoRespondersError)") \
+                        from None
+                await anyio.sleep(pause)
+                pause = min(pause * 2, 0.25)
+            except nats.errors.TimeoutError:
+                raise PlumberError(f"plumber.{verb}: no answer (TimeoutError)") from None
+            except nats.errors.Error as exc:
+                raise PlumberError(f"plumber.{verb}: bus error: {exc}") from None
         try:
             return decode(reply.data, kind)
         except DecodeError:
