@@ -21,10 +21,40 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resync-interval", type=float,
                    default=float(os.environ.get("KND_RESYNC_INTERVAL", "60")),
                    help="seconds between rescans without kernel events")
+    p.add_argument("--once", action="store_true",
+                   help="scan once, print the devices this node would publish (JSON) and exit; "
+                        "needs no bus")
+
+
+def print_once(args: argparse.Namespace) -> None:
+    """``knd discovery --once``: what discovery sees, for a person or a bug report."""
+    import msgspec
+
+    from services.discovery.filter import DeviceFilter, default_expression
+    from services.discovery.service import Scanner
+    from services.discovery.sysfs import Sysfs
+    from services.discovery.uplinks import excluded_indexes
+
+    device_filter = DeviceFilter(args.filter or default_expression(args.driver_name))
+    scanner = Scanner(args.driver_name, Sysfs(args.sysfs_root), device_filter, args.netns)
+    try:
+        devices = scanner.scan(fresh=True)
+        links = scanner.reader.links()
+        held_back = excluded_indexes(links, scanner.reader.routes())
+    finally:
+        scanner.close()
+    # the node's own uplinks are never published; a reader of the report should see why
+    uplinks = sorted(link.name for link in links if link.index in held_back)
+    doc = {"node": args.node, "driver": args.driver_name, "uplinks": uplinks,
+           "devices": devices}
+    print(msgspec.json.format(msgspec.json.encode(doc), indent=2).decode())
 
 
 async def run(args: argparse.Namespace) -> None:
     """``knd discovery``: ready (``/readyz``) once on the bus with a first snapshot."""
+    if args.once:
+        print_once(args)
+        return
     from services.common import auth, bus
     from services.common.config import Common
     from services.common.httpserver import Health, serving

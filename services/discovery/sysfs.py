@@ -47,6 +47,8 @@ SYSTEM_PCI_IDS = (Path("/usr/share/misc/pci.ids"), Path("/usr/share/hwdata/pci.i
 
 _MAX_HOPS = 40  # the kernel's own limit on symlinks followed in one lookup
 _READ_LIMIT = 4096  # a sysfs attribute is at most one page
+_UNREAD = object()
+_VIRTIO = re.compile(r"^virtio\d+$")
 _PCI_ADDR = re.compile(r"^[0-9a-f]{4,8}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
 _PCI_ROOT = re.compile(r"^pci[0-9a-f]{4,8}:[0-9a-f]{2}$")
 _HEX_ID = re.compile(r"^0x([0-9a-f]{4})$")
@@ -162,6 +164,7 @@ class Sysfs:
         self._seen: set[tuple[str, str]] = set()
         self.problems: Tally[str] = Tally()
         """Distinct problems met by this instance, by kind (the metric is process-wide)."""
+        self._sole_node: int | object | None = _UNREAD
 
     # ----------------------------------------------------------------- public
 
@@ -227,6 +230,10 @@ class Sysfs:
         pci: PciHw | None = None
         rdma = self._rdma_parents().get(ifname, [])
         dev = None if virtual else self._follow(real / "device")
+        if dev is not None and _VIRTIO.match(dev.name) and _PCI_ADDR.match(dev.parent.name):
+            # virtio-net: the netdev's device is the virtio transport child of one
+            # virtio-pci function, which is where it sits in the PCI tree
+            dev = dev.parent
         if dev is not None:
             pci = self._pci(dev)
             rdma.extend(self._list(dev / "infiniband"))
@@ -302,7 +309,7 @@ class Sysfs:
             subsystem=f"{sub_v}:{sub_d}" if sub_v and sub_d else None,
             vendor_name=vendor_name,
             device_name=device_name,
-            numa_node=numa if numa is not None and numa >= 0 else None,
+            numa_node=numa if numa is not None and numa >= 0 else self._sole_numa_node(),
             pcie_root=roots[0] if roots else None,
             sriov_totalvfs=self._int(dev / "sriov_totalvfs", required=False),
             sriov_numvfs=self._int(dev / "sriov_numvfs", required=False),
@@ -310,6 +317,19 @@ class Sysfs:
             physfn=physfn,
             class_id=self._hex(dev / "class", _HEX_CLASS, required=False),
         )
+
+    def _sole_numa_node(self) -> int | None:
+        """The node when the machine has exactly one NUMA node online, else None.
+
+        Firmware without NUMA tables (most VMs, some single-socket boards) leaves
+        ``numa_node`` at -1; with one node online every device is on it, which is
+        also what ``nvidia-smi topo -m`` reports as the GPU's NUMA affinity.
+        Leaving it out would make ``matchAttribute: numaNode`` fail on such nodes.
+        """
+        if self._sole_node is _UNREAD:
+            online = self._text(self.root / "devices/system/node/online", required=False)
+            self._sole_node = int(online) if online and online.isdigit() else None
+        return self._sole_node  # type: ignore[return-value]
 
     def _pci_ids(self) -> _PciIds:
         if self._ids is None:

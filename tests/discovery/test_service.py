@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -149,3 +150,28 @@ async def test_claimed_device_stays_published_while_in_a_pod(running: Running, n
     finally:
         pod.delete()
         await busmod.close(gw)
+
+
+def test_once_prints_what_would_be_published(node_ns, tmp_path, capsys):
+    """``knd discovery --once``: one scan of the node, as JSON, no bus; a virtio-net
+    interface carries its PCI function's place in the tree."""
+    from services.cli import main as cli_main
+    from tests.helpers.sysfs_tree import SysfsTree
+
+    tree = SysfsTree(tmp_path / "sys")
+    tree.virtio_nic("0000:00:03.0", root="pci0000:00", ifname="eth0", index=2)
+    node_ns.veth("eth0", "veth-once")
+    node_ns.ip("addr", "add", "192.0.2.2/24", "dev", "veth-once")
+    node_ns.ip("route", "add", "default", "via", "192.0.2.1")
+    with pytest.raises(SystemExit) as done:
+        cli_main(["discovery", "--once", "--netns", node_ns.name, "--filter", "true",
+                  "--sysfs-root", str(tree.root), "--node", "n1", "--driver-name", "x.dev"])
+    assert done.value.code == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert (doc["node"], doc["driver"]) == ("n1", "x.dev")
+    by_if = {d["attributes"]["x.dev/ifName"]: d for d in doc["devices"]}
+    assert doc["uplinks"] == ["veth-once"]
+    assert set(by_if) == {"eth0"}
+    eth0 = by_if["eth0"]["attributes"]
+    assert eth0["resource.kubernetes.io/pcieRoot"] == "pci0000:00"
+    assert eth0["x.dev/pciAddress"] == "0000:00:03.0"

@@ -270,3 +270,20 @@ def test_numa_minus_one_means_unknown(tmp_path: Path) -> None:
     hw = s.netdev("ens3")
     assert hw is not None and hw.pci is not None and hw.pci.numa_node is None
     assert s.problems == {}
+
+
+@pytest.mark.parametrize(("online", "expected"), [("0", 0), ("1", 1), ("0-1", None),
+                                                  ("0,2", None), (None, None)])
+def test_numa_unknown_means_the_only_node_online(tmp_path: Path, no_pci_ids: Path,
+                                                 online: str | None,
+                                                 expected: int | None) -> None:
+    """A VM's firmware leaves numa_node at -1; with one node online that node is it."""
+    tree = SysfsTree(tmp_path / "sys")
+    tree.virtio_nic("0000:00:03.0", root="pci0000:00", ifname="eth0")
+    tree.pci_nic("0000:41:00.0", root="pci0000:40", numa=1, ifname="ens1")
+    if online is not None:
+        tree.write("devices/system/node/online", online)
+    s = Sysfs(tree.root, pci_ids=no_pci_ids)
+    eth0, ens1 = s.netdev("eth0"), s.netdev("ens1")
+    assert eth0 is not None and eth0.pci is not None and eth0.pci.numa_node == expected
+    assert ens1 is not None and ens1.pci is not None and ens1.pci.numa_node == 1

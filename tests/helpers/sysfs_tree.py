@@ -175,6 +175,21 @@ class SysfsTree:
         return self.pci_function(address, root, bridges, vendor="10de", device=device,
                                  cls=CLASS_3D, numa=numa, subsystem=("10de", "16c1"))
 
+    def virtio_nic(self, address: str, *, root: str, ifname: str, index: int = 0,
+                   numa: int | None = -1) -> str:
+        """A virtio-net function: the netdev hangs off its ``virtioN`` transport child."""
+        fn = self.pci_function(address, root, vendor="1af4", device="1041", numa=numa,
+                               subsystem=("1af4", "1100"))
+        virtio = f"{fn}/virtio{index}"
+        self.write(f"{virtio}/vendor", "0x1af4")
+        self.write(f"{virtio}/device", "0x0001")
+        rel = f"{virtio}/net/{ifname}"
+        self.write(f"{rel}/dev_port", "0")
+        self.write(f"{rel}/ifindex", str(self._next_ifindex()))
+        self.link_to(f"{rel}/device", virtio)
+        self.link_to(f"class/net/{ifname}", rel)
+        return rel
+
     def virtual(self, ifname: str) -> str:
         """A software netdev (veth, bridge...): under devices/virtual, no device link."""
         rel = f"devices/virtual/net/{ifname}"

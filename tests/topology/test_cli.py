@@ -167,10 +167,13 @@ def test_no_gpu_is_said_plainly(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
 def test_bad_root_and_unwritable_svg(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "--sysfs-root", str(tmp_path / "absent"))
-    assert code == 2 and "not a directory" in err
+    assert code == 2 and "neither a directory nor a capture" in err
     root = gpu_server(tmp_path / "sys").root
     code, _, err = run(capsys, "--sysfs-root", str(root), "--svg",
                        str(tmp_path / "no" / "such" / "dir.svg"))
+    assert code == 1 and "cannot write" in err
+    code, _, err = run(capsys, "--sysfs-root", str(root), "--save-sysfs",
+                       str(tmp_path / "no" / "such" / "node.tar.gz"))
     assert code == 1 and "cannot write" in err
 
 
