@@ -20,11 +20,13 @@ command -v ping >/dev/null 2>&1 || need+=(iputils-ping)
 [ ${#need[@]} -eq 0 ] || knd_apt_install "${need[@]}"
 
 stamp="$here/.venv/.knd-installed"
-want="$(cat "$here/pyproject.toml" "$here/setup.py" "$here"/protos/*.proto 2>/dev/null | sha256sum | cut -c1-16)"
+want="$(cat "$here/pyproject.toml" "$here/setup.py" "$here"/protos/*.proto \
+    "$here/scripts/test-tools.txt" 2>/dev/null | sha256sum | cut -c1-16)"
 if [ ! -x "$here/.venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "knd: setting up $here/.venv" >&2
     [ -x "$here/.venv/bin/python" ] || python3 -m venv "$here/.venv"
     "$here/.venv/bin/python" -m pip install -q --upgrade pip >&2
     "$here/.venv/bin/python" -m pip install -q -e "$here[test]" >&2
+    "$here/.venv/bin/python" -m pip install -q --no-deps -r "$here/scripts/test-tools.txt" >&2
     echo "$want" > "$stamp"
 fi
