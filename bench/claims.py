@@ -87,6 +87,7 @@ class Bench:
     def __init__(self, args: argparse.Namespace, state: Path, tag: str) -> None:
         self.args, self.state, self.tag = args, state, tag
         self.host, self.fhost = f"kndb-h-{tag}", f"kndb-f-{tag}"
+        self.wire, self.fwire = f"kndb-w-{tag}", f"kndb-v-{tag}"
         self.netns: list[str] = []
         self.agent: subprocess.Popen | None = None
 
@@ -112,11 +113,16 @@ class Bench:
             self.netns_del(name)
 
     def pairs(self, pairs: list[tuple[str, str, str]]) -> None:
-        """Veth pairs: the claimed end (``kb*``, the only ones published) and its peer,
-        up with the gateway address, in the host netns; the floor's copies in fhost."""
-        for ns, pre in ((self.host, ""), (self.fhost, "f")):
-            timed_batch(ns, [line for dev, peer, net in pairs for line in (
-                f"link add {pre}{dev} type veth peer name {pre}{peer}",
+        """Veth pairs standing in for NICs: the claimed end (``kb*``, the only ones
+        published) in the host netns, its peer (the network, with the gateway address)
+        in the wire netns, as a NIC's other end is a switch; plus as many idle host
+        interfaces (``kx*``, peers in the wire netns) to keep the host as full as a
+        node's. The floor's copies live in fhost and fwire."""
+        for ns, wire, pre in ((self.host, self.wire, ""), (self.fhost, self.fwire, "f")):
+            timed_batch(ns, [line for dev, peer, _ in pairs for line in (
+                f"link add {pre}{dev} type veth peer name {pre}{peer} netns {wire}",
+                f"link add {pre}kx{dev[2:]} type veth peer name {pre}px{dev[2:]} netns {wire}")])
+            timed_batch(wire, [line for _, peer, net in pairs for line in (
                 f"addr add {net}.1/24 dev {pre}{peer}", f"link set dev {pre}{peer} up")])
 
     def host_links(self) -> set[str]:
@@ -181,7 +187,7 @@ async def run(b: Bench) -> dict:
     from services.peers.nri_runtime import FakeRuntime, pod
 
     args, api, pb, svc = b.args, FileApi(b.state), kubelet.PB["v1"], kubelet.DRA_SERVICE["v1"]
-    for ns in (b.host, b.fhost):
+    for ns in (b.host, b.fhost, b.wire, b.fwire):
         b.netns_add(ns)
         ip("-n", ns, "link", "set", "lo", "up")
     b.pairs([(f"kbs{i}", f"ps{i}", f"10.80.{i}") for i in range(args.n)])

@@ -16,7 +16,7 @@ import os
 import socket
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from services.discovery.model import LinkInfo
 
@@ -250,24 +250,42 @@ def _route(data: bytes, a: int, b: int) -> Route:
                  priority=priority, oifs=tuple(oifs))
 
 
-def drain_events(sock: socket.socket) -> tuple[int, bool]:
-    """Read every pending event datagram without blocking.
+@dataclass
+class Events:
+    """What one drain of the event socket saw."""
 
-    Returns (relevant message count, overflowed). An overflow (ENOBUFS) means
-    events were lost; the caller rescans anyway, so nothing is missed.
-    """
-    count, overflow = 0, False
+    count: int = 0
+    """Link, address and route messages."""
+    overflow: bool = False
+    """Events were lost (ENOBUFS): only a rescan can tell what changed."""
+    links: set[int] = field(default_factory=set)
+    """The interfaces those messages are about (a route's output interfaces)."""
+    unplaced: bool = False
+    """Some message is about no one interface (a route without an output one)."""
+
+
+def drain_events(sock: socket.socket) -> Events:
+    """Read every pending event datagram without blocking."""
+    ev = Events()
     while True:
         try:
             data = sock.recv(1 << 20, socket.MSG_DONTWAIT)
         except BlockingIOError:
-            return count, overflow
+            return ev
         except OSError as exc:
             if exc.errno == errno.ENOBUFS:
-                overflow = True
+                ev.overflow = True
                 continue
             raise
-        for t, _seq, _a, _b in _messages(data):
-            if t in (RTM_NEWLINK, RTM_DELLINK, RTM_NEWADDR, RTM_DELADDR,
-                     RTM_NEWROUTE, RTM_DELROUTE):
-                count += 1
+        for t, _seq, a, b in _messages(data):
+            if t in (RTM_NEWLINK, RTM_DELLINK) and b - a >= _IFINFO.size:
+                ev.links.add(_IFINFO.unpack_from(data, a)[2])
+            elif t in (RTM_NEWADDR, RTM_DELADDR) and b - a >= _IFADDR.size:
+                ev.links.add(_IFADDR.unpack_from(data, a)[4])
+            elif t in (RTM_NEWROUTE, RTM_DELROUTE) and b - a >= _RTMSG.size:
+                oifs = _route(data, a, b).oifs
+                ev.links.update(oifs)
+                ev.unplaced = ev.unplaced or not oifs
+            else:
+                continue
+            ev.count += 1

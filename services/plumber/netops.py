@@ -10,10 +10,12 @@ part of the configuration the kernel refused. Nothing here decides anything:
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import ipaddress
 import socket
-from collections.abc import Awaitable
+import threading
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -135,28 +137,74 @@ def _rule_kwargs(rule: RuleConfig) -> dict[str, Any]:
     return kw
 
 
-class Rtnl:
-    """An rtnetlink socket inside one netns; ``fd`` is that netns (not owned)."""
+class _Loop:
+    """An event loop on a thread of its own, where one socket's requests run.
 
-    def __init__(self, ipr: AsyncIPRoute, fd: int) -> None:
+    The kernel handles an rtnetlink request inside the ``sendmsg()`` that
+    carries it, RTNL held: a netns move is ~15 ms of that, and waiting for RTNL
+    behind another process's move is more. On the service's loop that call would
+    stop every other pod's attach, the bus and the checkpoint for as long; here
+    only this thread waits (without the GIL) and the service's loop goes on.
+    """
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="knd-rtnl",
+                                        daemon=True)
+        self._thread.start()
+
+    async def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """``coro`` run to its end on this loop; cancelling the caller cancels it."""
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
+
+    def close(self, last: Callable[[], object] | None = None) -> None:
+        """Stop the loop, after ``last`` (a cleanup that must run on it)."""
+        if last is not None:
+            self.loop.call_soon_threadsafe(last)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join()
+        self.loop.close()
+
+
+async def _setup(sock: socket.socket) -> AsyncIPRoute:
+    ipr = AsyncIPRoute(use_socket=sock, groups=0, ext_ack=True, strict_check=True)
+    await ipr.setup_endpoint()
+    return ipr
+
+
+async def _collect(call: Awaitable[Any]) -> list[Any]:
+    return [m async for m in await call]
+
+
+class Rtnl:
+    """An rtnetlink socket inside one netns; ``fd`` is that netns (not owned).
+
+    Requests run on the socket's own :class:`_Loop`; callers just await them.
+    """
+
+    def __init__(self, ipr: AsyncIPRoute, fd: int, loop: _Loop) -> None:
         self.ipr = ipr
         self.fd = fd
+        self._loop = loop
         self._dumping = anyio.Lock()
+        self._moving: asyncio.Lock | None = None
+        """Made and used on ``loop`` only."""
 
     @classmethod
     async def open(cls, fd: int) -> Rtnl:
         sock = await nsfs.netlink_socket(fd)
+        loop = _Loop()
         try:
-            ipr = AsyncIPRoute(use_socket=sock, groups=0, ext_ack=True, strict_check=True)
-            await ipr.setup_endpoint()
+            ipr = await loop.run(_setup(sock))
         except BaseException:
+            loop.close()
             sock.close()
             raise
-        return cls(ipr, fd)
+        return cls(ipr, fd, loop)
 
     def close(self) -> None:
         sock = self.ipr.use_socket
-        self.ipr.close()
+        self._loop.close(last=self.ipr.close)  # its transport belongs to that loop
         if sock is not None:
             sock.close()
 
@@ -166,9 +214,9 @@ class Rtnl:
     async def __aexit__(self, *_: object) -> None:
         self.close()
 
-    async def _do(self, step: str, call: Awaitable[T]) -> T:
+    async def _do(self, step: str, call: Coroutine[Any, Any, T]) -> T:
         try:
-            return await call
+            return await self._loop.run(call)
         except NetlinkError as exc:
             raise KernelError(step, exc.code, str(exc.args[1] if len(exc.args) > 1 else exc))\
                 from None
@@ -178,7 +226,7 @@ class Rtnl:
         otherwise), so dumps on a shared socket take turns; other requests do not."""
         async with self._dumping:
             try:
-                return [m async for m in await call]
+                return await self._loop.run(_collect(call))
             except NetlinkError as exc:
                 raise KernelError(step, exc.code, str(exc.args[1] if len(exc.args) > 1
                                                       else exc)) from None
@@ -192,7 +240,7 @@ class Rtnl:
         """One link by index or name; None when there is no such link."""
         kw: dict[str, Any] = {"index": index} if index else {"ifname": name}
         try:
-            msgs = await self.ipr.link("get", **kw)
+            msgs = await self._loop.run(self.ipr.link("get", **kw))
         except NetlinkError as exc:
             if exc.code in (errno.ENODEV, errno.ENOENT, errno.EINVAL):
                 return None
@@ -272,7 +320,15 @@ class Rtnl:
             kw["mtu"] = mtu
         if mac:
             kw["address"] = mac
-        await self._do("move", self.ipr.link("set", **kw))
+        await self._do("move", self._in_turn(self.ipr.link("set", **kw)))
+
+    async def _in_turn(self, call: Awaitable[T]) -> T:
+        """On this socket's loop: one move at a time, each reply read before the
+        next is sent (sent together, every one would wait for the last)."""
+        if self._moving is None:
+            self._moving = asyncio.Lock()
+        async with self._moving:
+            return await call
 
     async def set_link(self, step: str, index: int, **kw: Any) -> None:
         await self._do(step, self.ipr.link("set", index=index, **kw))

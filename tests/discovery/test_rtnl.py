@@ -95,8 +95,34 @@ async def test_events_are_seen_and_counted(node_ns):
         node_ns.veth("ev0", "ev1")
         with anyio.fail_after(2):
             await anyio.wait_readable(sock)
-        count, overflow = rtnl.drain_events(sock)
-        assert count >= 2 and not overflow
-        assert rtnl.drain_events(sock) == (0, False)
+        ev = rtnl.drain_events(sock)
+        assert ev.count >= 2 and not ev.overflow and not ev.unplaced
+        index = {link.name: link.index for link in rtnl.Reader(node_ns.name).links()}
+        assert {index["ev0"], index["ev1"]} <= ev.links
+        assert rtnl.drain_events(sock) == rtnl.Events()
+    finally:
+        sock.close()
+
+
+@pytest.mark.anyio
+async def test_events_name_the_interfaces_they_are_about(node_ns):
+    node_ns.veth("ab0", "ab1")
+    node_ns.veth("cd0", "cd1")
+    index = {link.name: link.index for link in rtnl.Reader(node_ns.name).links()}
+    sock = rtnl.open_socket(node_ns.name, rtnl.EVENT_GROUPS)
+    try:
+        node_ns.ip("addr", "add", "192.0.2.1/24", "dev", "ab0")  # an address and its routes
+        node_ns.ip("route", "add", "198.51.100.0/24", "dev", "ab0")
+        with anyio.fail_after(2):
+            await anyio.wait_readable(sock)
+        await anyio.sleep(0.05)
+        ev = rtnl.drain_events(sock)
+        assert ev.links == {index["ab0"]} and not ev.unplaced
+        node_ns.ip("route", "add", "203.0.113.0/24", "nexthop", "dev", "ab0", "nexthop",
+                   "dev", "cd0")  # multipath: every next hop's interface
+        node_ns.ip("route", "add", "blackhole", "10.9.9.0/24")  # about no interface
+        await anyio.sleep(0.05)
+        ev = rtnl.drain_events(sock)
+        assert ev.links == {index["ab0"], index["cd0"]} and ev.unplaced
     finally:
         sock.close()

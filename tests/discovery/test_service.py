@@ -19,7 +19,7 @@ from services.discovery.filter import DeviceFilter, default_expression
 from services.discovery.service import Discovery, Scanner, Tuning
 from services.discovery.sysfs import Sysfs
 from tests.conftest import NODE
-from tests.helpers.netns import NetNS
+from tests.helpers.netns import NetNS, ip
 
 pytestmark = pytest.mark.anyio
 
@@ -149,6 +149,44 @@ async def test_claimed_device_stays_published_while_in_a_pod(running: Running, n
         await running.until(lambda: "cl-a" not in running.names())
     finally:
         pod.delete()
+        await busmod.close(gw)
+
+
+def _counter(name: str) -> float:
+    return REGISTRY.get_sample_value(name) or 0.0
+
+
+async def test_moving_a_claimed_device_causes_no_rescan(running: Running, node_ns, bus):
+    """The plumber's moves of claimed devices change nothing published: no rescan
+    (each would dump the whole node while the moves need RTNL)."""
+    for key in ("all", "default"):  # no late IPv6 autoconf events on the other links
+        ip("netns", "exec", node_ns.name, "sysctl", "-qw", f"net.ipv6.conf.{key}.disable_ipv6=1")
+    node_ns.veth("mv-a", "mv-b")
+    node_ns.veth("st-a", "st-b")
+    node_ns.ip("addr", "add", "192.0.2.1/24", "dev", "mv-a")
+    await running.until(lambda: {"mv-a", "mv-b", "st-a"} <= running.names())
+    gw = await busmod.connect(bus, "gateway")
+    s = Subjects(NODE)
+    pod, peer = NetNS("knd-pod"), NetNS("knd-peer")
+    try:
+        await gw.publish(s.event("claim.prepared"), encode(ClaimPrepared(
+            node=NODE, claim_uid="c1", devices=["mv-a", "mv-b"])))
+        await gw.flush()
+        await anyio.sleep(0.2)  # the event reaches discovery before the moves
+        rescans = _counter("knd_discovery_rescans_total")
+        skipped = _counter("knd_discovery_netlink_events_skipped_total")
+        node_ns.ip("link", "set", "mv-a", "netns", pod.name)  # both ends of the pair, so
+        node_ns.ip("link", "set", "mv-b", "netns", peer.name)  # no unclaimed link changes
+        await running.until(
+            lambda: _counter("knd_discovery_netlink_events_skipped_total") > skipped)
+        await anyio.sleep(0.3)
+        assert _counter("knd_discovery_rescans_total") == rescans
+        assert {"mv-a", "mv-b"} <= running.names()
+        node_ns.ip("link", "set", "st-a", "mtu", "1400")  # an unclaimed one: rescanned
+        await running.until(lambda: _counter("knd_discovery_rescans_total") > rescans)
+    finally:
+        pod.delete()
+        peer.delete()
         await busmod.close(gw)
 
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import errno
+import os
+
 import anyio
+import anyio.lowlevel
 import pytest
 
 from schemas.netconfig import InterfaceConfig, NetworkConfig
@@ -111,3 +115,44 @@ async def test_device_cannot_be_in_two_pods(env: Env, plumber) -> None:
     rep = await env.attach(b, env.pod())
     assert f"attached to pod {a}" in rep.error
     assert (await env.detach(a)).restored == ["dev-s"]
+
+
+async def test_moves_into_pods_go_one_at_a_time_in_the_order_asked(node_ns) -> None:
+    """``Host.move_in``: every move through one socket on its own thread, back to back,
+    finished in the order asked; a refused move names the kernel's reason and leaves
+    the mover working."""
+    from services.plumber import nsfs
+    from services.plumber.netops import KernelError
+    from services.plumber.restore import Host
+    from tests.helpers.netns import NetNS
+
+    names = [f"mo{i}" for i in range(8)]
+    for name in names:
+        node_ns.ip("link", "add", name, "type", "veth", "peer", "name", f"{name}p")
+    index = {line.split(":")[1].strip().split("@")[0]: int(line.split(":")[0])
+             for line in node_ns.ip("-o", "link", "show").splitlines()}
+    pod = NetNS("knd-pod")
+    host = Host.open(node_ns.name)
+    fd = nsfs.open_netns(f"/var/run/netns/{pod.name}")
+    done: list[str] = []
+    try:
+        async def move(name: str) -> None:
+            await host.move_in(index[name], fd, name=f"in-{name}", mtu=1400)
+            done.append(name)
+
+        async with anyio.create_task_group() as tg:
+            for name in names:
+                tg.start_soon(move, name)
+                await anyio.lowlevel.checkpoint()  # each asks before the next starts
+        assert done == names
+        inside = pod.ip("-o", "link", "show")
+        assert all(f"in-{name}@" in inside and "mtu 1400" in inside for name in names)
+        with pytest.raises(KernelError) as refused:  # no such interface (any more)
+            await host.move_in(index["mo0"], fd, name="again")
+        assert refused.value.step == "move" and refused.value.code == errno.ENODEV
+        await host.move_in(index["mo1p"], fd, name="in-mo1p")  # the mover still works
+        assert "in-mo1p@" in pod.ip("-o", "link", "show")
+    finally:
+        os.close(fd)
+        host.close()
+        pod.delete()
