@@ -311,6 +311,7 @@ async def run(b: Bench) -> dict:
     conc["floor_wall_ms"] = round((time.perf_counter() - t0) * 1000, 1)
     conc["floor_configured"] = sum(configured(fpods[j], *conc_net(j, k))
                                    for j in range(PODS) for k in (0, 1))
+    conc["attach_over_floor"] = round(conc["attach_wall_ms"] / conc["floor_wall_ms"], 2)
     single = {"rounds": args.n, "host_interfaces": host_links, "verified_in_pod": verified,
               **{f"{k}_ms": stats(lat[k]) for k in ("prepare", "attach", "detach", "unprepare")}}
     floor = {"attach_ms": stats(lat["floor_attach"]), "detach_ms": stats(lat["floor_detach"]),
@@ -328,7 +329,12 @@ def targets(r: dict) -> list[dict]:
             ("attach p50 <= 2x ip -batch floor p50", f["attach_p50_over_floor_p50"],
              f["attach_p50_over_floor_p50"] <= 2),
             (f"{PODS}x2 all attached within 1 s", c["attach_wall_ms"],
-             c["attach_wall_ms"] <= TARGET_WALL_MS and c["all_configured"])]
+             c["attach_wall_ms"] <= TARGET_WALL_MS and c["all_configured"]),
+            # the kernel's floor for the same 64 moves and configurations, this run
+            (f"{PODS}x2 all attached within the runtime's budget (1.5 s)",
+             c["configured_at_reply"], c["all_configured"] and not c["attach_errors"]["count"]),
+            (f"{PODS}x2 wall <= 1.5x the ip -batch floor's", c["attach_over_floor"],
+             c["all_configured"] and c["attach_over_floor"] <= 1.5)]
     return [{"target": t, "value": v, "pass": bool(ok)} for t, v, ok in rows]
 
 

@@ -413,7 +413,8 @@ class Attacher:
             if not atts:
                 return DetachReply()
             with anyio.CancelScope(shield=True):
-                outs = await self._give_back(atts, reason)
+                async with self._slots:  # in arrival order, as attaches (see __init__)
+                    outs = await self._give_back(atts, reason)
         self.notify.claims_changed({a.claim_uid for a in atts})
         for a in atts:
             out = outs[f"{a.claim_uid}/{a.device}"]
