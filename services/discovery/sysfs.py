@@ -26,11 +26,12 @@ import stat
 from collections import Counter as Tally
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path, PurePosixPath
 from typing import TypeVar
 
 from prometheus_client import Counter
+
+from services.discovery.pciids import PciIds, load_pci_ids
 
 log = logging.getLogger("knd.discovery.sysfs")
 
@@ -111,44 +112,6 @@ class _Problem(Exception):
         self.path = str(path)
 
 
-@dataclass(frozen=True)
-class _PciIds:
-    vendors: dict[str, str]
-    devices: dict[tuple[str, str], str]
-
-
-@lru_cache(maxsize=4)
-def _load_pci_ids(path: str) -> _PciIds:
-    """Parse the vendor and device lines of a pci.ids file (once per file per process).
-
-    Subsystem lines (two tabs) and the class section (``C xx``) are not needed.
-    """
-    vendors: dict[str, str] = {}
-    devices: dict[tuple[str, str], str] = {}
-    vendor: str | None = None
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith("C "):
-                    break
-                if not line.strip() or line.startswith("#") or line.startswith("\t\t"):
-                    continue
-                if line.startswith("\t"):
-                    dev, _, name = line[1:].rstrip("\n").partition("  ")
-                    if vendor and len(dev) == 4 and name:
-                        devices[(vendor, dev.lower())] = name.strip()
-                    continue
-                ven, _, name = line.rstrip("\n").partition("  ")
-                if len(ven) == 4 and name:
-                    vendor = ven.lower()
-                    vendors[vendor] = name.strip()
-                else:
-                    vendor = None
-    except OSError as e:
-        log.warning("cannot read %s: %s", path, e)
-    return _PciIds(vendors, devices)
-
-
 class Sysfs:
     """Reads network hardware facts from a sysfs tree.
 
@@ -160,7 +123,7 @@ class Sysfs:
     def __init__(self, root: Path | str = "/sys", pci_ids: Path | None = None) -> None:
         self.root = Path(os.path.realpath(root))
         self._pci_ids_arg = pci_ids
-        self._ids: _PciIds | None = None
+        self._ids: PciIds | None = None
         self._seen: set[tuple[str, str]] = set()
         self.problems: Tally[str] = Tally()
         """Distinct problems met by this instance, by kind (the metric is process-wide)."""
@@ -331,11 +294,11 @@ class Sysfs:
             self._sole_node = int(online) if online and online.isdigit() else None
         return self._sole_node  # type: ignore[return-value]
 
-    def _pci_ids(self) -> _PciIds:
+    def _pci_ids(self) -> PciIds:
         if self._ids is None:
             candidates = (self._pci_ids_arg,) if self._pci_ids_arg else SYSTEM_PCI_IDS
             path = next((p for p in candidates if p.is_file()), None)
-            self._ids = _load_pci_ids(str(path)) if path else _PciIds({}, {})
+            self._ids = load_pci_ids(str(path)) if path else PciIds({}, {})
         return self._ids
 
     # -------------------------------------------------------------- plumbing
