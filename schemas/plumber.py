@@ -9,6 +9,7 @@ from __future__ import annotations
 import msgspec
 
 from schemas.base import Message
+from schemas.inventory import Device
 from schemas.netconfig import NetworkConfig
 
 
@@ -186,6 +187,8 @@ class ClaimView(_S):
     pods: list[PodRef] = []
     devices: list[str] = []
     """The claim's devices on this node."""
+    published: list[Device] = []
+    """Those devices as discovery published them when the claim was prepared."""
 
 
 class AttachmentView(_S):

@@ -5,9 +5,9 @@ it. Dropping it from the slices would be wrong twice over: the device is still
 the node's and allocated (kubelet's health stream would call it unhealthy), and
 every pod start and stop would rewrite the pool. So discovery follows the
 gateway's ``events.claim.prepared|unprepared`` and keeps publishing a claimed
-device as its last snapshot had it; at start it asks the plumber which claims are
-prepared. A device that discovery never published in this run (it restarted while
-the device was in a pod) reappears when it comes home.
+device as its last snapshot had it. At start it asks the plumber which claims are
+prepared and how their devices were published then (the plumber's checkpoint keeps
+them), so a discovery that restarts while a device is in a pod keeps it too.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from nats.aio.client import Client
 
 from schemas.base import encode
 from schemas.events import ClaimPrepared, ClaimUnprepared
+from schemas.inventory import Device
 from schemas.plumber import PlumberStatus, PlumberStatusGet
 from schemas.subjects import Subjects
 from services.common import bus
@@ -32,9 +33,18 @@ class ClaimedDevices:
         self.subjects = subjects
         self.changed = changed
         self._claims: dict[str, frozenset[str]] = {}
+        self._published: dict[str, dict[str, Device]] = {}
+        """Claim uid -> its devices as published at prepare (from the plumber, at start)."""
 
     def pinned(self) -> set[str]:
         return set().union(*self._claims.values()) if self._claims else set()
+
+    def published(self, name: str) -> Device | None:
+        """Device ``name`` of a prepared claim as it was published at prepare, if known."""
+        for devices in self._published.values():
+            if name in devices:
+                return devices[name]
+        return None
 
     async def seed(self) -> None:
         """The claims the plumber has prepared (it may not be up yet: then none)."""
@@ -48,6 +58,7 @@ class ClaimedDevices:
         if status is not None:
             for claim in status.claims:
                 self._claims[claim.uid] = frozenset(claim.devices)
+                self._published[claim.uid] = {d.name: d for d in claim.published}
 
     async def follow(self) -> None:
         sub = await self.nc.subscribe(self.subjects.event("claim.*"))
@@ -60,6 +71,8 @@ class ClaimedDevices:
                 elif msg.subject.endswith(".unprepared"):
                     un = bus.decode_or_count("discovery", msg.subject, msg.data,
                                              ClaimUnprepared)
+                    if un is not None:
+                        self._published.pop(un.claim_uid, None)
                     if un is not None and self._claims.pop(un.claim_uid, None) is not None:
                         self.changed()  # a device kept for the claim may be gone for good
         finally:

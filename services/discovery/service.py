@@ -256,12 +256,14 @@ class Discovery:
         return {link.index for link in self.scanner.links if link.name in names}
 
     def _with_claimed(self, devices: list[Device]) -> list[Device]:
-        """Keep the claimed devices that are away (in a pod) as the last snapshot had them."""
+        """Keep the claimed devices that are away (in a pod) as the last snapshot had
+        them, or, for one this run never saw, as the plumber says it was published."""
         pinned = self.claimed.pinned()
-        if not pinned or self.snapshot is None:
+        if not pinned:
             return devices
-        present = {d.name for d in devices}
-        away = [d for d in self.snapshot.devices if d.name in pinned and d.name not in present]
+        last = {d.name: d for d in self.snapshot.devices} if self.snapshot else {}
+        away = [dev for name in sorted(pinned - {d.name for d in devices})
+                if (dev := last.get(name) or self.claimed.published(name)) is not None]
         return sorted([*devices, *away], key=lambda d: d.name) if away else devices
 
     async def _announce(self, before: list[Device], after: list[Device]) -> None:

@@ -12,6 +12,7 @@ import json
 
 import msgspec
 
+from schemas.inventory import Device
 from schemas.netconfig import NetworkConfig, RuleConfig
 from schemas.plumber import PodRef, PreparedDevice
 
@@ -95,6 +96,9 @@ class PlannedDevice(_S):
     rdma_device: str = ""
     config: NetworkConfig | None = None
     cdi_id: str = ""
+    published: Device | None = None
+    """The device as discovery published it at prepare time: a discovery that
+    restarts while the device is in a pod keeps publishing it from this."""
 
     def prepared(self) -> PreparedDevice:
         return PreparedDevice(request=self.request, pool=self.pool, device=self.device,

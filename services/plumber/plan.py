@@ -198,7 +198,8 @@ def plan_claim(req: Prepare, *, node: str, driver: str, inventory: InventorySnap
         planned.append(PlannedDevice(
             request=dr.request, pool=dr.pool, device=dr.device, share_id=dr.share_id,
             ifname=ifname, pod_ifname=pod_ifname, rdma_device=rdma, config=dr.config,
-            cdi_id=f"{cdi_kind(driver)}={cdi_name(req.claim_uid, dr.device)}"))
+            cdi_id=f"{cdi_kind(driver)}={cdi_name(req.claim_uid, dr.device)}",
+            published=dev))
     if errs:
         raise PlanError(errs)
     return ClaimPlan(uid=req.claim_uid, namespace=req.namespace, name=req.name,

@@ -307,7 +307,8 @@ class Plumber:
     async def status(self, _req: p.PlumberStatusGet) -> p.PlumberStatus:
         """The checkpoint as ``knd status`` shows it: claims, and which pod has which device."""
         claims = [p.ClaimView(uid=c.uid, namespace=c.namespace, name=c.name, pods=list(c.pods),
-                              devices=[d.device for d in c.devices])
+                              devices=[d.device for d in c.devices],
+                              published=[d.published for d in c.devices if d.published])
                   for c in self.store.claims()]
         atts = [p.AttachmentView(claim_uid=a.claim_uid, device=a.device, pod_uid=a.pod_uid,
                                  phase=a.phase, interface=a.pod_ifname,

@@ -152,6 +152,50 @@ async def test_claimed_device_stays_published_while_in_a_pod(running: Running, n
         await busmod.close(gw)
 
 
+async def test_restarted_discovery_keeps_a_claimed_device_that_is_in_a_pod(
+        bus, node_ns, tmp_path: Path):
+    """A discovery that starts while a claimed device is in a pod has never seen it:
+    it publishes it as the plumber's checkpoint says it was published at prepare."""
+    from schemas.inventory import Device
+    from schemas.plumber import ClaimView, PlumberStatus, PlumberStatusGet
+
+    s = Subjects(NODE)
+    away = Device(name="rs-a", attributes={"knd.dev/ifName": "rs-a", "knd.dev/mtu": 9000})
+    plumber = await busmod.connect(bus, "plumber")
+
+    async def status(msg) -> None:
+        decode(msg.data, PlumberStatusGet)
+        await msg.respond(encode(PlumberStatus(node=NODE, claims=[
+            ClaimView(uid="c1", devices=["rs-a"], published=[away])])))
+
+    await plumber.subscribe(s.plumber("status"), cb=status)
+    await plumber.flush()
+    node_ns.veth("rs-x", "rs-y")
+    nc = await busmod.connect(bus, "discovery")
+    gw = await busmod.connect(bus, "gateway")
+    scanner = Scanner("knd.dev", Sysfs(tmp_path / "empty-sysfs"), DeviceFilter("true"),
+                      node_ns.name)
+    d = Discovery(nc, NODE, scanner, node_ns.name, Tuning(resync=3600))
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(d.run)
+            with anyio.fail_after(5):
+                while d.snapshot is None:
+                    await anyio.sleep(0.01)
+            assert d.snapshot is not None
+            assert {x.name for x in d.snapshot.devices} == {"rs-a", "rs-x", "rs-y"}
+            assert away in d.snapshot.devices
+            await gw.publish(s.event("claim.unprepared"), encode(ClaimUnprepared(
+                node=NODE, claim_uid="c1")))
+            with anyio.fail_after(5):
+                while "rs-a" in {x.name for x in d.snapshot.devices}:
+                    await anyio.sleep(0.01)
+            tg.cancel_scope.cancel()
+    finally:
+        for c in (gw, nc, plumber):
+            await busmod.close(c)
+
+
 def _counter(name: str) -> float:
     return REGISTRY.get_sample_value(name) or 0.0
 

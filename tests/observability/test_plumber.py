@@ -36,6 +36,9 @@ async def test_status_and_json_logs_follow_an_attach(env: Env, json_logs) -> Non
             assert st.node == NODE
             assert [(c.uid, c.devices, [x.uid for x in c.pods]) for c in st.claims] == [
                 (claim, ["dev-ob"], [pod_uid])]
+            # as discovery published it at prepare: a restarted discovery keeps it from this
+            assert [c.published for c in st.claims] == [
+                [d for d in env.devices if d.name == "dev-ob"]]
             [att] = st.attachments
             assert (att.claim_uid, att.device, att.pod_uid, att.phase) == (
                 claim, "dev-ob", pod_uid, "attached")
