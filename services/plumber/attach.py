@@ -25,8 +25,10 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Awaitable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import anyio
 
@@ -55,6 +57,8 @@ from services.plumber.rdma import Rdma
 from services.plumber.restore import PENDING, RESTORED, Host, Outcome, Restorer
 
 log = logging.getLogger("knd.plumber.attach")
+A = TypeVar("A")
+B = TypeVar("B")
 
 IFA_F_NODAD = 0x02
 RTPROT_BOOT = 3
@@ -116,6 +120,28 @@ def _rule_taken(rule: RuleConfig, existing: set[tuple]) -> bool:
     key = _rule_key(rule)
     return any(k[:3] == key[:3] and (not rule.priority or k[3] == rule.priority)
                for k in existing)
+
+
+async def _together(a: Awaitable[A], b: Awaitable[B]) -> tuple[A, B]:
+    """Both awaited at once (each a netlink round trip on its own socket or thread);
+    if one fails the other is cancelled, and a socket it opened is closed."""
+    out: list[Any] = [None, None]
+
+    async def run(i: int, aw: Awaitable[Any]) -> None:
+        out[i] = await aw
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run, 0, a)
+            tg.start_soon(run, 1, b)
+    except BaseException as exc:
+        for made in out:
+            if isinstance(made, Rtnl):
+                made.close()
+        if isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+            raise exc.exceptions[0] from None  # callers handle the error itself
+        raise
+    return out[0], out[1]
 
 
 def _pod(req: Attach) -> str:
@@ -185,7 +211,8 @@ class Attacher:
             done, todo = await self._sort(wanted, req.pod.uid, nsid)
             jobs: list[Job] = []
             if todo:
-                async with await self.host.session() as host, await Rtnl.open(fd) as pod:
+                host_s, pod_s = await _together(self.host.session(), Rtnl.open(fd))
+                async with host_s as host, pod_s as pod:
                     jobs = await self._precheck(todo, req, host, pod, nsid)
                     async with anyio.create_task_group() as tg:
                         for job in jobs:
@@ -247,8 +274,8 @@ class Attacher:
 
     async def _precheck(self, todo: list[tuple[ClaimPlan, PlannedDevice]], req: Attach,
                         host: Rtnl, pod: Rtnl, nsid: nsfs.NsId) -> list[Job]:
-        uplinks = await host.uplink_indexes()
-        taken = {link.name: "the pod" for link in await pod.links()}
+        uplinks, pod_links = await _together(host.uplink_indexes(), pod.links())
+        taken = {link.name: "the pod" for link in pod_links}
         pod_rules: set[tuple] | None = None
         jobs = []
         for plan, dev in todo:

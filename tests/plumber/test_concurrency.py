@@ -156,3 +156,36 @@ async def test_moves_into_pods_go_one_at_a_time_in_the_order_asked(node_ns) -> N
         os.close(fd)
         host.close()
         pod.delete()
+
+
+async def test_together_unwraps_one_error_and_closes_what_it_opened(node_ns) -> None:
+    """The attach opens its host and pod sockets at once: when one fails, the caller
+    sees that error itself (not a group) and the other socket is closed."""
+    from services.plumber import nsfs
+    from services.plumber.attach import _together
+    from services.plumber.netops import KernelError, Rtnl
+
+    async def refused() -> None:
+        await anyio.sleep(0.05)  # after the other one is open
+        raise KernelError("links", errno.EPERM, "no")
+
+    fd = nsfs.open_netns(f"/var/run/netns/{node_ns.name}")
+    opened: list[Rtnl] = []
+
+    async def open_one() -> Rtnl:
+        rt = await Rtnl.open(fd)
+        opened.append(rt)
+        return rt
+
+    try:
+        with pytest.raises(KernelError):
+            await _together(open_one(), refused())
+        [rt] = opened
+        assert not rt._loop._thread.is_alive()  # closed: its thread has ended
+        async def value(v: object) -> object:
+            await anyio.lowlevel.checkpoint()
+            return v
+
+        assert await _together(value("x"), value(2)) == ("x", 2)
+    finally:
+        os.close(fd)
