@@ -70,7 +70,7 @@ def pod_config(ifname: str, net: str, routes: list[str]) -> dict:
 
 
 def config_lines(ifname: str, net: str, routes: list[str]) -> list[str]:
-    return [f"addr add {net}.2/24 dev {ifname}", f"link set dev {ifname} up",
+    return [f"addr add {net}.2/24 dev {ifname}",
             *(f"route add {r} via {net}.1 dev {ifname}" for r in routes)]
 
 
@@ -247,7 +247,7 @@ async def run(b: Bench) -> dict:
             lat["noop"].append(timed_batch(None, []))
             lat["noop_n"].append(timed_batch(fpod, []))
             lat["floor_attach"].append(
-                timed_batch(b.fhost, [f"link set dev fkbs{i} netns {fpod} name net1 mtu 1500"])
+                timed_batch(b.fhost, [f"link set dev fkbs{i} netns {fpod} name net1 mtu 1500 up"])
                 + timed_batch(fpod, config_lines("net1", net, routes)))
             if not configured(fpod, "net1", net, routes):
                 raise RuntimeError("floor: net1 not configured")
@@ -302,7 +302,7 @@ async def run(b: Bench) -> dict:
         b.netns_del(podns)
     # the floor for 64 moves: one batch from the host, then 32 config batches together
     fpods = [b.netns_add(f"kndb-r{j}-{b.tag}") for j in range(PODS)]
-    move = [f"link set dev fkbc{j}{x} netns {fpods[j]} name net{k + 1} mtu 1500"
+    move = [f"link set dev fkbc{j}{x} netns {fpods[j]} name net{k + 1} mtu 1500 up"
             for j in range(PODS) for k, x in enumerate("ab")]
     t0 = time.perf_counter()
     conc["floor_move_ms"] = round(timed_batch(b.fhost, move), 1)

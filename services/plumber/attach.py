@@ -8,9 +8,9 @@ host's mover: :meth:`Host.move_in` says why; the rest overlaps):
 
 1. record the intent (phase ``attaching`` plus a snapshot of the host
    config) in the checkpoint -- before any kernel change;
-2. one RTM_NEWLINK: down, into the pod netns, renamed, with MTU and MAC;
-3. in the pod: GSO/GRO sizes, addresses, link up, link-scope routes, gateway
-   routes, policy rules, permanent neighbours, ethtool, sysctls;
+2. one RTM_NEWLINK: into the pod netns, renamed, with MTU and MAC, and up;
+3. in the pod: GSO/GRO sizes, addresses, link-scope routes, gateway routes,
+   policy rules, permanent neighbours, ethtool, sysctls;
 4. record ``attached``.
 
 Any failure rolls every device of the pod back through :mod:`restore`, the
@@ -320,8 +320,11 @@ class Attacher:
             snap = att.host
             if snap is not None:
                 iface = job.cfg.interface
+                # up in the same request: in a storm each request of its own waits
+                # for the move RTNL is busy with
                 await self.host.move_in(snap.index, fd, name=att.pod_ifname,
-                                        mtu=iface.mtu or 0, mac=iface.hardwareAddr or "")
+                                        mtu=iface.mtu or 0, mac=iface.hardwareAddr or "",
+                                        up=True)
                 link = await pod.link(name=att.pod_ifname)
                 if link is None:
                     raise KernelError("move", errno.ENODEV,
@@ -365,7 +368,6 @@ class Attacher:
             routes = [(f"host route {r.dst}", r) for r in snap.routes] + routes
         for step, a in addrs:
             await pod.add_address(step, idx, a)
-        await pod.set_link("link up", idx, state="up")
         for step, r in sorted(routes, key=lambda x: bool(x[1].gateway)):
             await pod.add_route(step, idx, r)
         for n, rule in enumerate(cfg.rules):

@@ -312,10 +312,11 @@ class Rtnl:
     # ---- changing ------------------------------------------------------------------------
 
     async def move(self, index: int, dst_fd: int, *, name: str, mtu: int = 0,
-                   mac: str = "") -> None:
-        """Down, into netns ``dst_fd``, renamed, with MTU and MAC: one RTM_NEWLINK."""
+                   mac: str = "", up: bool = False) -> None:
+        """Into netns ``dst_fd``, renamed, with MTU and MAC, then down or up: one
+        RTM_NEWLINK (the kernel moves first and applies the rest in the new netns)."""
         kw: dict[str, Any] = {"index": index, "net_ns_fd": dst_fd, "ifname": name,
-                              "state": "down"}
+                              "state": "up" if up else "down"}
         if mtu:
             kw["mtu"] = mtu
         if mac:

@@ -67,7 +67,7 @@ class Host:
     _mover_made: anyio.Lock = dataclasses.field(default_factory=anyio.Lock)
 
     async def move_in(self, index: int, dst_fd: int, *, name: str, mtu: int = 0,
-                      mac: str = "") -> None:
+                      mac: str = "", up: bool = False) -> None:
         """Move host interface ``index`` into netns ``dst_fd`` (see :meth:`Rtnl.move`).
 
         The kernel does a move inside the ``sendmsg()`` that asks for it, RTNL
@@ -82,7 +82,7 @@ class Host:
         async with self._mover_made:
             if self._mover is None:
                 self._mover = await Rtnl.open(self.fd)
-        await self._mover.move(index, dst_fd, name=name, mtu=mtu, mac=mac)
+        await self._mover.move(index, dst_fd, name=name, mtu=mtu, mac=mac, up=up)
 
     @asynccontextmanager
     async def move_turn(self) -> AsyncIterator[None]:
