@@ -5,6 +5,9 @@
 #   KND_IMAGE_CHECK_FRESH=1  ...   redo the debootstrap base too (otherwise reused)
 #   KND_IMAGE_CHECK_SKIP_UP=1 ...  skip the `knd up --standalone` run in a netns
 #   KND_IMAGE_CHECK_MIRROR=URL     Debian mirror for debootstrap (deb.debian.org)
+#   KND_IMAGE_CHECK_CA=FILE|none   CA bundle for the build's RUN steps, for networks that
+#                                  intercept TLS (default: the host's bundle when the host
+#                                  has local CAs in /usr/local/share/ca-certificates)
 #
 # For machines with no Docker engine and no Docker Hub. minibuild.py (beside this file)
 # interprets the Dockerfile itself: ARG/FROM/ENV/WORKDIR/COPY [--from]/RUN/USER/
@@ -24,7 +27,10 @@
 #    Same Debian release, glibc and apt repositories; same cp311 manylinux wheels.
 #  - RUN steps run as root with all capabilities, in the host's network namespace (like
 #    `docker build`'s default network), with the host's /etc/resolv.conf; pip reaches
-#    PyPI directly (env -i: the host's PIP_* settings and pip.conf do not leak in).
+#    PyPI directly (env -i: the host's PIP_* settings and pip.conf do not leak in). Where
+#    the host trusts local CAs (a TLS-intercepting proxy), RUN steps get the host's CA
+#    bundle bind-mounted over the rootfs's and PIP_CERT/REQUESTS_CA_BUNDLE/SSL_CERT_FILE;
+#    a real `docker build` on such a network needs the same (KND_IMAGE_CHECK_CA).
 #  - `run` (docker run, roughly): the final stage's rootfs via chroot, its Env, User (or
 #    --user), Entrypoint + Cmd, as pid 1 of a fresh pid namespace with private mounts
 #    (/proc, a read-only sysfs, /dev bound from the host). No seccomp/AppArmor, no
@@ -120,7 +126,15 @@ stage_root() { "$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["st
 
 check_base() { "${MB[@]}" base --mirror "$MIRROR" ${KND_IMAGE_CHECK_FRESH:+--fresh}; }
 
-check_build() { "${MB[@]}" build --context "$REPO" --dockerfile "$REPO/Dockerfile"; }
+BUILD_CA=${KND_IMAGE_CHECK_CA:-}
+if [ -z "$BUILD_CA" ] && compgen -G '/usr/local/share/ca-certificates/*.crt' >/dev/null; then
+  BUILD_CA=$(realpath /etc/ssl/certs/ca-certificates.crt)
+fi
+[ "$BUILD_CA" = none ] && BUILD_CA=
+
+check_build() {
+  "${MB[@]}" build --context "$REPO" --dockerfile "$REPO/Dockerfile" ${BUILD_CA:+--build-ca "$BUILD_CA"}
+}
 
 check_default_command() {   # docker run knd:0.1.0  ->  knd --help as 65532:65532
   local out; out=$(mbrun)

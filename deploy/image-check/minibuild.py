@@ -120,13 +120,14 @@ def lookup_user(root: Path, user: str) -> tuple[int, int, list[int], str]:
 
 
 def exec_spec(root: Path, argv: list[str], env: dict[str, str], user: str, workdir: str,
-              work: Path) -> dict:
+              work: Path, binds: list[tuple[str, str]] = ()) -> dict:
     uid, gid, groups, home = lookup_user(root, user)
     env = dict(env)
     env.setdefault("HOME", home)
     env.setdefault("HOSTNAME", os.uname().nodename)
     return {"root": str(root), "argv": argv, "env": env, "uid": uid, "gid": gid,
-            "groups": groups, "workdir": workdir or "/", "hosts": str(work / "hosts")}
+            "groups": groups, "workdir": workdir or "/", "hosts": str(work / "hosts"),
+            "binds": [list(b) for b in binds]}
 
 
 def outer_command(spec_path: Path, netns: str | None) -> list[str]:
@@ -147,8 +148,9 @@ def write_spec(work: Path, spec: dict) -> Path:
 
 
 def run_in_root(work: Path, root: Path, argv: list[str], env: dict[str, str], user: str = "0",
-                workdir: str = "/", timeout: float | None = None) -> int:
-    spec = write_spec(work, exec_spec(root, argv, env, user, workdir, work))
+                workdir: str = "/", timeout: float | None = None,
+                binds: list[tuple[str, str]] = ()) -> int:
+    spec = write_spec(work, exec_spec(root, argv, env, user, workdir, work, binds))
     return subprocess.run(outer_command(spec, None), timeout=timeout).returncode
 
 
@@ -170,6 +172,10 @@ def inner_exec(spec_path: str) -> None:
             target.unlink(missing_ok=True)
             target.touch()
         _mount("--bind", source, str(target))
+    for source, target in spec.get("binds", []):
+        dest = root / target.lstrip("/")
+        if dest.exists():  # a file the rootfs already has: nothing is left behind
+            _mount("--bind", "-o", "ro", source, str(dest))
     os.chroot(root)
     os.chdir(spec["workdir"])
     os.setgroups(spec["groups"])
@@ -477,7 +483,21 @@ def parse_env(args: str, env: dict[str, str]) -> dict[str, str]:
     return out
 
 
-def build(work: Path, repo: Path, dockerfile: Path, build_args: dict[str, str]) -> dict:
+BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+
+
+def build(work: Path, repo: Path, dockerfile: Path, build_args: dict[str, str],
+          build_ca: Path | None = None) -> dict:
+    """``build_ca``: a CA bundle for networks that intercept TLS (a proxy's own CA).
+    RUN steps then see it over the rootfs's own bundle (a bind mount: not in the image)
+    and get PIP_CERT/REQUESTS_CA_BUNDLE/SSL_CERT_FILE pointing at it, as `docker build
+    --secret` or a proxy-aware builder would give them; nothing of it is in the image."""
+    run_binds: list[tuple[str, str]] = []
+    run_env: dict[str, str] = {}
+    if build_ca is not None:
+        run_binds = [(str(build_ca), BUNDLE)]
+        run_env = {"PIP_CERT": BUNDLE, "REQUESTS_CA_BUNDLE": BUNDLE, "SSL_CERT_FILE": BUNDLE}
+        log(f"build-time CA bundle {build_ca} over {BUNDLE}, and {sorted(run_env)} for RUN")
     steps_file = work / "build-steps.tsv"
     steps_file.write_text("")
     context = work / "context"
@@ -543,7 +563,8 @@ def build(work: Path, repo: Path, dockerfile: Path, build_args: dict[str, str]) 
                 do_copy(stage, args, context, stages)
             elif instr == "RUN":
                 argv = json_or_shell(args)
-                rc = run_in_root(work, stage.root, argv, stage.env, stage.user, stage.workdir)
+                rc = run_in_root(work, stage.root, argv, {**stage.env, **run_env}, stage.user,
+                                 stage.workdir, binds=run_binds)
                 if rc != 0:
                     raise BuildError(f"RUN exited with {rc}: {short}")
             elif instr == "USER":
@@ -612,6 +633,8 @@ def main() -> None:
     bd.add_argument("--context", type=Path, required=True)
     bd.add_argument("--dockerfile", type=Path)
     bd.add_argument("--build-arg", action="append", default=[])
+    bd.add_argument("--build-ca", type=Path,
+                    help="CA bundle for RUN steps on a network that intercepts TLS")
     c = sub.add_parser("context")
     c.add_argument("--context", type=Path, required=True)
     r = sub.add_parser("run")
@@ -630,7 +653,7 @@ def main() -> None:
         elif a.cmd == "build":
             bargs = dict(kv.partition("=")[::2] for kv in a.build_arg)
             build(work, a.context.resolve(), (a.dockerfile or a.context / "Dockerfile").resolve(),
-                  bargs)
+                  bargs, a.build_ca)
         elif a.cmd == "context":
             print("\n".join(context_files(a.context.resolve())))
         elif a.cmd == "run":

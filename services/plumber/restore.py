@@ -250,7 +250,8 @@ class Restorer:
         mac = snap.mac if snap.mac and link.mac.lower() != snap.mac.lower() else ""
         try:
             async with self.host.move_turn():
-                await pod.move(link.index, self.host.fd, name=snap.name, mtu=mtu, mac=mac)
+                await pod.move(link.index, self.host.fd, name=snap.name, mtu=mtu, mac=mac,
+                               up=snap.up)  # one request: see Host.move_in
         except KernelError as exc:
             if exc.code != errno.EEXIST:
                 raise
