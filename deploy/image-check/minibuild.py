@@ -178,6 +178,10 @@ def inner_exec(spec_path: str) -> None:
             _mount("--bind", "-o", "ro", source, str(dest))
     os.chroot(root)
     os.chdir(spec["workdir"])
+    if spec.get("init"):
+        child = os.fork()
+        if child:
+            init_loop(child)  # never returns
     os.setgroups(spec["groups"])
     os.setgid(spec["gid"])
     os.setuid(spec["uid"])
@@ -187,6 +191,32 @@ def inner_exec(spec_path: str) -> None:
     except OSError as e:
         print(f"exec {argv[0]}: {e}", file=sys.stderr)
         os._exit(127)
+
+
+def init_loop(child: int) -> None:
+    """pid 1 as `docker run --init` (tini) is: forward signals to the command, reap
+    every orphan, exit with the command's status."""
+    import signal
+
+    def forward(signum: int, _frame: object) -> None:
+        try:
+            os.kill(child, signum)
+        except ProcessLookupError:
+            pass
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT,
+                signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, forward)
+    while True:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            os._exit(0)
+        except InterruptedError:
+            continue
+        if pid == child:
+            os._exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status)
+                     else 128 + os.WTERMSIG(status))
 
 
 # ---- the base: python:3.11-slim-bookworm, approximately ------------------------------------
@@ -601,7 +631,8 @@ def build(work: Path, repo: Path, dockerfile: Path, build_args: dict[str, str],
 # ---- docker run, roughly -------------------------------------------------------------------
 
 def run_image(work: Path, user: str | None, netns: str | None, env_overrides: list[str],
-              entrypoint: str | None, workdir: str | None, args: list[str]) -> None:
+              entrypoint: str | None, workdir: str | None, args: list[str],
+              init: bool = False) -> None:
     image = json.loads((work / "image.json").read_text())
     root = Path(image["rootfs"])
     env = dict(image["env"])
@@ -615,6 +646,10 @@ def run_image(work: Path, user: str | None, netns: str | None, env_overrides: li
         raise BuildError("no command")
     spec = write_spec(work, exec_spec(root, argv, env, user or image["user"] or "0",
                                       workdir or image["workdir"] or "/", work))
+    if init:
+        spec_data = json.loads(spec.read_text())
+        spec_data["init"] = True
+        spec.write_text(json.dumps(spec_data))
     os.execvp(outer_command(spec, netns)[0], outer_command(spec, netns))
 
 
@@ -643,6 +678,8 @@ def main() -> None:
     r.add_argument("-e", "--env", action="append", default=[])
     r.add_argument("--entrypoint")
     r.add_argument("--workdir", "-w")
+    r.add_argument("--init", action="store_true",
+                   help="an init as pid 1 that forwards signals (docker run --init)")
     r.add_argument("args", nargs="*")
     a = p.parse_args()
     work = a.work.resolve()
@@ -657,7 +694,7 @@ def main() -> None:
         elif a.cmd == "context":
             print("\n".join(context_files(a.context.resolve())))
         elif a.cmd == "run":
-            run_image(work, a.user, a.netns, a.env, a.entrypoint, a.workdir, a.args)
+            run_image(work, a.user, a.netns, a.env, a.entrypoint, a.workdir, a.args, a.init)
     except BuildError as e:
         print(f"minibuild: {e}", file=sys.stderr)
         sys.exit(1)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
+import os
 import re
 
 from pyroute2.ethtool.ioctl import (
@@ -60,6 +61,58 @@ async def write_sysctls(fd: int, entries: list[tuple[str, str, str]]) -> None:
     """Write ``(field, path under /proc/sys, value)`` entries inside netns ``fd``."""
     if entries:
         await nsfs.in_netns(fd, _write_sysctls, entries)
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:  # write-only or refusing entries (stable_secret): not ours to keep
+        return None
+
+
+def _own_sysctls(ifname: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for family in ("ipv4", "ipv6"):
+        base = f"/proc/sys/net/{family}/conf"
+        try:
+            names = sorted(os.listdir(f"{base}/{ifname}"))
+        except OSError:
+            continue
+        for name in names:
+            mine = _read(f"{base}/{ifname}/{name}")
+            if (mine is not None and _SYSCTL_VALUE.fullmatch(mine)
+                    and mine != _read(f"{base}/default/{name}")):
+                out[f"{family}.{name}"] = mine
+    return out
+
+
+async def own_sysctls(fd: int, ifname: str) -> dict[str, str]:
+    """The interface's ``net.ipv4|6.conf.<ifname>`` values that differ from the netns
+    defaults, inside netns ``fd``: a move to another netns resets them, so what the
+    node set on the interface is kept with its snapshot and given back on return."""
+    return await nsfs.in_netns(fd, _own_sysctls, ifname)
+
+
+def _restore_sysctls(ifname: str, saved: dict[str, str]) -> list[str]:
+    refused = []
+    for key, value in sorted(saved.items()):
+        family, _, name = key.partition(".")
+        if not (_SYSCTL_KEY.fullmatch(key) and _SYSCTL_VALUE.fullmatch(value)):
+            refused.append(key)
+            continue
+        try:
+            with open(f"/proc/sys/net/{family}/conf/{ifname}/{name}", "w") as f:
+                f.write(value)
+        except OSError:
+            refused.append(key)
+    return refused
+
+
+async def restore_sysctls(fd: int, ifname: str, saved: dict[str, str]) -> list[str]:
+    """Write ``saved`` (from :func:`own_sysctls`) back inside netns ``fd``; returns the
+    keys the kernel refused (the rest are written regardless)."""
+    return await nsfs.in_netns(fd, _restore_sysctls, ifname, saved) if saved else []
 
 
 def interface_sysctls(ifname: str, sysctls: dict[str, str],

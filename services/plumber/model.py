@@ -76,6 +76,9 @@ class LinkSnapshot(_S):
     routes: list[RouteRec] = []
     gso_max_size: int = 0
     gro_max_size: int = 0
+    sysctls: dict[str, str] = {}
+    """``ipv4.rp_filter``-style keys the node had set on the interface (see
+    :func:`services.plumber.devconf.own_sysctls`)."""
 
     @property
     def virtual(self) -> bool:

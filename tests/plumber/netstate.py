@@ -3,7 +3,8 @@
 Only what the kernel keeps stable is compared: link names, indexes, MTUs,
 MACs, admin state and kind; addresses (without transient flags such as
 ``tentative``); routes of every table (less the IPv6 multicast route that a
-veth peer gains when its carrier comes up); rules; permanent neighbours. Peer
+veth peer gains when its carrier comes up); rules; permanent neighbours; each
+interface's ``net.ipv4|6.conf.<if>`` sysctls (a move to another netns resets them). Peer
 details of veths (``link_netnsid``) and counters are left out: the kernel
 changes them when a namespace id gets allocated, not because of us.
 """
@@ -11,6 +12,7 @@ changes them when a namespace id gets allocated, not because of us.
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 
 from tests.helpers.netns import ip
@@ -66,9 +68,24 @@ def neighbours(netns: str) -> list[str]:
                                                               "permanent"))
 
 
+def sysctls(netns: str) -> dict[str, dict[str, str]]:
+    """Interface -> ``ipv4.<name>``/``ipv6.<name>`` -> value (``all``/``default`` left out)."""
+    res = subprocess.run(["ip", "netns", "exec", netns, "grep", "-r", ".",
+                          "/proc/sys/net/ipv4/conf", "/proc/sys/net/ipv6/conf"],
+                         capture_output=True, text=True)  # unreadable entries: on stderr
+    out: dict[str, dict[str, str]] = {}
+    for line in res.stdout.splitlines():
+        path, _, value = line.partition(":")
+        parts = path.split("/")  # '', proc, sys, net, ipv4, conf, <if>, <name>
+        if len(parts) == 8 and parts[6] not in ("all", "default"):
+            out.setdefault(parts[6], {})[f"{parts[4]}.{parts[7]}"] = value
+    return out
+
+
 def snapshot(netns: str) -> dict:
     return {"links": links(netns), "addresses": addresses(netns), "routes": routes(netns),
-            "rules": rules(netns), "neighbours": neighbours(netns)}
+            "rules": rules(netns), "neighbours": neighbours(netns),
+            "sysctls": sysctls(netns)}
 
 
 def wait_equal(netns: str, expected: dict, limit: float = 3.0) -> dict:

@@ -39,6 +39,10 @@ async def test_roundtrip_with_config(env: Env, plumber) -> None:
     env.node.ip("addr", "add", "192.0.2.10/24", "dev", "pa0")
     env.node.ip("route", "add", "198.51.100.0/24", "via", "192.0.2.1", "dev", "pa0")
     env.node.ip("link", "set", "pa0", "mtu", "1450")
+    for key, value in (("ipv4/conf/pa0/rp_filter", "2"), ("ipv4/conf/pa0/arp_ignore", "1"),
+                       ("ipv6/conf/pa0/accept_ra", "0")):  # the node's own tuning of pa0
+        env.node.ip("netns", "exec", env.node.name, "sh", "-c",
+                    f"echo {value} > /proc/sys/net/{key}")
     await env.inventory([netdev("dev-a", "pa0")])
     pod = env.pod()
     host_before, pod_before = netstate.snapshot(env.node.name), netstate.snapshot(pod.name)
@@ -70,7 +74,8 @@ async def test_roundtrip_with_config(env: Env, plumber) -> None:
 
     det = await env.detach(pod_uid)
     assert det.error == "" and det.restored == ["dev-a"]
-    netstate.assert_same(env.node.name, host_before)
+    assert host_before["sysctls"]["pa0"]["ipv4.rp_filter"] == "2"
+    netstate.assert_same(env.node.name, host_before)  # sysctls of pa0 included
     assert netstate.snapshot(pod.name) == pod_before
 
     assert (await env.unprepare(claim)).error == ""

@@ -36,7 +36,7 @@ async def test_macvlan_dies_with_pod_netns(env: Env, plumber) -> None:
     assert att.phase == GONE and "netns-gone" in att.reason
     # the lower device and everything else of the host are untouched; only gm0 is gone
     expected = netstate.snapshot(env.node.name)
-    for part in ("links", "addresses"):
+    for part in ("links", "addresses", "sysctls"):
         before[part].pop("gm0")
     before["routes"] = [r for r in before["routes"] if '"gm0"' not in r]
     assert expected == before, netstate.diff(before, expected)
