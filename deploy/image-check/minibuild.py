@@ -77,6 +77,22 @@ path-include /usr/share/locale/locale.alias
 path-exclude /usr/share/man/*
 path-exclude /usr/share/groff/*
 """
+# debian:bookworm's apt configuration (debuerreotype): no .deb, no pkgcache left behind
+APT_CONF = {
+    "docker-clean": (
+        'DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb '
+        '/var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };\n'
+        'APT::Update::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb '
+        '/var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };\n'
+        'Dir::Cache::pkgcache "";\nDir::Cache::srcpkgcache "";\n'),
+    "docker-autoremove-suggests": 'Apt::AutoRemove::SuggestsImportant "false";\n',
+    "docker-gzip-indexes": 'Acquire::GzipIndexes "true";\n',
+    "docker-no-languages": 'Acquire::Languages "none";\n',
+}
+SLIM_PRUNE = ["usr/share/doc", "usr/share/info", "usr/share/linda", "usr/share/lintian/overrides",
+              "usr/share/locale", "usr/share/man", "usr/share/groff"]
+BASE_VERSION = "2"
+"""Bumped when make_base changes: a base of another version is made again."""
 HOSTS = """\
 127.0.0.1\tlocalhost
 ::1\tlocalhost ip6-localhost ip6-loopback
@@ -161,6 +177,7 @@ def _mount(*args: str) -> None:
 def inner_exec(spec_path: str) -> None:
     """pid 1 of the fresh pid namespace, in the private mount namespace: mount, chroot, exec."""
     spec = json.loads(Path(spec_path).read_text())
+    Path(spec_path).unlink(missing_ok=True)
     root = Path(spec["root"])
     _mount("-t", "proc", "-o", "nosuid,nodev,noexec", "proc", str(root / "proc"))
     _mount("-t", "sysfs", "-o", "ro,nosuid,nodev,noexec", "sysfs", str(root / "sys"))
@@ -226,7 +243,8 @@ def make_base(work: Path, mirror: str, fresh: bool) -> None:
     if fresh:
         for d in (boot, base):
             shutil.rmtree(d, ignore_errors=True)
-    if (base / ".knd-base-ok").exists():
+    stamp = base / ".knd-base-ok"
+    if stamp.exists() and stamp.read_text().strip() == BASE_VERSION:
         log(f"base: reusing {base}")
         return
     if (boot / ".knd-debootstrap-ok").exists():
@@ -247,6 +265,19 @@ def make_base(work: Path, mirror: str, fresh: bool) -> None:
     (tmp / "etc/apt/sources.list").unlink(missing_ok=True)
     (tmp / "etc/apt/sources.list.d/debian.sources").write_text(DEBIAN_SOURCES)
     (tmp / "etc/dpkg/dpkg.cfg.d/docker").write_text(DPKG_SLIM)
+    for name, text in APT_CONF.items():
+        (tmp / "etc/apt/apt.conf.d" / name).write_text(text)
+    # what the slim excludes keep out, out of the packages debootstrap installed too
+    for rel in SLIM_PRUNE:
+        top = tmp / rel
+        for path in sorted(top.rglob("*"), reverse=True) if top.is_dir() else []:
+            keep = (path.name == "copyright" and rel == "usr/share/doc") or (
+                path.name == "locale.alias" and rel == "usr/share/locale")
+            if path.is_dir() and not path.is_symlink():
+                if not any(path.iterdir()):
+                    path.rmdir()
+            elif not keep:
+                path.unlink()
     policy = tmp / "usr/sbin/policy-rc.d"
     policy.write_text("#!/bin/sh\nexit 101\n")
     policy.chmod(0o755)
@@ -258,7 +289,7 @@ def make_base(work: Path, mirror: str, fresh: bool) -> None:
     log(f"base: {script}")
     if run_in_root(work, tmp, ["/bin/sh", "-c", script], env) != 0:
         raise BuildError("base: installing python3 failed")
-    (tmp / ".knd-base-ok").touch()
+    (tmp / ".knd-base-ok").write_text(BASE_VERSION + "\n")
     shutil.rmtree(base, ignore_errors=True)
     tmp.rename(base)
     log(f"base: ready at {base}")
