@@ -5,7 +5,7 @@
 
 ARG PYTHON=python:3.11-slim-bookworm
 
-# ---- build: the project and its pinned dependencies into a venv -------------------
+# ---- build: the project and its dependencies (compatible ranges) into a venv -------
 FROM ${PYTHON} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/knd

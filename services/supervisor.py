@@ -92,8 +92,10 @@ class Child:
         while True:
             began = time.monotonic()
             self.proc = await anyio.open_process(
-                [sys.executable, "-m", "services.common.pdeathsig", *self.argv], env=self.env,
-                stdin=subprocess.DEVNULL, stdout=None, stderr=None, start_new_session=True)
+                [sys.executable, "-m", "services.common.pdeathsig", str(os.getpid()),
+                 *self.argv],
+                env=self.env, stdin=subprocess.DEVNULL, stdout=None, stderr=None,
+                start_new_session=True)
             if started is not None:
                 started.set()
                 started = None

@@ -41,11 +41,17 @@
 # runtime rootfs: the default command (ENTRYPOINT+CMD as uid 65532) lists all four
 # services, topology (host /sys and a captured fixture), bus-config, each service's
 # --help, the generated pb modules (one _pb2 + _pb2_grpc per protos/*.proto, nothing
-# stale), pci.ids readable by discovery, the user/dirs/owners the Dockerfile makes, the
-# `rdma` tool, `knd up --standalone --help` as root, `knd bus-config` writing /run/knd/bus
-# as 65532 (the compose flow), and `knd up --standalone` as root in a throwaway network
-# namespace: every service's /readyz, `knd status`, a ResourceSlice file, a clean stop on
-# SIGTERM as pid 1 (what `docker stop` sends).
+# stale; the _pb2 ones import), pci.ids readable by discovery, the user/dirs/owners the
+# Dockerfile makes, the `rdma` tool, no grpcio-tools in the venv, `knd up --standalone
+# --help` as root, `knd bus-config` writing /run/knd/bus as 65532 (the compose flow), and
+# `knd up --standalone` as root in a throwaway network namespace (a veth pair to discover)
+# twice: with knd as pid 1 (`docker run IMAGE up ...`) and under an init (`docker run
+# --init`): every service's /readyz, `knd status`, a ResourceSlice file, a clean exit 0
+# within 10 s of SIGTERM (what `docker stop` does).
+# Each step: PASS, FAIL, or WARN (a known difference of this base, not of the image: the
+# topology capture needs tarfile's extraction filters, which Debian's 3.11.2 lacks).
+# Exit status: 0 when no step failed, 1 otherwise, 2 when it cannot run here.
+# Logs, the context as .dockerignore lets it through, the stages' rootfs: under WORKDIR.
 set -uo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

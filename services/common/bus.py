@@ -167,6 +167,19 @@ def decode_or_count(service: str, subject: str, data: bytes, kind: type[Req]) ->
         return None
 
 
+FLUSH_SECONDS = 2.0
+
+
+async def flush(nc: Client) -> None:
+    """``nc.flush()`` that a shutdown cannot cancel halfway: nats-py keeps the PONG
+    future of a cancelled flush queued, and its reader then fails on it with an
+    ``InvalidStateError`` traceback (seen when Ctrl-C met a starting plumber)."""
+    import anyio
+
+    with anyio.CancelScope(shield=True):
+        await nc.flush(timeout=FLUSH_SECONDS)
+
+
 async def close(nc: Client) -> None:
     """Drain and close even while the caller is being cancelled (shutdown path)."""
     import anyio

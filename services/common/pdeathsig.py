@@ -1,4 +1,5 @@
-"""Launch a command that dies with its parent: ``python -m services.common.pdeathsig CMD...``.
+"""Launch a command that dies with its parent:
+``python -m services.common.pdeathsig PARENT_PID CMD...``.
 
 ``knd up`` starts its children in their own session so that a Ctrl-C reaches only
 the supervisor, which then stops them in order (services first, then the bus).
@@ -18,12 +19,12 @@ PR_SET_PDEATHSIG = 1
 
 
 def main() -> None:
-    argv = sys.argv[1:]
-    if not argv:
-        sys.exit("usage: python -m services.common.pdeathsig CMD [ARGS...]")
+    if len(sys.argv) < 3 or not sys.argv[1].isdigit():
+        sys.exit("usage: python -m services.common.pdeathsig PARENT_PID CMD [ARGS...]")
+    parent, argv = int(sys.argv[1]), sys.argv[2:]
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() == 1:  # the parent died before prctl took effect
+    if os.getppid() != parent:  # the parent died before prctl took effect
         sys.exit(1)
     os.execvp(argv[0], argv)
 

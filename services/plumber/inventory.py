@@ -47,7 +47,7 @@ class Inventory:
 
     async def subscribe(self) -> Subscription:
         sub = await self.nc.subscribe(self.subjects.inventory_snapshot)
-        await self.nc.flush()
+        await bus.flush(self.nc)
         return sub
 
     async def listen(self, sub: Subscription) -> None:

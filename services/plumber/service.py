@@ -384,7 +384,7 @@ async def serve(nc: Client, common: Common, *, netns: str | None = None,
                                    ("status", p.PlumberStatusGet, plumber.status)):
                 await group.add_endpoint(name=verb, handler=bus.typed_handler(
                     SERVICE, verb, kind, fn, concurrent=tg))
-            await nc.flush()
+            await bus.flush(nc)
             if sweep_interval > 0:
                 tg.start_soon(sweeper, attacher, sweep_interval)
             task_status.started(plumber)

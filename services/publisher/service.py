@@ -213,7 +213,7 @@ async def serve(creds: auth.Credentials, common: Common, api: ApiPort, *,
             SERVICE, "status", StatusGet, pub.get_status))
         await group.add_endpoint(name="claim-status", handler=bus.typed_handler(
             SERVICE, "claim-status", ClaimStatus, pub.claims.handle))
-        await nc.flush()
+        await bus.flush(nc)
         async with anyio.create_task_group() as tg:
             tg.start_soon(pub.listen, sub)
             tg.start_soon(pub.worker)

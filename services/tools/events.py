@@ -263,7 +263,7 @@ async def follow(args: argparse.Namespace) -> int:
     try:
         subject = f"{PREFIX}.{token}.events.>"
         await nc.subscribe(subject, cb=on_msg)
-        await nc.flush(timeout=2)
+        await bus.flush(nc)
         if not state.done.is_set():
             print(f"knd events: following {subject} on {creds.url}", file=sys.stderr,
                   flush=True)
