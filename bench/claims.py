@@ -358,6 +358,12 @@ def main() -> None:
     finally:
         b.cleanup()
         problems = b.log_problems()
+        log = state / "agent.log"
+        if not args.keep and log.exists() and any(
+                " ERROR " in k or "exited" in k or "Traceback" in k for k in problems):
+            kept = Path(tempfile.gettempdir()) / f"knd-bench-agent-{b.tag}.log"
+            shutil.copy(log, kept)  # the whole story of a crash outlives the state dir
+            sys.stderr.write(f"agent log kept: {kept}\n")
         if not args.keep:
             shutil.rmtree(state, ignore_errors=True)
     report = {"benchmark": "claims", "cpus": os.cpu_count(), "kernel": os.uname().release,
