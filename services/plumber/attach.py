@@ -295,9 +295,8 @@ class Attacher:
                     raise AttachError(f"{where}: config.interface.name: {q(pod_ifname)} is "
                                       f"already used by {taken[pod_ifname]}")
                 taken[pod_ifname] = where
-                snap, sysctls = await _together(host.snapshot(link),
-                                                devconf.own_sysctls(self.host.fd, ifname))
-                snap.sysctls = sysctls
+                snap = await host.snapshot(link)
+                snap.sysctls = dict(dev.host_sysctls)
             if cfg.rules:
                 if pod_rules is None:
                     pod_rules = {_rule_key(r) for r in await pod.rules()}

@@ -94,8 +94,7 @@ def _conf(family: str, ifname: str) -> dict[str, str | None]:
 
 
 def _netns_defaults() -> dict[str, str | None]:
-    """This thread's netns ``conf/default`` values, reread every 30 s: reading ~100
-    sysctl files per attach cost a 32-pod storm a third of its devices."""
+    """This thread's netns ``conf/default`` values, reread every 30 s."""
     ns = os.stat("/proc/thread-self/ns/net").st_ino
     now = time.monotonic()
     with _defaults_lock:

@@ -99,6 +99,9 @@ class PlannedDevice(_S):
     rdma_device: str = ""
     config: NetworkConfig | None = None
     cdi_id: str = ""
+    host_sysctls: dict[str, str] = {}
+    """The node's own sysctls on the interface at prepare (see
+    :func:`services.plumber.devconf.own_sysctls`), given back after the pod."""
     published: Device | None = None
     """The device as discovery published it at prepare time: a discovery that
     restarts while the device is in a pod keeps publishing it from this."""

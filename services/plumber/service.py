@@ -29,7 +29,7 @@ from schemas.subjects import Subjects
 from services.common import bus
 from services.common.config import Common
 from services.common.logs import fields
-from services.plumber import metrics
+from services.plumber import devconf, metrics
 from services.plumber.attach import Attacher
 from services.plumber.cdi import CdiSpecs
 from services.plumber.checkpoint import Checkpoint
@@ -194,6 +194,9 @@ class Plumber:
                 nodes = self._char_devices(plan)
             except PlanError as exc:
                 return p.PrepareReply(claim_uid=req.claim_uid, error="; ".join(exc.errors))
+            for dev in plan.devices:  # here, not at attach: reading them costs a few ms
+                if dev.ifname:
+                    dev.host_sysctls = await devconf.own_sysctls(self.host.fd, dev.ifname)
             self.store.put_claim(plan, replace=old is not None)
             try:
                 self.cdi.write(plan, nodes, self.rdma.shared_devices() if nodes else [])
