@@ -68,6 +68,15 @@ class LinkRec:
     max_mtu: int = 0
     gso_max_size: int = 0
     gro_max_size: int = 0
+    addr_gen_mode: int | None = None
+    """IPv6 address generation mode (``net.ipv6.conf.<if>.addr_gen_mode``), from the
+    link message: the kernel takes RTNL to read that sysctl, not to send this."""
+
+
+def _addr_gen_mode(msg: Any) -> int | None:
+    spec = msg.get("af_spec")
+    inet6 = spec.get_attr("AF_INET6") if spec is not None else None
+    return inet6.get_attr("IFLA_INET6_ADDR_GEN_MODE") if inet6 is not None else None
 
 
 def _link(msg: Any) -> LinkRec:
@@ -75,7 +84,8 @@ def _link(msg: Any) -> LinkRec:
         index=msg["index"], name=msg.get("ifname") or "", kind=msg.get(("linkinfo", "kind")) or "",
         mtu=msg.get("mtu") or 0, mac=msg.get("address") or "", up=bool(msg["flags"] & IFF_UP),
         min_mtu=msg.get("min_mtu") or 0, max_mtu=msg.get("max_mtu") or 0,
-        gso_max_size=msg.get("gso_max_size") or 0, gro_max_size=msg.get("gro_max_size") or 0)
+        gso_max_size=msg.get("gso_max_size") or 0, gro_max_size=msg.get("gro_max_size") or 0,
+        addr_gen_mode=_addr_gen_mode(msg))
 
 
 def _addr(msg: Any, ifname: str) -> AddrRec | None:

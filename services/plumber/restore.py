@@ -286,7 +286,10 @@ class Restorer:
             await devconf.set_features(self.host.fd, snap.name, att.features)
         if att.private_flags:
             await devconf.set_private_flags(self.host.fd, snap.name, att.private_flags)
-        refused = await devconf.restore_sysctls(self.host.fd, snap.name, snap.sysctls)
+        saved = dict(snap.sysctls)
+        if saved.get("ipv6.addr_gen_mode") == str(link.addr_gen_mode):
+            del saved["ipv6.addr_gen_mode"]  # writing it waits for RTNL: only when needed
+        refused = await devconf.restore_sysctls(self.host.fd, snap.name, saved)
         if refused:  # the interface works without them: say so, do not fail the restore
             log.warning("%s: host sysctls not restored: %s", snap.name, ", ".join(refused),
                         extra=fields(claim=att.claim_uid, pod=att.pod_uid, device=att.device))

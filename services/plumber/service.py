@@ -197,6 +197,9 @@ class Plumber:
             for dev in plan.devices:  # here, not at attach: reading them costs a few ms
                 if dev.ifname:
                     dev.host_sysctls = await devconf.own_sysctls(self.host.fd, dev.ifname)
+                    mode = facts.links[dev.ifname].addr_gen_mode
+                    if mode is not None:  # kept as it is; written back only if it differs
+                        dev.host_sysctls["ipv6.addr_gen_mode"] = str(mode)
             self.store.put_claim(plan, replace=old is not None)
             try:
                 self.cdi.write(plan, nodes, self.rdma.shared_devices() if nodes else [])

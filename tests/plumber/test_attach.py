@@ -40,7 +40,8 @@ async def test_roundtrip_with_config(env: Env, plumber) -> None:
     env.node.ip("route", "add", "198.51.100.0/24", "via", "192.0.2.1", "dev", "pa0")
     env.node.ip("link", "set", "pa0", "mtu", "1450")
     for key, value in (("ipv4/conf/pa0/rp_filter", "2"), ("ipv4/conf/pa0/arp_ignore", "1"),
-                       ("ipv6/conf/pa0/accept_ra", "0")):  # the node's own tuning of pa0
+                       ("ipv6/conf/pa0/accept_ra", "0"),  # the node's own tuning of pa0
+                       ("ipv6/conf/pa0/addr_gen_mode", "0")):  # node default: 1
         env.node.ip("netns", "exec", env.node.name, "sh", "-c",
                     f"echo {value} > /proc/sys/net/{key}")
     await env.inventory([netdev("dev-a", "pa0")])
