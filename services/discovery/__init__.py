@@ -33,18 +33,15 @@ def print_once(args: argparse.Namespace) -> None:
     from services.discovery.filter import DeviceFilter, default_expression
     from services.discovery.service import Scanner
     from services.discovery.sysfs import Sysfs
-    from services.discovery.uplinks import excluded_indexes
 
     device_filter = DeviceFilter(args.filter or default_expression(args.driver_name))
     scanner = Scanner(args.driver_name, Sysfs(args.sysfs_root), device_filter, args.netns)
     try:
         devices = scanner.scan(fresh=True)
-        links = scanner.reader.links()
-        held_back = excluded_indexes(links, scanner.reader.routes())
     finally:
         scanner.close()
     # the node's own uplinks are never published; a reader of the report should see why
-    uplinks = sorted(link.name for link in links if link.index in held_back)
+    uplinks = sorted(link.name for link in scanner.links if link.index in scanner.excluded)
     doc = {"node": args.node, "driver": args.driver_name, "uplinks": uplinks,
            "devices": devices}
     print(msgspec.json.format(msgspec.json.encode(doc), indent=2).decode())

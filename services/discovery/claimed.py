@@ -73,7 +73,7 @@ class ClaimedDevices:
                                              ClaimUnprepared)
                     if un is not None:
                         self._published.pop(un.claim_uid, None)
-                    if un is not None and self._claims.pop(un.claim_uid, None) is not None:
-                        self.changed()  # a device kept for the claim may be gone for good
+                        if self._claims.pop(un.claim_uid, None) is not None:
+                            self.changed()  # a device kept for it may be gone for good
         finally:
             await sub.unsubscribe()

@@ -108,13 +108,15 @@ class Scanner:
         self.reader = rtnl.Reader(netns)
         self.links: list[LinkInfo] = []
         """The node's links at the last scan."""
+        self.excluded: set[int] = set()
+        """Their indexes that the last scan held back: uplinks and their ports."""
 
     def scan(self, fresh: bool = False) -> list[Device]:
         """``fresh`` rereads all of sysfs (the periodic resync)."""
         started = time.perf_counter()
         links = self.links = self.reader.links()
         self.hardware.refresh(links, force=fresh)
-        excluded = excluded_indexes(links, self.reader.routes())
+        excluded = self.excluded = excluded_indexes(links, self.reader.routes())
         candidates = [link for link in links
                       if link.index not in excluded and link.encapsulation != "loopback"]
         devices = [d for d in build_devices(candidates, self.hardware, self.driver)

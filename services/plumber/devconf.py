@@ -15,8 +15,6 @@ import errno
 import fcntl
 import os
 import re
-import threading
-import time
 
 from pyroute2.ethtool.ioctl import (
     SIOCETHTOOL,
@@ -73,14 +71,10 @@ def _read(path: str) -> str | None:
         return None
 
 
-_DEFAULTS_TTL = 30.0
-_defaults: dict[int, tuple[float, dict[str, str | None]]] = {}
-_defaults_lock = threading.Lock()
-
-
 _UNREAD_SYSCTLS = frozenset({"ipv6.addr_gen_mode", "ipv6.stable_secret"})
 """Not read: the kernel takes RTNL to read them (``addr_gen_mode`` waited out a whole
-32-pod storm of moves) or refuses (``stable_secret``)."""
+32-pod storm of moves; the plumber takes it from the link message instead) or
+refuses (``stable_secret``)."""
 
 
 def _conf(family: str, ifname: str) -> dict[str, str | None]:
@@ -93,19 +87,8 @@ def _conf(family: str, ifname: str) -> dict[str, str | None]:
             if f"{family}.{n}" not in _UNREAD_SYSCTLS}
 
 
-def _netns_defaults() -> dict[str, str | None]:
-    """This thread's netns ``conf/default`` values, reread every 30 s."""
-    ns = os.stat("/proc/thread-self/ns/net").st_ino
-    now = time.monotonic()
-    with _defaults_lock:
-        hit = _defaults.get(ns)
-        if hit is None or now - hit[0] > _DEFAULTS_TTL:
-            hit = _defaults[ns] = (now, {**_conf("ipv4", "default"), **_conf("ipv6", "default")})
-        return hit[1]
-
-
 def _own_sysctls(ifname: str) -> dict[str, str]:
-    defaults = _netns_defaults()
+    defaults = {**_conf("ipv4", "default"), **_conf("ipv6", "default")}
     mine = {**_conf("ipv4", ifname), **_conf("ipv6", ifname)}
     return {k: v for k, v in sorted(mine.items())
             if v is not None and _SYSCTL_VALUE.fullmatch(v) and v != defaults.get(k)}
@@ -121,14 +104,9 @@ async def own_sysctls(fd: int, ifname: str) -> dict[str, str]:
 def _restore_sysctls(ifname: str, saved: dict[str, str]) -> list[str]:
     refused = []
     for key, value in sorted(saved.items()):
-        family, _, name = key.partition(".")
-        if not (_SYSCTL_KEY.fullmatch(key) and _SYSCTL_VALUE.fullmatch(value)):
-            refused.append(key)
-            continue
-        try:
-            with open(f"/proc/sys/net/{family}/conf/{ifname}/{name}", "w") as f:
-                f.write(value)
-        except OSError:
+        try:  # one at a time: a refused key must not keep the others from coming back
+            _write_sysctls(interface_sysctls(ifname, {key: value}, None))
+        except DevconfError:
             refused.append(key)
     return refused
 
