@@ -15,6 +15,8 @@ import errno
 import fcntl
 import os
 import re
+import threading
+import time
 
 from pyroute2.ethtool.ioctl import (
     SIOCETHTOOL,
@@ -87,8 +89,25 @@ def _conf(family: str, ifname: str) -> dict[str, str | None]:
             if f"{family}.{n}" not in _UNREAD_SYSCTLS}
 
 
+_DEFAULTS_TTL = 30.0
+_defaults: dict[int, tuple[float, dict[str, str | None]]] = {}
+_defaults_lock = threading.Lock()
+
+
+def _netns_defaults() -> dict[str, str | None]:
+    """This thread's netns ``conf/default`` values, reread every 30 s: reading them for
+    every prepare too cost ~1 ms of its p50 and ~0.5 s of a 32-claim burst here."""
+    ns = os.stat("/proc/thread-self/ns/net").st_ino
+    now = time.monotonic()
+    with _defaults_lock:
+        hit = _defaults.get(ns)
+        if hit is None or now - hit[0] > _DEFAULTS_TTL:
+            hit = _defaults[ns] = (now, {**_conf("ipv4", "default"), **_conf("ipv6", "default")})
+        return hit[1]
+
+
 def _own_sysctls(ifname: str) -> dict[str, str]:
-    defaults = {**_conf("ipv4", "default"), **_conf("ipv6", "default")}
+    defaults = _netns_defaults()
     mine = {**_conf("ipv4", ifname), **_conf("ipv6", ifname)}
     return {k: v for k, v in sorted(mine.items())
             if v is not None and _SYSCTL_VALUE.fullmatch(v) and v != defaults.get(k)}
