@@ -97,6 +97,11 @@ class BusUnreachable(RuntimeError):
     """A tool could not connect to the bus."""
 
 
+class NotReady(RuntimeError):
+    """Raised by a handler that cannot answer yet (starting up); the asker gets an
+    ``ErrorReply`` with code ``unavailable`` and no traceback is logged."""
+
+
 def typed_handler(
     service: str,
     endpoint: str,
@@ -125,6 +130,10 @@ def typed_handler(
                 return
             try:
                 reply = await fn(msg)
+            except NotReady as exc:  # expected while starting: the asker tries again
+                status = "error"
+                await req.respond(encode(ErrorReply(error=str(exc), code="unavailable")))
+                return
             except Exception as exc:  # a handler bug must not take the service down
                 BUS_HANDLER_ERRORS.labels(service, endpoint).inc()
                 log.exception("%s: handler %s failed", service, endpoint)
@@ -164,6 +173,22 @@ def decode_or_count(service: str, subject: str, data: bytes, kind: type[Req]) ->
     except DecodeError as exc:
         BUS_DROPS.labels(service, subject).inc()
         log.warning("%s: dropped message on %s: %s", service, subject, exc)
+        return None
+
+
+def decode_reply(service: str, subject: str, data: bytes, kind: type[Req]) -> Req | None:
+    """Decode the reply to a request: ``kind``, or None for an ``ErrorReply`` (logged at
+    debug: a service that is starting says so) or a malformed reply (counted)."""
+    try:
+        return decode(data, kind)
+    except DecodeError as exc:
+        try:
+            err = decode(data, ErrorReply)
+        except DecodeError:
+            BUS_DROPS.labels(service, subject).inc()
+            log.warning("%s: dropped reply on %s: %s", service, subject, exc)
+            return None
+        log.debug("%s: %s answered %s: %s", service, subject, err.code, err.error)
         return None
 
 

@@ -1,20 +1,32 @@
-"""Devices held by prepared claims stay in the inventory while they are in a pod.
+"""Devices of prepared claims: always published, and always as they were before the claim.
 
 An interface moved into a pod leaves the host netns, so a rescan no longer sees
 it. Dropping it from the slices would be wrong twice over: the device is still
 the node's and allocated (kubelet's health stream would call it unhealthy), and
-every pod start and stop would rewrite the pool. So discovery follows the
-gateway's ``events.claim.prepared|unprepared`` and keeps publishing a claimed
-device as its last snapshot had it. At start it asks the plumber which claims are
-prepared and how their devices were published then (the plumber's checkpoint keeps
-them), so a discovery that restarts while a device is in a pod keeps it too.
+every pod start and stop would rewrite the pool. Publishing what the kernel says
+of it meanwhile is wrong too (its ``state`` changes as it moves), and DRANET's
+users expect an allocated device's attributes to stay exactly as they were. So a
+claimed device is *frozen*: published as discovery last published it before the
+claim, until the claim is unprepared.
+
+Who holds what is the plumber's checkpoint; the gateway's ``events.claim.*``
+are only the fast path. Events can be lost (a bus restart between a prepare and
+its event), and a discovery that starts has seen none, so discovery asks the
+plumber before it publishes anything at all, before it drops a device that
+vanished, and at every periodic resync. When the plumber does not answer, a
+vanished device is kept as it was: a pool that lacks a device in a pod is never
+published on a guess.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
+import anyio
+import nats.errors
+from anyio.abc import TaskStatus
 from nats.aio.client import Client
 
 from schemas.base import encode
@@ -26,54 +38,119 @@ from services.common import bus
 
 log = logging.getLogger("knd.discovery.claimed")
 
+ASK_TIMEOUT = 1.0
+RETRY_MAX = 2.0
+"""Longest pause between two questions to a plumber that does not answer."""
+NAG_EVERY = 30.0
+"""How often a discovery still waiting for the plumber says so at warning level."""
+
 
 class ClaimedDevices:
-    def __init__(self, nc: Client, subjects: Subjects, changed: Callable[[], None]) -> None:
+    """The claimed devices of this node and their frozen attributes.
+
+    ``last_published`` looks a device up in discovery's newest published snapshot:
+    that is the copy frozen when a claim event names a device.
+    """
+
+    def __init__(self, nc: Client, subjects: Subjects, changed: Callable[[], None],
+                 last_published: Callable[[str], Device | None]) -> None:
         self.nc = nc
         self.subjects = subjects
         self.changed = changed
+        self.last_published = last_published
         self._claims: dict[str, frozenset[str]] = {}
-        self._published: dict[str, dict[str, Device]] = {}
-        """Claim uid -> its devices as published at prepare (from the plumber, at start)."""
+        self._frozen: dict[str, Device] = {}
+        """Device name -> the device as published before it was claimed."""
+        self.known = anyio.Event()
+        """Set once the plumber has said which claims it holds."""
 
     def pinned(self) -> set[str]:
         return set().union(*self._claims.values()) if self._claims else set()
 
-    def published(self, name: str) -> Device | None:
-        """Device ``name`` of a prepared claim as it was published at prepare, if known."""
-        for devices in self._published.values():
-            if name in devices:
-                return devices[name]
-        return None
+    def frozen(self, name: str, live: Device | None) -> Device | None:
+        """What to publish for claimed device ``name``: its frozen copy; one never
+        frozen (the plumber kept no copy) is frozen now from ``live``."""
+        dev = self._frozen.get(name)
+        if dev is None and live is not None:
+            dev = self._frozen[name] = live
+        return dev
 
-    async def seed(self) -> None:
-        """The claims the plumber has prepared (it may not be up yet: then none)."""
+    # ---- the plumber, the source of truth ---------------------------------------------
+
+    async def refresh(self) -> bool:
+        """Take the plumber's prepared claims as they are now; False when it did not answer."""
+        subject = self.subjects.plumber("status")
         try:
-            reply = await self.nc.request(self.subjects.plumber("status"),
-                                          encode(PlumberStatusGet()), timeout=1)
-        except Exception as exc:
-            log.info("no prepared claims from the plumber (%s)", type(exc).__name__)
-            return
-        status = bus.decode_or_count("discovery", reply.subject, reply.data, PlumberStatus)
-        if status is not None:
-            for claim in status.claims:
-                self._claims[claim.uid] = frozenset(claim.devices)
-                self._published[claim.uid] = {d.name: d for d in claim.published}
+            reply = await self.nc.request(subject, encode(PlumberStatusGet()),
+                                          timeout=ASK_TIMEOUT)
+        except (nats.errors.Error, TimeoutError) as exc:
+            log.debug("plumber.status: %r", exc)
+            return False
+        status = bus.decode_reply("discovery", subject, reply.data, PlumberStatus)
+        if status is None:
+            return False
+        before = self._claims
+        self._claims = {c.uid: frozenset(c.devices) for c in status.claims}
+        for claim in status.claims:
+            for dev in claim.published:
+                self._frozen.setdefault(dev.name, dev)
+        self._forget_unpinned()
+        if not self.known.is_set():
+            log.info("the plumber holds %d prepared claim(s) with %d device(s)",
+                     len(self._claims), len(self.pinned()))
+            self.known.set()
+        elif before != self._claims:
+            self.changed()
+        return True
 
-    async def follow(self) -> None:
+    async def wait_known(self) -> None:
+        """Ask the plumber until it answers. Nothing is published meanwhile: without its
+        answer a pool could lack a device that is in a pod."""
+        delay, started, nagged = 0.05, time.monotonic(), 0.0
+        while not await self.refresh():
+            waited = time.monotonic() - started
+            if not nagged or waited - nagged >= NAG_EVERY:
+                level = logging.INFO if not nagged else logging.WARNING
+                log.log(level, "waiting for the plumber's prepared claims before publishing "
+                               "(%.0f s so far)", waited)
+                nagged = waited or 1e-9
+            await anyio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX)
+
+    # ---- the gateway's events, the fast path ------------------------------------------
+
+    async def follow(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Follow claim events; started (subscribed) before the plumber is first asked,
+        so no claim prepared in between is missed."""
         sub = await self.nc.subscribe(self.subjects.event("claim.*"))
+        task_status.started()
         try:
             async for msg in sub.messages:
                 if msg.subject.endswith(".prepared"):
                     ev = bus.decode_or_count("discovery", msg.subject, msg.data, ClaimPrepared)
                     if ev is not None and not ev.error:
-                        self._claims[ev.claim_uid] = frozenset(ev.devices)
+                        self.prepared(ev.claim_uid, ev.devices)
                 elif msg.subject.endswith(".unprepared"):
                     un = bus.decode_or_count("discovery", msg.subject, msg.data,
                                              ClaimUnprepared)
                     if un is not None:
-                        self._published.pop(un.claim_uid, None)
-                        if self._claims.pop(un.claim_uid, None) is not None:
-                            self.changed()  # a device kept for it may be gone for good
+                        self.unprepared(un.claim_uid)
         finally:
-            await sub.unsubscribe()
+            with anyio.CancelScope(shield=True), anyio.move_on_after(1):
+                await sub.unsubscribe()
+
+    def prepared(self, claim_uid: str, devices: list[str]) -> None:
+        self._claims[claim_uid] = frozenset(devices)
+        for name in devices:
+            if name not in self._frozen and (dev := self.last_published(name)) is not None:
+                self._frozen[name] = dev
+
+    def unprepared(self, claim_uid: str) -> None:
+        if self._claims.pop(claim_uid, None) is not None:
+            self._forget_unpinned()
+            self.changed()  # a device kept for it may be gone, or changed, for good
+
+    def _forget_unpinned(self) -> None:
+        pinned = self.pinned()
+        for name in [n for n in self._frozen if n not in pinned]:
+            del self._frozen[name]

@@ -42,6 +42,14 @@ SNAPSHOTS = Counter("knd_discovery_snapshots", "Snapshots published (inventory c
 SCAN_SECONDS = Histogram("knd_discovery_scan_seconds", "Time of one full rescan",
                          buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0))
 DEVICES = Gauge("knd_discovery_devices", "Devices in the current inventory")
+HELD = Gauge("knd_discovery_held_devices",
+             "Devices gone from the host but kept published until the plumber says "
+             "whether a claim holds them")
+
+GET_WAIT = 0.5
+"""How long ``inventory.get`` waits for the first snapshot before saying it has none."""
+HOLD_RETRY = 1.0
+"""Seconds before a rescan asks the plumber again about devices it is holding."""
 
 
 @dataclass(frozen=True)
@@ -147,7 +155,10 @@ class Discovery:
         self._first_event = 0.0
         self._last_event = 0.0
         self._scan_lock = anyio.Lock()
-        self.claimed = ClaimedDevices(nc, self.subjects, self._poke)
+        self.claimed = ClaimedDevices(nc, self.subjects, self._poke, self._last_published)
+        self._first = anyio.Event()
+        self._retry_at = 0.0
+        """Set with the first snapshot, which waits for the plumber's claims."""
         self._scanned: list[Device] = []
         """The devices of the last scan, before claimed ones were kept."""
 
@@ -159,8 +170,8 @@ class Discovery:
             "discovery", "inventory.get", InventoryGet, self._get))
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self.claimed.follow)
-                await self.claimed.seed()
+                await tg.start(self.claimed.follow)
+                await self.claimed.wait_known()
                 await self.rescan(trigger_at=0.0)
                 tg.start_soon(self._watch, events)
                 tg.start_soon(self._rescan_loop)
@@ -171,9 +182,13 @@ class Discovery:
                 await service.stop()
 
     async def _get(self, _: InventoryGet) -> InventorySnapshot:
+        """The current snapshot. Before the first one (discovery waits for the plumber's
+        claims) the asker is told so and asks again: answering with a scan made
+        without them could hand the publisher a pool that lacks devices in pods."""
+        with anyio.move_on_after(GET_WAIT):
+            await self._first.wait()
         if self.snapshot is None:
-            await self.rescan(trigger_at=0.0)
-        assert self.snapshot is not None
+            raise bus.NotReady("no inventory yet: waiting for the plumber's prepared claims")
         return self.snapshot
 
     async def _watch(self, sock) -> None:
@@ -211,8 +226,12 @@ class Discovery:
     async def _rescan_loop(self) -> None:
         t = self.tuning
         while True:
-            with anyio.move_on_after(t.resync):
+            wait = t.resync
+            if self._retry_at:  # devices are held: ask the plumber again soon
+                wait = max(0.0, min(wait, self._retry_at - time.monotonic()))
+            with anyio.move_on_after(wait):
                 await self._dirty.wait()
+            retry, self._retry_at = bool(self._retry_at), 0.0
             first = self._first_event if self._dirty.is_set() else 0.0
             if first:
                 # coalesce the burst: wait for quiet, bounded by max_delay
@@ -225,17 +244,22 @@ class Discovery:
                         break
                     await anyio.sleep(wait)
             self._dirty = anyio.Event()
-            await self.rescan(trigger_at=first, fresh=not first)
+            await self.rescan(trigger_at=first, fresh=not first and not retry)
 
     async def rescan(self, trigger_at: float, fresh: bool = False) -> None:
+        """Scan; publish a snapshot if the devices changed. ``fresh`` (the periodic
+        resync) also rereads sysfs and asks the plumber again, in case a claim event
+        was lost."""
         async with self._scan_lock:
+            if fresh:
+                await self.claimed.refresh()
             try:
                 devices = await anyio.to_thread.run_sync(self.scanner.scan, fresh)
             except OSError as exc:
                 log.error("rescan failed, keeping the last inventory: %s", exc)
                 return
             self._scanned = devices
-            devices = self._with_claimed(devices)
+            devices = await self._with_claimed(devices)
             old = self.snapshot
             if old is not None and old.devices == devices:
                 return
@@ -245,6 +269,7 @@ class Discovery:
                 taken_at=time.time(), trigger_at=trigger_at)
             DEVICES.set(len(devices))
             SNAPSHOTS.inc()
+            self._first.set()
             await self.nc.publish(self.subjects.inventory_snapshot, encode(self.snapshot))
             await self._announce(old.devices if old else [], devices)
 
@@ -257,16 +282,35 @@ class Discovery:
         names = {d.attributes.get(key) for d in self._scanned if d.name in pinned}
         return {link.index for link in self.scanner.links if link.name in names}
 
-    def _with_claimed(self, devices: list[Device]) -> list[Device]:
-        """Keep the claimed devices that are away (in a pod) as the last snapshot had
-        them, or, for one this run never saw, as the plumber says it was published."""
-        pinned = self.claimed.pinned()
-        if not pinned:
-            return devices
+    def _last_published(self, name: str) -> Device | None:
+        if self.snapshot is not None:
+            for dev in self.snapshot.devices:
+                if dev.name == name:
+                    return dev
+        return None
+
+    async def _with_claimed(self, live: list[Device]) -> list[Device]:
+        """The devices to publish: ``live`` with every claimed device as it was frozen
+        (home or in a pod); and any other device the last snapshot had, gone now, kept
+        until the plumber says no claim holds it."""
+        by_name = {d.name: d for d in live}
         last = {d.name: d for d in self.snapshot.devices} if self.snapshot else {}
-        away = [dev for name in sorted(pinned - {d.name for d in devices})
-                if (dev := last.get(name) or self.claimed.published(name)) is not None]
-        return sorted([*devices, *away], key=lambda d: d.name) if away else devices
+        vanished = last.keys() - by_name.keys() - self.claimed.pinned()
+        held: set[str] = set()
+        if vanished and not await self.claimed.refresh():
+            held = vanished - self.claimed.pinned()
+            log.warning("the plumber does not answer: keeping %s published until it says "
+                        "whether a claim holds %s", ", ".join(sorted(held)),
+                        "it" if len(held) == 1 else "them")
+            self._retry_at = time.monotonic() + HOLD_RETRY
+        HELD.set(len(held))
+        for name in held:
+            by_name[name] = last[name]
+        for name in self.claimed.pinned():
+            dev = self.claimed.frozen(name, by_name.get(name) or last.get(name))
+            if dev is not None:
+                by_name[name] = dev
+        return [by_name[name] for name in sorted(by_name)]
 
     async def _announce(self, before: list[Device], after: list[Device]) -> None:
         old = {d.name: d for d in before}

@@ -64,7 +64,7 @@ class Inventory:
         except (nats.errors.Error, TimeoutError) as exc:
             log.debug("inventory.get: %r", exc)
             return False
-        snap = bus.decode_or_count(SERVICE, self.subjects.inventory_get, reply.data,
+        snap = bus.decode_reply(SERVICE, self.subjects.inventory_get, reply.data,
                                    InventorySnapshot)
         if snap is None:
             return False

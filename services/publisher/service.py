@@ -104,7 +104,7 @@ class Publisher:
             except (nats.errors.Error, TimeoutError) as exc:
                 log.debug("inventory.get: %r; asking again in %.2fs", exc, delay)
             else:
-                snap = bus.decode_or_count(SERVICE, subject, reply.data, InventorySnapshot)
+                snap = bus.decode_reply(SERVICE, subject, reply.data, InventorySnapshot)
                 if snap is not None:
                     self.offer(snap)
                     return

@@ -20,6 +20,7 @@ from services.discovery.service import Discovery, Scanner, Tuning
 from services.discovery.sysfs import Sysfs
 from tests.conftest import NODE
 from tests.helpers.netns import NetNS, ip
+from tests.helpers.plumber import StatusOnlyPlumber
 
 pytestmark = pytest.mark.anyio
 
@@ -28,6 +29,7 @@ class Running:
     def __init__(self) -> None:
         self.snapshots: list[InventorySnapshot] = []
         self.discovery: Discovery | None = None
+        self.plumber = StatusOnlyPlumber(NODE)
 
     def names(self) -> set[str]:
         return {d.name for d in self.snapshots[-1].devices} if self.snapshots else set()
@@ -40,8 +42,10 @@ class Running:
 
 @pytest.fixture
 async def running(bus, node_ns, tmp_path: Path) -> AsyncIterator[Running]:
-    """discovery (filter: publish all) on node_ns; a plumber-user listener collects snapshots."""
+    """discovery (filter: publish all) on node_ns; a plumber-user listener collects snapshots;
+    a stand-in plumber answers which claims it holds."""
     state = Running()
+    await state.plumber.start(bus)
     nc = await busmod.connect(bus, "discovery")
     listener = await busmod.connect(bus, "plumber")
 
@@ -60,6 +64,7 @@ async def running(bus, node_ns, tmp_path: Path) -> AsyncIterator[Running]:
         tg.cancel_scope.cancel()
     await busmod.close(listener)
     await busmod.close(nc)
+    await state.plumber.close()
 
 
 async def test_new_link_is_published_and_get_answers(running: Running, node_ns, bus):
@@ -117,6 +122,7 @@ async def test_default_filter_hides_veth(bus, node_ns, tmp_path: Path):
     scanner = Scanner("knd.dev", Sysfs(tmp_path), DeviceFilter(default_expression("knd.dev")),
                       node_ns.name)
     d = Discovery(nc, NODE, scanner, node_ns.name)
+    plumber = await StatusOnlyPlumber(NODE).start(bus)
     async with anyio.create_task_group() as tg:
         tg.start_soon(d.run)
         with anyio.fail_after(5):
@@ -125,6 +131,7 @@ async def test_default_filter_hides_veth(bus, node_ns, tmp_path: Path):
         assert [x.name for x in d.snapshot.devices] == ["df-mv"]
         tg.cancel_scope.cancel()
     await busmod.close(nc)
+    await plumber.close()
 
 
 async def test_claimed_device_stays_published_while_in_a_pod(running: Running, node_ns, bus):
@@ -133,6 +140,7 @@ async def test_claimed_device_stays_published_while_in_a_pod(running: Running, n
     await running.until(lambda: {"cl-a", "un-a"} <= running.names())
     gw = await busmod.connect(bus, "gateway")
     s = Subjects(NODE)
+    running.plumber.hold("c1", ["cl-a"])  # the plumber's checkpoint first, then the event
     await gw.publish(s.event("claim.prepared"), encode(ClaimPrepared(
         node=NODE, claim_uid="c1", devices=["cl-a"])))
     await gw.flush()
@@ -143,6 +151,7 @@ async def test_claimed_device_stays_published_while_in_a_pod(running: Running, n
         node_ns.ip("link", "set", "un-a", "netns", pod.name)  # an unclaimed one
         await running.until(lambda: "un-a" not in running.names())
         assert "cl-a" in running.names()  # claimed: still the node's, still published
+        running.plumber.claims.clear()
         await gw.publish(s.event("claim.unprepared"), encode(ClaimUnprepared(
             node=NODE, claim_uid="c1")))
         await gw.flush()
@@ -157,19 +166,11 @@ async def test_restarted_discovery_keeps_a_claimed_device_that_is_in_a_pod(
     """A discovery that starts while a claimed device is in a pod has never seen it:
     it publishes it as the plumber's checkpoint says it was published at prepare."""
     from schemas.inventory import Device
-    from schemas.plumber import ClaimView, PlumberStatus, PlumberStatusGet
 
     s = Subjects(NODE)
     away = Device(name="rs-a", attributes={"knd.dev/ifName": "rs-a", "knd.dev/mtu": 9000})
-    plumber = await busmod.connect(bus, "plumber")
-
-    async def status(msg) -> None:
-        decode(msg.data, PlumberStatusGet)
-        await msg.respond(encode(PlumberStatus(node=NODE, claims=[
-            ClaimView(uid="c1", devices=["rs-a"], published=[away])])))
-
-    await plumber.subscribe(s.plumber("status"), cb=status)
-    await plumber.flush()
+    plumber = await StatusOnlyPlumber(NODE).start(bus)
+    plumber.hold("c1", ["rs-a"], [away])
     node_ns.veth("rs-x", "rs-y")
     nc = await busmod.connect(bus, "discovery")
     gw = await busmod.connect(bus, "gateway")
@@ -185,6 +186,7 @@ async def test_restarted_discovery_keeps_a_claimed_device_that_is_in_a_pod(
             assert d.snapshot is not None
             assert {x.name for x in d.snapshot.devices} == {"rs-a", "rs-x", "rs-y"}
             assert away in d.snapshot.devices
+            plumber.claims.clear()
             await gw.publish(s.event("claim.unprepared"), encode(ClaimUnprepared(
                 node=NODE, claim_uid="c1")))
             with anyio.fail_after(5):
@@ -192,8 +194,9 @@ async def test_restarted_discovery_keeps_a_claimed_device_that_is_in_a_pod(
                     await anyio.sleep(0.01)
             tg.cancel_scope.cancel()
     finally:
-        for c in (gw, nc, plumber):
+        for c in (gw, nc):
             await busmod.close(c)
+        await plumber.close()
 
 
 def _counter(name: str) -> float:
@@ -213,6 +216,7 @@ async def test_moving_a_claimed_device_causes_no_rescan(running: Running, node_n
     s = Subjects(NODE)
     pod, peer = NetNS("knd-pod"), NetNS("knd-peer")
     try:
+        running.plumber.hold("c1", ["mv-a", "mv-b"])
         await gw.publish(s.event("claim.prepared"), encode(ClaimPrepared(
             node=NODE, claim_uid="c1", devices=["mv-a", "mv-b"])))
         await gw.flush()
@@ -257,3 +261,130 @@ def test_once_prints_what_would_be_published(node_ns, tmp_path, capsys):
     eth0 = by_if["eth0"]["attributes"]
     assert eth0["resource.kubernetes.io/pcieRoot"] == "pci0000:00"
     assert eth0["x.dev/pciAddress"] == "0000:00:03.0"
+
+
+async def _discovery(bus, node_ns, tmp_path: Path) -> tuple[Discovery, object]:
+    nc = await busmod.connect(bus, "discovery")
+    scanner = Scanner("knd.dev", Sysfs(tmp_path / "empty-sysfs"), DeviceFilter("true"),
+                      node_ns.name)
+    return Discovery(nc, NODE, scanner, node_ns.name, Tuning(resync=3600)), nc
+
+
+async def test_nothing_is_published_before_the_plumber_answers(bus, node_ns, tmp_path: Path):
+    """A discovery that starts while the plumber is down (both restarting) cannot know
+    which devices are in pods: it publishes nothing, and ``inventory.get`` says why,
+    until the plumber answers; then the device in a pod is in the first snapshot."""
+    from schemas.base import ErrorReply
+    from schemas.inventory import Device
+
+    node_ns.veth("wp-a", "wp-b")
+    away = Device(name="wp-pod", attributes={"knd.dev/ifName": "wp-pod"})
+    plumber = await StatusOnlyPlumber(NODE).start(bus)
+    plumber.answering = False
+    plumber.hold("c1", ["wp-pod"], [away])
+    d, nc = await _discovery(bus, node_ns, tmp_path)
+    asker = await busmod.connect(bus, "publisher")
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(d.run)
+            with anyio.fail_after(5):
+                while plumber.asked < 3:
+                    await anyio.sleep(0.01)
+            reply = await asker.request(Subjects(NODE).inventory_get,
+                                        encode(InventoryGet()), timeout=3)
+            err = decode(reply.data, ErrorReply)
+            assert err.code == "unavailable" and "plumber" in err.error
+            assert d.snapshot is None
+            plumber.answering = True
+            with anyio.fail_after(5):
+                while d.snapshot is None:
+                    await anyio.sleep(0.01)
+            assert {x.name for x in d.snapshot.devices} == {"wp-a", "wp-b", "wp-pod"}
+            assert away in d.snapshot.devices
+            tg.cancel_scope.cancel()
+    finally:
+        await busmod.close(asker)
+        await busmod.close(nc)
+        await plumber.close()
+
+
+async def test_claimed_device_is_published_as_before_the_claim(running: Running, node_ns,
+                                                                 bus):
+    """DRANET's "allocated device in ResourceSlice remains unchanged": whatever happens
+    to a claimed device at home or in its pod, its published attributes stay as they
+    were before the claim, until it is unprepared."""
+    node_ns.veth("fz-a", "fz-b")
+    await running.until(lambda: "fz-a" in running.names())
+    before = next(d for d in running.snapshots[-1].devices if d.name == "fz-a")
+    gw = await busmod.connect(bus, "gateway")
+    s = Subjects(NODE)
+    pod = NetNS("knd-pod")
+    try:
+        running.plumber.hold("c1", ["fz-a"])
+        await gw.publish(s.event("claim.prepared"), encode(ClaimPrepared(
+            node=NODE, claim_uid="c1", devices=["fz-a"])))
+        await gw.flush()
+        await anyio.sleep(0.1)
+        node_ns.ip("link", "set", "fz-a", "mtu", "9000")
+        node_ns.ip("link", "set", "fz-b", "up")
+        node_ns.ip("link", "set", "fz-a", "up")  # state: down -> up at home
+        node_ns.ip("link", "set", "fz-b", "mtu", "1400")  # an unclaimed change: rescanned
+        await running.until(lambda: any(
+            d.name == "fz-b" and d.attributes["knd.dev/mtu"] == 1400
+            for d in running.snapshots[-1].devices))
+        now = next(d for d in running.snapshots[-1].devices if d.name == "fz-a")
+        assert now == before
+        node_ns.ip("link", "set", "fz-a", "netns", pod.name)
+        node_ns.ip("link", "set", "fz-b", "mtu", "1300")
+        await running.until(lambda: any(
+            d.name == "fz-b" and d.attributes["knd.dev/mtu"] == 1300
+            for d in running.snapshots[-1].devices))
+        assert next(d for d in running.snapshots[-1].devices if d.name == "fz-a") == before
+        pod.ip("link", "set", "fz-a", "netns", node_ns.name)
+        running.plumber.claims.clear()
+        await gw.publish(s.event("claim.unprepared"), encode(ClaimUnprepared(
+            node=NODE, claim_uid="c1")))
+        await gw.flush()
+        # unprepared: the live device again (its MTU is 9000 now)
+        await running.until(lambda: any(
+            d.name == "fz-a" and d.attributes["knd.dev/mtu"] == 9000
+            for d in running.snapshots[-1].devices))
+    finally:
+        pod.delete()
+        await busmod.close(gw)
+
+
+async def test_lost_claim_event_the_plumber_still_keeps_the_device(running: Running,
+                                                                     node_ns):
+    """The claim event was lost (a bus restart): the device vanishes into its pod, and
+    discovery asks the plumber before dropping it, which says it is claimed."""
+    node_ns.veth("le-a", "le-b")
+    await running.until(lambda: "le-a" in running.names())
+    before = next(d for d in running.snapshots[-1].devices if d.name == "le-a")
+    running.plumber.hold("c1", ["le-a"])
+    pod = NetNS("knd-pod")
+    try:
+        count = len(running.snapshots)
+        node_ns.ip("link", "set", "le-a", "netns", pod.name)
+        await running.until(lambda: len(running.snapshots) > count)  # le-b's state changed
+        await anyio.sleep(0.2)
+        for snap in running.snapshots[count:]:
+            assert before in snap.devices
+    finally:
+        pod.delete()
+
+
+async def test_vanished_device_is_held_while_the_plumber_is_silent(running: Running, node_ns):
+    """A device gone from the host while the plumber does not answer may be in a pod:
+    it stays published until the plumber says no claim holds it."""
+    node_ns.veth("hd-a", "hd-b")
+    await running.until(lambda: "hd-a" in running.names())
+    running.plumber.answering = False
+    asked = running.plumber.asked
+    node_ns.ip("link", "del", "hd-a")
+    await running.until(lambda: running.plumber.asked >= asked + 2)  # asked, and again
+    assert {"hd-a", "hd-b"} <= running.names()
+    assert REGISTRY.get_sample_value("knd_discovery_held_devices") == 2
+    running.plumber.answering = True
+    await running.until(lambda: not ({"hd-a", "hd-b"} & running.names()), limit=10)
+    assert REGISTRY.get_sample_value("knd_discovery_held_devices") == 0
