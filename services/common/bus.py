@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -41,14 +42,53 @@ BUS_REQUESTS = Histogram(
 Req = TypeVar("Req", bound=Message)
 
 
+class _Reconnects:
+    """Wakes the tasks waiting in :func:`reconnected` when their client reconnects."""
+
+    def __init__(self) -> None:
+        import anyio
+
+        self._event = anyio.Event()
+
+    def fire(self) -> None:
+        import anyio
+
+        event, self._event = self._event, anyio.Event()
+        event.set()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+
+
+_RECONNECTS: weakref.WeakKeyDictionary[Client, _Reconnects] = weakref.WeakKeyDictionary()
+
+
+async def reconnected(nc: Client) -> None:
+    """Return once ``nc`` has reconnected after losing the bus (never, for a client not
+    made by :func:`connect`). A message published while a subscriber was away is lost:
+    whoever keeps state from published messages asks again after this."""
+    signal = _RECONNECTS.get(nc)
+    if signal is None:
+        import anyio
+
+        await anyio.sleep_forever()
+    else:
+        await signal.wait()
+
+
 async def connect(creds: auth.Credentials, role: str, name: str | None = None) -> Client:
     """Connect as ``role``; reconnects forever, since the bus is a sidecar that may restart."""
     user, password = creds.user(role)
+    signal = _Reconnects()
 
     async def on_error(exc: Exception) -> None:
         log.warning("bus error (%s): %s", role, exc)
 
-    return await nats.connect(
+    async def on_reconnected() -> None:
+        log.info("bus reconnected (%s)", role)
+        signal.fire()
+
+    nc = await nats.connect(
         creds.url,
         user=user,
         password=password,
@@ -58,7 +98,10 @@ async def connect(creds: auth.Credentials, role: str, name: str | None = None) -
         reconnect_time_wait=0.2,
         connect_timeout=2,
         error_cb=on_error,
+        reconnected_cb=on_reconnected,
     )
+    _RECONNECTS[nc] = signal
+    return nc
 
 
 async def connect_once(creds: auth.Credentials, role: str, *, wait: float = 2.0,

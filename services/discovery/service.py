@@ -175,11 +175,18 @@ class Discovery:
                 await self.rescan(trigger_at=0.0)
                 tg.start_soon(self._watch, events)
                 tg.start_soon(self._rescan_loop)
+                tg.start_soon(self._after_reconnects)
         finally:
             events.close()
             self.scanner.close()
             with anyio.CancelScope(shield=True):
                 await service.stop()
+
+    async def _after_reconnects(self) -> None:
+        """Claim events sent while we were off the bus are lost: ask the plumber again."""
+        while True:
+            await bus.reconnected(self.nc)
+            await self.claimed.refresh()
 
     async def _get(self, _: InventoryGet) -> InventorySnapshot:
         """The current snapshot. Before the first one (discovery waits for the plumber's

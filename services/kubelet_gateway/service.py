@@ -10,9 +10,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
+import nats.errors
+from anyio.abc import TaskStatus
 from nats.aio.client import Client
 
-from schemas.base import decode, encode
+from schemas.base import encode
 from schemas.inventory import InventoryGet, InventorySnapshot
 from schemas.subjects import Subjects
 from services.common import auth, bus
@@ -26,32 +28,52 @@ log = logging.getLogger("knd.gateway")
 SERVICE = "kubelet-gateway"
 
 
-async def inventory_feed(nc: Client, node: str) -> AsyncIterator[InventorySnapshot]:
-    """Discovery's snapshots, newest first at start (``inventory.get``), then as published."""
-    s = Subjects(node)
-    send, receive = anyio.create_memory_object_stream[InventorySnapshot](16)
+class InventoryFeed:
+    """Discovery's snapshots for the health stream: asked for at start and after every
+    reconnect to the bus (one published while we were away is lost), then as published.
+    :meth:`run` fills it; iterating yields the snapshots."""
 
-    async def on_snapshot(msg) -> None:
-        snap = bus.decode_or_count("gateway", msg.subject, msg.data, InventorySnapshot)
-        if snap is not None:
-            try:
-                send.send_nowait(snap)
-            except anyio.WouldBlock:
-                pass  # a newer one follows; health only needs the latest
+    def __init__(self, nc: Client, node: str) -> None:
+        self.nc = nc
+        self.subjects = Subjects(node)
+        self._send, self._receive = anyio.create_memory_object_stream[InventorySnapshot](16)
 
-    sub = await nc.subscribe(s.inventory_snapshot, cb=on_snapshot)
-    try:
+    def _offer(self, snap: InventorySnapshot) -> None:
         try:
-            reply = await nc.request(s.inventory_get, encode(InventoryGet()), timeout=2)
-            yield decode(reply.data, InventorySnapshot)
-        except Exception as exc:  # discovery may start later, or answer garbage
-            log.info("no inventory yet (%s); waiting for discovery's first snapshot", exc)
-        async with receive:
-            async for snap in receive:
-                yield snap
-    finally:
-        with anyio.CancelScope(shield=True):
-            await sub.unsubscribe()
+            self._send.send_nowait(snap)
+        except anyio.WouldBlock:
+            pass  # a newer one follows; health only needs the latest
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        async def on_snapshot(msg) -> None:
+            snap = bus.decode_or_count("gateway", msg.subject, msg.data, InventorySnapshot)
+            if snap is not None:
+                self._offer(snap)
+
+        sub = await self.nc.subscribe(self.subjects.inventory_snapshot, cb=on_snapshot)
+        task_status.started()
+        try:
+            while True:
+                await self._ask()
+                await bus.reconnected(self.nc)
+        finally:
+            self._send.close()
+            with anyio.CancelScope(shield=True), anyio.move_on_after(1):
+                await sub.unsubscribe()
+
+    async def _ask(self) -> None:
+        subject = self.subjects.inventory_get
+        try:
+            reply = await self.nc.request(subject, encode(InventoryGet()), timeout=2)
+        except (nats.errors.Error, TimeoutError) as exc:  # discovery may start later
+            log.info("no inventory yet (%r); waiting for discovery's first snapshot", exc)
+            return
+        snap = bus.decode_reply("gateway", subject, reply.data, InventorySnapshot)
+        if snap is not None:
+            self._offer(snap)
+
+    def __aiter__(self) -> AsyncIterator[InventorySnapshot]:
+        return self._receive.__aiter__()
 
 
 async def run_gateway(args: argparse.Namespace) -> None:
@@ -72,10 +94,11 @@ async def run_gateway(args: argparse.Namespace) -> None:
             # no endpoints: registered so that $SRV.PING/INFO/STATS answer for the gateway too
             svc = await bus.serve(nc, SERVICE, "kubelet DRA and NRI plugin of the node")
             async with anyio.create_task_group() as tg:
+                feed = InventoryFeed(nc, common.node)
+                await tg.start(feed.run)
                 grpc = await tg.start(lambda task_status: serve_grpc(
                     kubelet_root=Path(args.kubelet_root), driver=common.driver_name, api=api,
-                    plumber=plumber, inventory_source=inventory_feed(nc, common.node),
-                    task_status=task_status))
+                    plumber=plumber, inventory_source=feed, task_status=task_status))
                 grpc.dra.events = ClaimEvents(nc, common.node)
                 health.check("dra_socket", lambda: grpc.dra_socket.is_socket())
                 health.info("kubelet_registered", lambda: grpc.registration.registered)

@@ -72,14 +72,14 @@ class Inventory:
         return True
 
     async def ask_until_known(self, max_delay: float = 2.0) -> None:
-        """At start: ask until one snapshot (asked or published) is in."""
-        delay = 0.05
-        while self.latest is None:
-            if await self.ask():
-                return
-            with anyio.move_on_after(delay):
-                await self._got.wait()
-            delay = min(delay * 2, max_delay)
+        """Ask until discovery answers: at start, and again after every reconnect to the
+        bus (a snapshot published while we were away never reaches us)."""
+        while True:
+            delay = 0.05
+            while not await self.ask():
+                await anyio.sleep(delay)
+                delay = min(delay * 2, max_delay)
+            await bus.reconnected(self.nc)
 
     async def current(self, wait: float) -> InventorySnapshot | None:
         """The newest snapshot, asking discovery once more if we have none yet."""

@@ -94,22 +94,25 @@ class Publisher:
                 self.offer(snap)
 
     async def ask_inventory(self, *, reply_wait: float = 1.0) -> None:
-        """Ask discovery for its inventory until one snapshot (asked or published) is in."""
-        delay = self.backoff_min
+        """Ask discovery for its inventory until it answers: at start, and again after
+        every reconnect to the bus (a snapshot published while we were away is lost)."""
         subject = self.subjects.inventory_get
-        while self.latest is None:
-            try:
-                reply = await self.nc.request(subject, encode(InventoryGet()),
-                                              timeout=reply_wait)
-            except (nats.errors.Error, TimeoutError) as exc:
-                log.debug("inventory.get: %r; asking again in %.2fs", exc, delay)
-            else:
-                snap = bus.decode_reply(SERVICE, subject, reply.data, InventorySnapshot)
-                if snap is not None:
-                    self.offer(snap)
-                    return
-            await anyio.sleep(_jitter(delay))
-            delay = min(delay * 2, ASK_MAX)
+        while True:
+            delay = self.backoff_min
+            while True:
+                try:
+                    reply = await self.nc.request(subject, encode(InventoryGet()),
+                                                  timeout=reply_wait)
+                except (nats.errors.Error, TimeoutError) as exc:
+                    log.debug("inventory.get: %r; asking again in %.2fs", exc, delay)
+                else:
+                    snap = bus.decode_reply(SERVICE, subject, reply.data, InventorySnapshot)
+                    if snap is not None:
+                        self.offer(snap)
+                        break
+                await anyio.sleep(_jitter(delay))
+                delay = min(delay * 2, ASK_MAX)
+            await bus.reconnected(self.nc)
 
     # ---- syncing -------------------------------------------------------------------------
 
