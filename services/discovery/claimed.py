@@ -13,9 +13,12 @@ them), so a discovery that restarts while a device is in a pod keeps it too.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 
+import anyio
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 
 from schemas.base import encode
 from schemas.events import ClaimPrepared, ClaimUnprepared
@@ -61,19 +64,34 @@ class ClaimedDevices:
                 self._published[claim.uid] = {d.name: d for d in claim.published}
 
     async def follow(self) -> None:
-        sub = await self.nc.subscribe(self.subjects.event("claim.*"))
+        # The bus lets discovery subscribe to the two claim events, not to a wildcard
+        # over them. Their callbacks only hand each message to one stream, without
+        # awaiting, so a claim's prepared and unprepared are handled as they came.
+        send, receive = anyio.create_memory_object_stream[Msg](math.inf)
+
+        async def queue(msg: Msg) -> None:
+            send.send_nowait(msg)
+
+        subs = []
         try:
-            async for msg in sub.messages:
-                if msg.subject.endswith(".prepared"):
-                    ev = bus.decode_or_count("discovery", msg.subject, msg.data, ClaimPrepared)
-                    if ev is not None and not ev.error:
-                        self._claims[ev.claim_uid] = frozenset(ev.devices)
-                elif msg.subject.endswith(".unprepared"):
-                    un = bus.decode_or_count("discovery", msg.subject, msg.data,
-                                             ClaimUnprepared)
-                    if un is not None:
-                        self._published.pop(un.claim_uid, None)
-                        if self._claims.pop(un.claim_uid, None) is not None:
-                            self.changed()  # a device kept for it may be gone for good
+            for kind in ("claim.prepared", "claim.unprepared"):
+                subs.append(await self.nc.subscribe(self.subjects.event(kind), cb=queue))
+            async with receive:
+                async for msg in receive:
+                    self._on_claim_event(msg)
         finally:
-            await sub.unsubscribe()
+            with anyio.CancelScope(shield=True):
+                for sub in subs:
+                    await sub.unsubscribe()
+
+    def _on_claim_event(self, msg: Msg) -> None:
+        if msg.subject.endswith(".prepared"):
+            ev = bus.decode_or_count("discovery", msg.subject, msg.data, ClaimPrepared)
+            if ev is not None and not ev.error:
+                self._claims[ev.claim_uid] = frozenset(ev.devices)
+        elif msg.subject.endswith(".unprepared"):
+            un = bus.decode_or_count("discovery", msg.subject, msg.data, ClaimUnprepared)
+            if un is not None:
+                self._published.pop(un.claim_uid, None)
+                if self._claims.pop(un.claim_uid, None) is not None:
+                    self.changed()  # a device kept for it may be gone for good
