@@ -20,6 +20,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import anyio
 
@@ -58,6 +59,42 @@ class Step:
 def show(text: str) -> None:
     for line in text.strip().splitlines():
         print(f"   {line}")
+
+
+def attribute(value: object) -> str:
+    """An attribute's value as a person reads it: a flag is yes or no, not False."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def attribute_lines(attributes: dict[str, dict[str, object]]) -> list[str]:
+    """``knd.dev/rdma = no``: a slice's attributes carry their value under its type."""
+    return [f"{name} = {attribute(next(iter(typed.values()), ''))}"
+            for name, typed in attributes.items()]
+
+
+def prepared_lines(resp: Any) -> list[str]:
+    """One line per prepared device of a NodePrepareResources answer (or the error)."""
+    lines = []
+    for uid, answer in sorted(resp.claims.items()):
+        if answer.error:
+            lines.append(f"claim {uid}: not prepared: {answer.error}")
+            continue
+        for d in answer.devices:
+            cdi = ", ".join(d.cdi_device_ids) or "none"
+            lines.append(f"claim {uid}: prepared device {d.device_name} of pool "
+                         f"{d.pool_name} for request {', '.join(d.request_names)} "
+                         f"(CDI id {cdi})")
+        if not answer.devices:
+            lines.append(f"claim {uid}: prepared, no device of this driver")
+    return lines
+
+
+def unprepared_lines(resp: Any) -> list[str]:
+    return [f"claim {uid}: " + (f"not unprepared: {answer.error}" if answer.error
+                                else "unprepared")
+            for uid, answer in sorted(resp.claims.items())]
 
 
 async def wait_for(probe, seconds: float, what: str):
@@ -106,7 +143,7 @@ async def run_steps(state: Path, node: str, host: str, podns: str, kubelet_root:
 
     with Step("agent up: demo0 published in the node's ResourceSlice"):
         dev = await wait_for(device, 20, "demo0 in a slice")
-        show("\n".join(f"{k} = {next(iter(v.values()))}" for k, v in dev["attributes"].items()))
+        show("\n".join(attribute_lines(dev["attributes"])))
     claim = kubelet.make_claim(
         "demo-claim", results=[kubelet.result("nic", "demo0", pool=node)],
         config=[kubelet.opaque({"interface": {"name": "net1", "addresses": [POD_ADDR]},
@@ -122,7 +159,7 @@ async def run_steps(state: Path, node: str, host: str, podns: str, kubelet_root:
             while not (kubelet_root / "plugins" / "knd.dev" / "dra.sock").exists():
                 await anyio.sleep(0.02)
         resp = await kubelet.prepare(dra, "v1", [kubelet.ref(claim)])
-        show(str(resp).replace("\n", " "))
+        show("\n".join(prepared_lines(resp)))
         if resp.claims[claim["metadata"]["uid"]].error:
             raise RuntimeError(resp.claims[claim["metadata"]["uid"]].error)
     plugin = await runtime.next_plugin(wait=30)
@@ -145,7 +182,7 @@ async def run_steps(state: Path, node: str, host: str, podns: str, kubelet_root:
         show(ip("-n", host, "-br", "addr", "show", "demo0"))
     with Step("kubelet: NodeUnprepareResources"):
         resp = await kubelet.unprepare(dra, "v1", [kubelet.ref(claim)])
-        show(str(resp).replace("\n", " ") or "ok")
+        show("\n".join(unprepared_lines(resp)))
 
 
 def main(args: argparse.Namespace) -> int:

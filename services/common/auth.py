@@ -14,54 +14,40 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from schemas.subjects import PREFIX, Subjects
+from schemas import routes
+from schemas.subjects import Subjects
 
-ROLES = ("discovery", "publisher", "plumber", "gateway", "observer", "admin")
+ROLES = routes.ROLES
 
 
 def inbox_prefix(role: str) -> str:
     """Each role gets its own reply inbox so no user can read another's replies."""
-    return f"_INBOX_{role}"
+    return routes.inbox(role)
 
 
 def permissions(role: str, node: str) -> dict:
-    s = Subjects(node)
-    r = s.root
-    srv = "$SRV.>"
-    inbox = f"{inbox_prefix(role)}.>"
-    table: dict[str, tuple[list[str], list[str]]] = {
-        "discovery": (
-            # plumber.status and claim events: devices of prepared claims stay published
-            [s.inventory_snapshot, s.event("device.added"), s.event("device.removed"),
-             s.event("device.changed"), s.plumber("status")],
-            [s.inventory_get, srv, inbox, s.event("claim.>")],
-        ),
-        "publisher": (
-            [s.inventory_get, s.event("slice.>"), s.event("claim.>")],
-            [s.inventory_snapshot, f"{s.publisher_group}.>", srv, inbox],
-        ),
-        "plumber": (
-            [s.inventory_get, f"{s.publisher_group}.>", s.event("device.attached"),
-             s.event("device.detached"), s.event("device.failed")],
-            [f"{s.plumber_group}.>", s.inventory_snapshot, srv, inbox],
-        ),
-        "gateway": (
-            # inventory: the DRA health stream reports which devices are present
-            [f"{s.plumber_group}.>", s.event("claim.>"), s.inventory_get],
-            [srv, inbox, s.inventory_snapshot],
-        ),
-        "observer": ([], [f"{PREFIX}.*.events.>"]),
-        # knd status / the supervisor: may ask any service for $SRV info, read-only
-        # status requests, and read events.
-        "admin": ([srv, s.inventory_get, f"{s.publisher_group}.status", s.plumber("status")],
-                  [inbox, f"{r}.events.>"]),
-    }
-    pub, sub = table[role]
+    """The nats-server permissions of ``role``, from the table of ``schemas.routes``."""
+    if role not in ROLES:
+        raise KeyError(f"no bus role {role!r}")
+    pub: list[str] = []
+    sub: list[str] = []
+    serves = asks = False
+    for r in routes.ROUTES:
+        subject = r.full(node)
+        if role in r.senders():
+            pub.append(subject)
+        if role in r.receivers():
+            sub.append(subject)
+        serves = serves or role in r.servers
+        asks = asks or role in r.askers
+    if asks:
+        sub.append(f"{inbox_prefix(role)}.>")
     perms: dict = {
         "publish": {"allow": pub} if pub else {"deny": [">"]},
-        "subscribe": {"allow": sub},
+        "subscribe": {"allow": sub} if sub else {"deny": [">"]},
     }
-    if role not in ("observer", "admin"):
+    if serves:
+        # a server answers on the asker's reply subject, whatever its inbox is called
         perms["allow_responses"] = True
     return perms
 

@@ -21,6 +21,7 @@ published on a guess.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 
@@ -28,6 +29,7 @@ import anyio
 import nats.errors
 from anyio.abc import TaskStatus
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 
 from schemas.base import encode
 from schemas.events import ClaimPrepared, ClaimUnprepared
@@ -121,23 +123,38 @@ class ClaimedDevices:
 
     async def follow(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Follow claim events; started (subscribed) before the plumber is first asked,
-        so no claim prepared in between is missed."""
-        sub = await self.nc.subscribe(self.subjects.event("claim.*"))
-        task_status.started()
+        so no claim prepared in between is missed.
+
+        The bus lets discovery subscribe to the two claim events, not to a wildcard over
+        them. Their callbacks only hand each message to one stream, without awaiting,
+        so a claim's prepared and unprepared are handled in the order they came."""
+        send, receive = anyio.create_memory_object_stream[Msg](math.inf)
+
+        async def queue(msg: Msg) -> None:
+            send.send_nowait(msg)
+
+        subs = []
         try:
-            async for msg in sub.messages:
-                if msg.subject.endswith(".prepared"):
-                    ev = bus.decode_or_count("discovery", msg.subject, msg.data, ClaimPrepared)
-                    if ev is not None and not ev.error:
-                        self.prepared(ev.claim_uid, ev.devices)
-                elif msg.subject.endswith(".unprepared"):
-                    un = bus.decode_or_count("discovery", msg.subject, msg.data,
-                                             ClaimUnprepared)
-                    if un is not None:
-                        self.unprepared(un.claim_uid)
+            for kind in ("claim.prepared", "claim.unprepared"):
+                subs.append(await self.nc.subscribe(self.subjects.event(kind), cb=queue))
+            task_status.started()
+            async with receive:
+                async for msg in receive:
+                    self._on_claim_event(msg)
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(1):
-                await sub.unsubscribe()
+                for sub in subs:
+                    await sub.unsubscribe()
+
+    def _on_claim_event(self, msg: Msg) -> None:
+        if msg.subject.endswith(".prepared"):
+            ev = bus.decode_or_count("discovery", msg.subject, msg.data, ClaimPrepared)
+            if ev is not None and not ev.error:
+                self.prepared(ev.claim_uid, ev.devices)
+        elif msg.subject.endswith(".unprepared"):
+            un = bus.decode_or_count("discovery", msg.subject, msg.data, ClaimUnprepared)
+            if un is not None:
+                self.unprepared(un.claim_uid)
 
     def prepared(self, claim_uid: str, devices: list[str]) -> None:
         self._claims[claim_uid] = frozenset(devices)

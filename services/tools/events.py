@@ -25,24 +25,17 @@ from typing import Any
 import anyio
 import msgspec
 
+from schemas import routes
 from schemas.base import DecodeError, Message, decode
 from schemas.events import ClaimPrepared, ClaimUnprepared
 from schemas.inventory import DeviceEvent, SlicePublished
 from schemas.plumber import DeviceAttached, DeviceDetached, DeviceFailed
-from schemas.subjects import PREFIX, node_token
+from schemas.subjects import Subjects
 from services.common import auth, bus, config
 
 KINDS: dict[str, type[Message]] = {
-    "device.added": DeviceEvent,
-    "device.removed": DeviceEvent,
-    "device.changed": DeviceEvent,
-    "slice.published": SlicePublished,
-    "device.attached": DeviceAttached,
-    "device.detached": DeviceDetached,
-    "device.failed": DeviceFailed,
-    "claim.prepared": ClaimPrepared,
-    "claim.unprepared": ClaimUnprepared,
-}
+    r.subject.removeprefix("events."): r.schema for r in routes.ROUTES
+    if r.subject.startswith("events.") and not isinstance(r.schema, str)}
 """Event kind (the subject after ``events.``) -> its schema."""
 
 _KIND = re.compile(r"[A-Za-z0-9_-]+|\*|>")
@@ -53,7 +46,7 @@ RAW_MAX = 2000
 def add_arguments(p: argparse.ArgumentParser) -> None:
     config.add_bus_client(p)
     p.add_argument("--node", default=None,
-                   help="only this node's events (default: every node on the bus)")
+                   help="this node's events (default: the node of the credentials)")
     p.add_argument("--kind", action="append", default=[], metavar="KIND",
                    help="only events of this kind (repeatable; NATS wildcards: device.*): "
                         + ", ".join(KINDS))
@@ -226,16 +219,19 @@ async def follow(args: argparse.Namespace) -> int:
     for kind in args.kind:
         if not all(_KIND.fullmatch(t) for t in kind.split(".")):
             return _fail(f"--kind {kind!r}: expected dot-separated names like device.added")
-    try:
-        token = node_token(args.node) if args.node else "*"
-    except ValueError as exc:
-        return _fail(f"--node: {exc}")
     path = config.bus_creds_path(args)
     try:
         creds = auth.load(path)
     except RuntimeError as exc:
         return _fail(str(exc))
+    try:
+        subjects = Subjects(args.node or creds.node)
+    except ValueError as exc:
+        return _fail(f"--node: {exc}")
     state = Follow(args)
+    kinds = [k for k in KINDS if state.wanted(k)]
+    if not kinds:
+        return _fail(f"--kind {' '.join(args.kind)}: no such event ({', '.join(KINDS)})")
 
     async def on_error(exc: Exception) -> None:
         if "ermissions" in str(exc) or "uthorization" in str(exc):
@@ -261,12 +257,14 @@ async def follow(args: argparse.Namespace) -> int:
 
     timed_out = False
     try:
-        subject = f"{PREFIX}.{token}.events.>"
-        await nc.subscribe(subject, cb=on_msg)
+        # the observer may subscribe to each event of the bus table, not to a wildcard;
+        # asking the server only for the wanted kinds also spares it the rest
+        for kind in kinds:
+            await nc.subscribe(subjects.event(kind), cb=on_msg)
         await bus.flush(nc)
         if not state.done.is_set():
-            print(f"knd events: following {subject} on {creds.url}", file=sys.stderr,
-                  flush=True)
+            print(f"knd events: following {subjects.events}.{{{','.join(kinds)}}} on "
+                  f"{creds.url}", file=sys.stderr, flush=True)
         async with anyio.create_task_group() as tg:
 
             async def signals() -> None:

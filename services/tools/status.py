@@ -4,7 +4,9 @@ Connects to the bus as the ``admin`` user and asks, all at once: discovery for t
 inventory (``inventory.get``), the plumber for its checkpoint (``plumber.status``:
 claims, which device is in which pod under which name), the publisher for the pool
 (``publisher.status``), every service for ``$SRV.PING`` / ``$SRV.INFO`` /
-``$SRV.STATS``, and each service's HTTP ``/readyz`` when it can be reached.
+``$SRV.STATS``, and each service's HTTP ``/readyz`` when it can be reached. The
+kubelet-gateway's REQUESTS also count kubelet's DRA and the runtime's NRI calls,
+read from its ``/metrics`` (:mod:`services.tools.calls`).
 ``--json`` prints the same as one JSON object.
 
 Exit status: 0 every service answers and is ready; 1 some service is missing,
@@ -31,9 +33,11 @@ from schemas.publisher import PublisherStatus, StatusGet
 from schemas.subjects import Subjects
 from services.common import auth, bus, config
 from services.common.httpserver import format_address, parse_address
+from services.tools import calls
 
 SERVICES = ("discovery", "publisher", "plumber", "kubelet-gateway")
 """The services, by their ``$SRV`` and CLI name, in their port order."""
+GATEWAY = "kubelet-gateway"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -154,6 +158,10 @@ async def collect(args: argparse.Namespace, creds: auth.Credentials) -> dict[str
             results[f"http:{name}"] = await anyio.to_thread.run_sync(
                 get_readyz, address, args.timeout)
 
+        async def gateway_calls(address: str) -> None:
+            results["calls"] = await anyio.to_thread.run_sync(
+                calls.get_calls, address, args.timeout)
+
         async with anyio.create_task_group() as tg:
             tg.start_soon(put, "inventory",
                           ask.typed(s.inventory_get, InventoryGet(), InventorySnapshot))
@@ -167,6 +175,8 @@ async def collect(args: argparse.Namespace, creds: auth.Credentials) -> dict[str
                     tg.start_soon(put, f"{verb}:{name}", ask.srv(verb, name))
                 if https[name]:
                     tg.start_soon(readyz, name, https[name])
+            if https[GATEWAY]:
+                tg.start_soon(gateway_calls, https[GATEWAY])
         info = getattr(nc, "_server_info", None) or {}
         out["bus"] = {"url": creds.url, "connected": nc.is_connected,
                       "server": info.get("server_name", ""),
@@ -174,6 +184,11 @@ async def collect(args: argparse.Namespace, creds: auth.Credentials) -> dict[str
     finally:
         await bus.close(nc)
     out["services"] = {name: _service(name, results, https[name]) for name in SERVICES}
+    if "calls" in results:
+        # kubelet's DRA and the runtime's NRI calls: the gateway's requests off the bus
+        got = results["calls"]
+        out["services"][GATEWAY].update(
+            {"calls": got["calls"]} if "calls" in got else {"calls_error": got["error"]})
     inv, pub, plb = results["inventory"], results["publisher"], results["plumber"]
     out["inventory"] = (_builtins(inv) if isinstance(inv, dict) else
                         {"epoch": inv.epoch, "seq": inv.seq, "taken_at": inv.taken_at,
@@ -292,9 +307,15 @@ def render(st: dict[str, Any]) -> str:
             if failing:
                 where += f" (waiting: {', '.join(failing)})"
         rows.append([name, f"{svc['ping_ms']:.1f} ms" if svc["bus"] else svc.get("error", "-"),
-                     ready, str(sum(e["requests"] for e in eps)),
-                     str(sum(e["errors"] for e in eps)), where])
+                     ready, str(sum(e["requests"] for e in [*eps, *svc.get("calls", [])])),
+                     str(sum(e["errors"] for e in [*eps, *svc.get("calls", [])])), where])
     lines += _table(rows)
+    gw = st["services"].get(GATEWAY, {})
+    if gw.get("calls"):
+        lines += ["", f"{GATEWAY} calls (kubelet DRA, runtime NRI; counted in REQUESTS)"]
+        lines += _table(calls.lines(gw["calls"]))
+    elif gw.get("calls_error"):
+        lines += ["", f"{GATEWAY} calls (kubelet DRA, runtime NRI): {gw['calls_error']}"]
     pool = st["pool"]
     lines.append("")
     if "error" in pool:

@@ -39,7 +39,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vfs", action="store_true",
                    help="list SR-IOV virtual functions as NICs too (default: PFs only)")
     p.add_argument("--gpu-vendor", action="append", metavar="HEX", default=None,
-                   help="only GPUs of this PCI vendor (repeatable; e.g. 10de for NVIDIA)")
+                   help="GPUs are this PCI vendor's 3D, accelerator and display "
+                        "controllers (repeatable; e.g. 1a03 to count a BMC's VGA); default: "
+                        "any vendor's 3D controllers and accelerators, NVIDIA/AMD/Intel "
+                        "display controllers")
     p.add_argument("--pci-ids", type=Path, default=None,
                    help="pci.ids file for vendor/device names (default: the system's)")
 
@@ -94,8 +97,9 @@ def _main(args: argparse.Namespace, shown: Path) -> int:
             f"{n} {kind}" for kind, n in sorted(tree.problems.items())))
     if not tree.gpus:
         where = shown if shown != root else root / "bus" / "pci" / "devices"
-        notes.insert(0, f"no GPU found under {where} (PCI class 0300xx/0302xx"
-                        f"{', vendor ' + '/'.join(args.gpu_vendor) if args.gpu_vendor else ''});"
+        whose = ("vendor " + "/".join(args.gpu_vendor) if args.gpu_vendor else
+                 "or display 0300xx/0380xx of NVIDIA, AMD, Intel")
+        notes.insert(0, f"no GPU found under {where} (PCI class 0302xx/1200xx {whose});"
                         f" {len(tree.nics)} NIC(s) found, nothing to pair them with")
     stream = sys.stderr if args.json or tree.gpus else sys.stdout
     for note in notes:

@@ -20,8 +20,11 @@ sysfs root; anything else is skipped and named, never guessed at.
 
 Which functions count:
 
-- GPU: PCI class ``0300xx`` (VGA / display) or ``0302xx`` (3D controller), any
-  vendor (NVIDIA is ``10de``); a vendor filter drops e.g. a BMC's VGA.
+- GPU (accelerator): PCI class ``0302xx`` (3D controller) or ``1200xx`` (processing
+  accelerator) of any vendor; a display controller (``0300xx`` VGA, ``0380xx``
+  other) only from NVIDIA ``10de``, AMD ``1002`` or Intel ``8086``: a server's BMC
+  shows a VGA too (ASPEED ``1a03:2000``), and it is not a GPU. A vendor filter
+  (``--gpu-vendor``) replaces that rule: any of these classes from those vendors.
 - NIC: PCI class ``02xxxx`` (network; ``0207xx`` is InfiniBand). SR-IOV virtual
   functions sit exactly where their PF sits, so they are left out unless asked
   for: they would only repeat the PF's column.
@@ -39,14 +42,27 @@ from services.discovery.sysfs import PciHw, Sysfs
 
 _PCI_ADDR = re.compile(r"^[0-9a-f]{4,8}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
 _PCI_ROOT = re.compile(r"^pci[0-9a-f]{4,8}:[0-9a-f]{2}$")
-GPU_CLASSES = ("0300", "0302")
-"""Class/subclass prefixes of GPUs: display (VGA) controller, 3D controller."""
+ACCELERATOR_CLASSES = ("0302", "1200")
+"""Class/subclass prefixes that are accelerators whoever makes them: 3D controller,
+processing accelerator."""
+DISPLAY_CLASSES = ("0300", "0380")
+"""VGA and other display controllers: accelerators only from a GPU maker."""
+GPU_VENDORS = frozenset({"10de", "1002", "8086"})
+"""NVIDIA, AMD, Intel: the makers whose display controllers are GPUs."""
 NIC_CLASS = "02"
 """Class prefix of network controllers (Ethernet ``0200``, InfiniBand ``0207``, ...)."""
 
 
-def is_gpu_class(class_id: str | None) -> bool:
-    return class_id is not None and class_id[:4] in GPU_CLASSES
+def is_gpu(class_id: str | None, vendor_id: str | None,
+           vendors: Collection[str] | None = None) -> bool:
+    """Whether a function counts as a GPU; ``vendors`` (lower-case hex) overrides
+    which makers count, display controllers included."""
+    if class_id is None:
+        return False
+    cls = class_id[:4]
+    if vendors is not None:
+        return cls in (*ACCELERATOR_CLASSES, *DISPLAY_CLASSES) and vendor_id in vendors
+    return cls in ACCELERATOR_CLASSES or (cls in DISPLAY_CLASSES and vendor_id in GPU_VENDORS)
 
 
 def is_nic_class(class_id: str | None) -> bool:
@@ -159,8 +175,8 @@ def read_tree(sysfs: Sysfs, *, include_vfs: bool = False,
               gpu_vendors: Collection[str] | None = None) -> PciTree:
     """Walk ``bus/pci/devices`` and return its GPUs and NICs with their bridge paths.
 
-    ``gpu_vendors`` (lower-case hex vendor ids) restricts which GPUs count;
-    None keeps every vendor. Never raises on a broken tree: what cannot be
+    ``gpu_vendors`` (hex vendor ids) says whose GPUs count (see :func:`is_gpu`);
+    None: the default rule. Never raises on a broken tree: what cannot be
     read is skipped and listed in ``skipped``/``problems``.
     """
     vendors = {v.lower().removeprefix("0x") for v in gpu_vendors} if gpu_vendors else None
@@ -178,10 +194,9 @@ def read_tree(sysfs: Sysfs, *, include_vfs: bool = False,
         if hw.class_id is None:
             skipped.append((entry, "PCI class unreadable"))
             continue
-        gpu, nic = is_gpu_class(hw.class_id), is_nic_class(hw.class_id)
+        gpu = is_gpu(hw.class_id, hw.vendor_id, vendors)
+        nic = not gpu and is_nic_class(hw.class_id)
         if not (gpu or nic):
-            continue
-        if gpu and vendors is not None and hw.vendor_id not in vendors:
             continue
         if nic and hw.is_vf and not include_vfs:
             continue

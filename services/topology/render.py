@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
+from services.topology import textfit
 from services.topology.affinity import MEANING, Affinity, Choice, Relation
 from services.topology.pci import Function
 
@@ -191,10 +192,20 @@ def _label(out: list[str], x: float, y: float, text: str, size: int = 11,
                f'font-weight="{weight}">{escape(_clean(text, 200))}</text>')
 
 
+def _fit(text: str, size: int, room: float, bold: bool = False) -> str:
+    """``text`` cut (ending in ``~``) so that it is no wider than ``room``."""
+    text = _clean(text, 200)
+    if textfit.width(text, size, bold) <= room:
+        return text
+    while len(text) > 1 and textfit.width(text + "~", size, bold) > room:
+        text = text[:-1]
+    return text + "~"
+
+
 def _node(out: list[str], b: _Box, kind: str, top: str, bottom: str) -> None:
     _rect(out, b, _FILL[kind])
-    _label(out, b.x + 6, b.y + 14, _clean(top), weight="bold")
-    _label(out, b.x + 6, b.y + 28, _clean(bottom), size=10)
+    _label(out, b.x + 6, b.y + 14, _fit(top, 11, b.w - 12, bold=True), weight="bold")
+    _label(out, b.x + 6, b.y + 28, _fit(bottom, 10, b.w - 12), size=10)
 
 
 def to_svg(aff: Affinity) -> str:
@@ -258,21 +269,36 @@ def to_svg(aff: Affinity) -> str:
         x += MARGIN
     out = _links(aff, where, switch_at) + out  # lines under the nodes
     width = max(x, 2 * MARGIN + 480)
-    legend_y = top + height + 24
-    head = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" '
-            f'height="{legend_y + 20 * len(Relation) + 10:.0f}" font-family="sans-serif">',
-            f"<title>GPU/NIC topology of {escape(_clean(aff.tree.root, 80))}</title>",
-            '<rect width="100%" height="100%" fill="white"/>']
-    _label(head, MARGIN, MARGIN + 10, f"{len(aff.gpus)} GPU(s), {len(aff.nics)} NIC(s): "
-           "lines join each GPU to its preferred NIC (dashed: shared)", size=13,
-           weight="bold")
+    # the title and the legend wrap to the picture's width (a narrow one cut them off);
+    # the drawing moves down by the title's extra lines
+    title = textfit.wrap(title_text(aff), TITLE_SIZE, width - 2 * MARGIN, bold=True)
+    shift = TITLE_LINE * (len(title) - 1)
     legend: list[str] = []
-    for i, r in enumerate(Relation):
-        y = legend_y + 20 * i
+    y = top + height + 24 + shift
+    for r in Relation:
         legend.append(f'<line x1="{MARGIN}" y1="{y - 4:.0f}" x2="{MARGIN + 30}" '
                       f'y2="{y - 4:.0f}" stroke="{COLOURS[r]}" stroke-width="3"/>')
-        _label(legend, MARGIN + 38, y, f"{r.name}: {MEANING[r]}")
-    return "\n".join([*head, *out, *legend, "</svg>"]) + "\n"
+        for line in textfit.wrap(f"{r.name}: {MEANING[r]}", 11, width - 2 * MARGIN - 38):
+            _label(legend, MARGIN + 38, y, line)
+            y += 14
+        y += 6
+    head = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" '
+            f'height="{y + 10:.0f}" font-family="sans-serif">',
+            f"<title>GPU/NIC topology of {escape(_clean(aff.tree.root, 80))}</title>",
+            '<rect width="100%" height="100%" fill="white"/>']
+    for i, line in enumerate(title):
+        _label(head, MARGIN, MARGIN + 10 + TITLE_LINE * i, line, size=TITLE_SIZE,
+               weight="bold")
+    body = [f'<g transform="translate(0 {shift})">', *out, "</g>"] if shift else out
+    return "\n".join([*head, *body, *legend, "</svg>"]) + "\n"
+
+
+TITLE_SIZE, TITLE_LINE = 13, 17
+
+
+def title_text(aff: Affinity) -> str:
+    return (f"{len(aff.gpus)} GPU(s), {len(aff.nics)} NIC(s): lines join each GPU to its "
+            "preferred NIC (dashed: shared)")
 
 
 def _links(aff: Affinity, where: dict[str, _Box],

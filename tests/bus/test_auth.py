@@ -88,8 +88,8 @@ async def test_observer_may_only_subscribe_to_events(bus):
     await anyio.sleep(0.2)
     assert any("permissions violation" in str(e).lower() for e in errors), errors
     errors.clear()
-    await obs.subscribe("knd.*.events.>")
-    await obs.publish("knd.x.events.device.added", b"{}")
+    await obs.subscribe(Subjects(NODE).event("device.added"))
+    await obs.publish(Subjects(NODE).event("device.added"), b"{}")
     await obs.flush()
     await anyio.sleep(0.2)
     assert len(errors) == 1 and "publish" in str(errors[0]).lower()

@@ -35,7 +35,7 @@ async def _serve_pair(bus, concurrent: bool) -> bool:
     client = await busmod.connect(bus, "publisher")
     try:
         async with anyio.create_task_group() as tg:
-            svc = await busmod.serve(nc, "pairtest", "test")
+            svc = await busmod.serve(nc, "discovery", "test")
             await svc.add_endpoint(name="get", subject=Subjects(NODE).inventory_get,
                                    handler=busmod.typed_handler(
                                        "t", "get", InventoryGet, handler,
@@ -47,7 +47,7 @@ async def _serve_pair(bus, concurrent: bool) -> bool:
             with anyio.fail_after(3):
                 while True:
                     try:
-                        await admin.request("$SRV.PING.pairtest", b"", timeout=0.5)
+                        await admin.request("$SRV.PING.discovery", b"", timeout=0.5)
                         break
                     except Exception:
                         await anyio.sleep(0.01)

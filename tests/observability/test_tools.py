@@ -17,6 +17,7 @@ from schemas.subjects import Subjects
 from services.common import auth
 from services.common import bus as busmod
 from services.common.natsd import free_port
+from services.tools.events import parse
 from tests.conftest import NODE
 from tests.observability.conftest import wait_following
 
@@ -64,7 +65,7 @@ async def test_malformed_and_unknown_payloads_are_printed_raw(bus, bus_state: Pa
         s = Subjects(NODE)
         await disc.publish(s.event("device.added"), b'{"v": 1, "node": "x", "devi')
         await disc.publish(s.event("device.added"), added("ok-dev"))
-        await gw.publish(s.event("claim.someday"), b'{"v": 1}')
+        await gw.publish(s.event("claim.prepared"), b'{"v": 1}')
         await disc.flush()
         await gw.flush()
         out, err = await anyio.to_thread.run_sync(lambda: proc.communicate(timeout=20))
@@ -83,8 +84,11 @@ async def test_malformed_and_unknown_payloads_are_printed_raw(bus, bus_state: Pa
     assert good["attributes"]["knd.dev/ifName"] == "ok-dev"
     bad = by_event[("device.added", True)]
     assert bad["raw"] == '{"v": 1, "node": "x", "devi' and "DeviceEvent" in bad["error"]
-    unknown = by_event[("claim.someday", True)]
-    assert unknown["raw"] == '{"v": 1}' and "unknown event kind" in unknown["error"]
+    missing = by_event[("claim.prepared", True)]
+    assert missing["raw"] == '{"v": 1}' and "ClaimPrepared" in missing["error"]
+    # the bus refuses an event outside its table; one that came anyway is raw too
+    unknown = parse(s.event("claim.someday"), b'{"v": 1}')
+    assert unknown.msg is None and "unknown event kind" in unknown.error
     assert "2 malformed or unknown" in err
 
 
@@ -110,6 +114,11 @@ async def test_kind_filter_and_readable_lines(bus, bus_state: Path) -> None:
     assert "device=new-dev" in first and "if=new-dev" in first and "type=veth" in first
     assert "gone-dev" not in out
     assert "RAW not json" in second and "invalid DeviceEvent" in second
+
+
+def test_another_nodes_events_are_refused(bus, bus_state: Path) -> None:
+    res = knd("events", "--state-dir", str(bus_state), "--node", "node-z", "--timeout", "5")
+    assert res.returncode == 2 and "bus refused" in res.stderr and res.stdout == ""
 
 
 def test_count_not_reached_in_time_is_exit_1(bus, bus_state: Path) -> None:

@@ -96,7 +96,7 @@ async def discovery(bus) -> AsyncIterator[Callable]:
 
 
 async def status(bus) -> PublisherStatus:
-    nc = await busmod.connect(bus, "plumber")
+    nc = await busmod.connect(bus, "admin")  # knd status's user
     try:
         reply = await nc.request(f"{S.publisher_group}.status", encode(StatusGet()), timeout=2)
         return decode(reply.data, PublisherStatus)

@@ -102,11 +102,14 @@ def test_two_gpus_one_nic_on_a_switch_both_prefer_it_and_share(tmp_path: Path,
     assert (amd.nic, amd.relation, amd.shared) == ("0000:41:00.0", PHB, False)
 
 
-def test_any_vendors_display_controller_counts_unless_filtered(tmp_path: Path,
-                                                              analyse: Analyse) -> None:
+def test_a_bmcs_display_controller_is_no_gpu_unless_its_vendor_is_asked_for(
+        tmp_path: Path, analyse: Analyse) -> None:
     root = shared_switch_server(tmp_path / "sys").root
-    aff = analyse(root)
-    vga = next(g for g in aff.gpus if g.address == "0000:08:00.0")
+    # by default the ASPEED VGA (1a03:2000, class 0300) is left out; NVIDIA and AMD count
+    assert [g.address for g in analyse(root).gpus] == \
+        ["0000:04:00.0", "0000:05:00.0", "0000:42:00.0"]
+    aff = analyse(root, gpu_vendors=["1a03"])
+    [vga] = aff.gpus
     assert (vga.vendor_id, vga.class_id) == ("1a03", "030000")
     assert aff.relation(vga.address, "0000:03:00.0") is PHB  # other root port, same complex
     assert [g.address for g in analyse(root, gpu_vendors=["10de"]).gpus] == \

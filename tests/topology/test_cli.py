@@ -109,7 +109,9 @@ def test_svg_is_xml_with_one_line_per_preferred_pair(tmp_path: Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     root = shared_switch_server(tmp_path / "sys").root
     svg = tmp_path / "topo.svg"
-    code, out, err = run(capsys, "--sysfs-root", str(root), "--svg", str(svg), "--json")
+    # the BMC's VGA too (ASPEED 1a03), so that its PCIe-to-PCI bridge is drawn
+    code, out, err = run(capsys, "--sysfs-root", str(root), "--svg", str(svg), "--json",
+                         *(f"--gpu-vendor={v}" for v in ("10de", "1002", "1a03")))
     assert code == 0 and f"wrote {svg}" in err
     doc = json.loads(out)
     picture = _svg(svg)

@@ -25,23 +25,32 @@ def test_classes_decide_what_is_a_gpu_and_what_is_a_nic(tmp_path: Path,
     tree = SysfsTree(tmp_path / "sys")
     rp = "0000:00:01.0"
     classes = {
-        "0000:01:00.0": "0x030000",  # VGA: GPU
-        "0000:02:00.0": "0x030200",  # 3D controller: GPU
-        "0000:03:00.0": "0x030100",  # XGA: not a GPU
-        "0000:04:00.0": "0x038000",  # other display: not a GPU
-        "0000:05:00.0": "0x020000",  # Ethernet: NIC
-        "0000:06:00.0": "0x020700",  # InfiniBand: NIC
-        "0000:07:00.0": "0x028000",  # other network: NIC
-        "0000:08:00.0": "0x010802",  # NVMe: neither
-        "0000:09:00.0": "0x0c0330",  # USB: neither
+        "0000:01:00.0": ("10de", "0x030000"),  # NVIDIA VGA: GPU
+        "0000:02:00.0": ("abcd", "0x030200"),  # 3D controller, any vendor: GPU
+        "0000:03:00.0": ("10de", "0x030100"),  # XGA: not a GPU
+        "0000:04:00.0": ("1002", "0x038000"),  # AMD other display: GPU
+        "0000:05:00.0": ("abcd", "0x120000"),  # processing accelerator, any vendor: GPU
+        "0000:06:00.0": ("1a03", "0x030000"),  # a BMC's VGA (ASPEED): not a GPU
+        "0000:07:00.0": ("abcd", "0x038000"),  # someone else's display: not a GPU
+        "0000:08:00.0": ("8086", "0x030000"),  # Intel VGA: GPU
+        "0000:09:00.0": ("abcd", "0x020000"),  # Ethernet: NIC
+        "0000:0a:00.0": ("abcd", "0x020700"),  # InfiniBand: NIC
+        "0000:0b:00.0": ("abcd", "0x028000"),  # other network: NIC
+        "0000:0c:00.0": ("abcd", "0x010802"),  # NVMe: neither
+        "0000:0d:00.0": ("abcd", "0x0c0330"),  # USB: neither
     }
-    for address, cls in classes.items():
-        tree.pci_function(address, "pci0000:00", [rp], vendor="abcd", cls=cls)
+    for address, (vendor, cls) in classes.items():
+        tree.pci_function(address, "pci0000:00", [rp], vendor=vendor, cls=cls)
     aff = analyse(tree.root)
-    assert [g.address for g in aff.gpus] == ["0000:01:00.0", "0000:02:00.0"]
-    assert [n.address for n in aff.nics] == ["0000:05:00.0", "0000:06:00.0", "0000:07:00.0"]
+    assert [g.address for g in aff.gpus] == ["0000:01:00.0", "0000:02:00.0", "0000:04:00.0",
+                                             "0000:05:00.0", "0000:08:00.0"]
+    assert [n.address for n in aff.nics] == ["0000:09:00.0", "0000:0a:00.0", "0000:0b:00.0"]
     assert all(n.interfaces == () and n.rdma == () for n in aff.nics)
     assert aff.tree.skipped == ()
+    # --gpu-vendor replaces the rule: that vendor's display and 3D controllers only
+    asked = analyse(tree.root, gpu_vendors=["1A03", "0xabcd"])
+    assert [g.address for g in asked.gpus] == ["0000:02:00.0", "0000:05:00.0",
+                                               "0000:06:00.0", "0000:07:00.0"]
 
 
 def test_gpu_vendor_filter_accepts_0x_and_upper_case(tmp_path: Path, analyse: Analyse) -> None:
