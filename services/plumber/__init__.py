@@ -34,7 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    choices=["auto", "shared", "exclusive"],
                    help="RDMA subsystem netns mode; auto asks `rdma system show` "
                         "[KND_RDMA_NETNS_MODE]")
-    p.add_argument("--sweep-interval", type=float, default=float(env("SWEEP_INTERVAL", "10")),
+    p.add_argument("--sweep-interval", type=float, default=env("SWEEP_INTERVAL", "10"),
                    help="seconds between checks for vanished pod netns (0: never) "
                         "[KND_SWEEP_INTERVAL]")
 
