@@ -24,6 +24,7 @@ from kubernetes_asyncio.client import ApiClient, Configuration, CoreV1Api, Resou
 from kubernetes_asyncio.client.exceptions import ApiException
 from kubernetes_asyncio.config import ConfigException
 
+from services.common.api import decode
 from services.common.api.port import ApiError, error_for
 
 log = logging.getLogger("knd.api")
@@ -62,17 +63,22 @@ class KubeApi:
             return self._client
 
     async def _call(self, method: Callable[..., Awaitable[Any]], *args: Any,
-                    **kwargs: Any) -> dict:
-        """Run one API method with a deadline; return its JSON body or raise a port error."""
+                    limit: int = decode.MAX_OBJECT_BYTES, **kwargs: Any) -> dict:
+        """Run one API method with a deadline; return its JSON body or raise a port error.
+
+        A body over ``limit`` bytes or nested too deep is refused by name before it is
+        parsed (see :mod:`services.common.api.decode`)."""
         what = getattr(method, "__name__", "api call")
         try:
             with anyio.fail_after(self.timeout):
                 resp = await method(*args, _preload_content=False,
                                     _request_timeout=self.timeout, **kwargs)
                 try:
-                    status, raw = resp.status, await resp.read()
+                    status, raw = resp.status, await _read(resp, limit)
                 finally:
                     resp.release()
+        except decode.ObjectError as e:
+            raise ApiError(f"{what}: the API server's answer {e}", 0) from None
         except ApiException as e:  # raised before sending (bad arguments) or by old clients
             raise error_for(e.status or 0, f"{what}: {e.reason}: {e.body or ''}".strip()) from e
         except (TimeoutError, aiohttp.ClientError, OSError) as e:
@@ -81,12 +87,9 @@ class KubeApi:
             message, reason = _failure(raw)
             raise error_for(status, f"{what}: {message}", reason)
         try:
-            body = json.loads(raw)
-        except ValueError as e:
-            raise ApiError(f"{what}: the API server sent invalid JSON: {e}", status) from e
-        if not isinstance(body, dict):
-            raise ApiError(f"{what}: the API server sent a non-object body", status)
-        return body
+            return decode.parse(raw, "body", limit)
+        except decode.ObjectError as e:
+            raise ApiError(f"{what}: the API server's answer is unusable: {e}", status) from None
 
     async def _resource(self) -> ResourceV1Api:
         return ResourceV1Api(await self._connect())
@@ -98,9 +101,15 @@ class KubeApi:
 
     async def list_slices(self, driver: str, node: str) -> list[dict]:
         api = await self._resource()
-        body = await self._call(api.list_resource_slice,
+        body = await self._call(api.list_resource_slice, limit=decode.MAX_LIST_BYTES,
                                 field_selector=f"spec.nodeName={node},spec.driver={driver}")
-        items = body.get("items") or []
+        try:
+            items = decode.field(body, "items", list, "") or []
+            for i, item in enumerate(items):
+                decode.expect(item, dict, f"items[{i}]")
+        except decode.ObjectError as e:
+            raise ApiError(f"list_resource_slice: the API server's answer is unusable: {e}",
+                           200) from None
         # The API server leaves apiVersion/kind out of list items; put them back so a
         # listed slice can be written back as it is.
         for item in items:
@@ -135,6 +144,18 @@ class KubeApi:
             if self._client is not None:
                 client, self._client = self._client, None
                 await client.close()
+
+
+async def _read(resp: Any, limit: int) -> bytes:
+    """The body, read no further than ``limit`` bytes (a huge answer is refused, not held)."""
+    chunks: list[bytes] = []
+    total = 0
+    while chunk := await resp.content.read(1 << 16):
+        total += len(chunk)
+        if total > limit:
+            raise decode.ObjectError(f"is over {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _failure(raw: bytes) -> tuple[str, str]:
