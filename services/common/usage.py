@@ -85,6 +85,10 @@ def address(text: str) -> str:
 # ---- checks before a command starts ----------------------------------------------------------
 
 
+def _path(path: Path) -> str:
+    return q(str(path), 300)  # paths run longer than names, and the end is the telling part
+
+
 def check_filter(expression: str | None) -> None:
     if not expression:
         return
@@ -113,10 +117,10 @@ def check_state_dir(path: Path, create: bool) -> None:
     would have to make where this user cannot write is a refusal."""
     if path.exists() or path.is_symlink():
         if not path.is_dir():
-            raise UsageError(f"--state-dir {q(str(path))} exists and is not a directory; "
+            raise UsageError(f"--state-dir {_path(path)} exists and is not a directory; "
                              "name a directory (it is created if missing)")
         if create and not os.access(path, os.W_OK | os.X_OK):
-            raise Refused(f"--state-dir {q(str(path))} is not writable by uid {os.geteuid()}; "
+            raise Refused(f"--state-dir {_path(path)} is not writable by uid {os.geteuid()}; "
                           "run as root or pass a --state-dir you own")
         return
     if not create:
@@ -125,7 +129,7 @@ def check_state_dir(path: Path, create: bool) -> None:
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
     if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise Refused(f"cannot create --state-dir {q(str(path))}: {q(str(parent))} is not "
+        raise Refused(f"cannot create --state-dir {_path(path)}: {_path(parent)} is not "
                       f"writable by uid {os.geteuid()}; run as root or pass a --state-dir you "
                       "can create")
 
@@ -134,7 +138,7 @@ def check_bus_creds(path: Path) -> None:
     from services.common import auth
 
     if not path.exists():
-        raise Refused(f"no bus credentials at {q(str(path))}: `knd up` writes them (the "
+        raise Refused(f"no bus credentials at {_path(path)}: `knd up` writes them (the "
                       "DaemonSet's `knd bus-config` does, for separate containers); run the "
                       "service under `knd up`, or point --state-dir or --bus-creds at them")
     try:
