@@ -20,7 +20,7 @@ from typing import NoReturn
 from schemas.text import one_line, q
 
 
-class UsageError(Exception):
+class UsageError(ValueError):
     """The command line (or a ``KND_*`` variable) is wrong: exit status 2."""
 
     status = 2

@@ -59,3 +59,35 @@ def test_a_long_string_in_an_error_is_cut() -> None:
     with pytest.raises(ObjectError) as info:
         decode.expect("x" * 1_000_000, dict, "spec")
     assert len(str(info.value)) < 200 and "(+999960 more)" in str(info.value)
+
+
+# ---- through the real client, from the test API server -----------------------------------------
+
+
+SLICES = "/apis/resource.k8s.io/v1/resourceslices"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("path", "body", "call", "error"), [
+    (SLICES, b'{"items": [5]}', "slices", "items[0]: expected an object, got a number"),
+    (SLICES, b'{"items": {"a": 1}}', "slices", "items: expected a list, got an object"),
+    (SLICES, b'{"items": [{"metadata": {"name": 7}}]}', "slices",
+     "items[0].metadata.name: expected a string, got a number"),
+    ("/api/v1/nodes/n1", b'{"metadata": "x"}', "node", 'metadata: expected an object, got a '
+                                                       'string "x"'),
+    ("/apis/resource.k8s.io/v1/namespaces/ns/resourceclaims/c", b"[" * 100_000, "claim",
+     "nested deeper than 64 levels"),
+    ("/apis/resource.k8s.io/v1/namespaces/ns/resourceclaims/c",
+     b'{"spec": "' + b"x" * decode.MAX_OBJECT_BYTES + b'"}', "claim",
+     f"is over {decode.MAX_OBJECT_BYTES} bytes"),
+])
+async def test_the_client_refuses_malformed_answers(kube_api, api, path: str, body: bytes,
+                                                    call: str, error: str) -> None:
+    from services.common.api.port import ApiError
+
+    kube_api.serve_raw(path, body)
+    calls = {"slices": lambda: api.list_slices("knd.dev", "n1"),
+             "node": lambda: api.get_node("n1"), "claim": lambda: api.get_claim("ns", "c")}
+    with pytest.raises(ApiError) as info:
+        await calls[call]()
+    assert error in str(info.value) and len(str(info.value)) < 500, str(info.value)

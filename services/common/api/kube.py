@@ -97,19 +97,16 @@ class KubeApi:
     # ---- ApiPort -------------------------------------------------------------------------
 
     async def get_node(self, name: str) -> dict:
-        return await self._call(CoreV1Api(await self._connect()).read_node, name)
+        node = await self._call(CoreV1Api(await self._connect()).read_node, name)
+        return _checked(node, "read_node", "")
 
     async def list_slices(self, driver: str, node: str) -> list[dict]:
         api = await self._resource()
         body = await self._call(api.list_resource_slice, limit=decode.MAX_LIST_BYTES,
                                 field_selector=f"spec.nodeName={node},spec.driver={driver}")
-        try:
-            items = decode.field(body, "items", list, "") or []
-            for i, item in enumerate(items):
-                decode.expect(item, dict, f"items[{i}]")
-        except decode.ObjectError as e:
-            raise ApiError(f"list_resource_slice: the API server's answer is unusable: {e}",
-                           200) from None
+        items = _checked(body, "list_resource_slice", "", "items").get("items") or []
+        for i, item in enumerate(items):
+            _checked(item, "list_resource_slice", f"items[{i}]")
         # The API server leaves apiVersion/kind out of list items; put them back so a
         # listed slice can be written back as it is.
         for item in items:
@@ -131,7 +128,8 @@ class KubeApi:
 
     async def get_claim(self, namespace: str, name: str) -> dict:
         api = await self._resource()
-        return await self._call(api.read_namespaced_resource_claim, name, namespace)
+        claim = await self._call(api.read_namespaced_resource_claim, name, namespace)
+        return _checked(claim, "read_namespaced_resource_claim", "")
 
     async def update_claim_status(self, obj: dict) -> dict:
         meta = obj["metadata"]
@@ -144,6 +142,26 @@ class KubeApi:
             if self._client is not None:
                 client, self._client = self._client, None
                 await client.close()
+
+
+def _checked(obj: Any, what: str, path: str, *lists: str) -> Any:
+    """``obj`` if it has the shape every object (or list) has: an object with a well-typed
+    ``metadata`` (name, namespace, uid, resourceVersion: strings), ``spec`` and ``status``
+    objects, ``lists`` lists; else the ApiError that names the field. The fields within
+    are for the reader to check (see kubelet_gateway.claims)."""
+    try:
+        decode.expect(obj, dict, path or "body")
+        meta = decode.field(obj, "metadata", dict, path)
+        for key in ("name", "namespace", "uid", "resourceVersion"):
+            if meta is not None:
+                decode.field(meta, key, str, decode.join(path, "metadata"))
+        for key in ("spec", "status"):
+            decode.field(obj, key, dict, path)
+        for key in lists:
+            decode.field(obj, key, list, path)
+    except decode.ObjectError as e:
+        raise ApiError(f"{what}: the API server's answer is unusable: {e}", 200) from None
+    return obj
 
 
 async def _read(resp: Any, limit: int) -> bytes:
