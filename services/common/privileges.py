@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-CAPABILITIES = {"CAP_SYS_PTRACE": 19, "CAP_SYS_ADMIN": 21, "CAP_NET_ADMIN": 12,
-                "CAP_NET_RAW": 13, "CAP_SYS_CHROOT": 18}
+CAPABILITIES = {"CAP_NET_ADMIN": 12, "CAP_SYS_ADMIN": 21}
 """Bit numbers (linux/capability.h) of the capabilities knd asks about."""
 
 PLUMBER_NEEDS = ("CAP_NET_ADMIN", "CAP_SYS_ADMIN")
