@@ -23,6 +23,18 @@ stamp="$here/.venv/.knd-installed"
 want="$(cat "$here/pyproject.toml" "$here/setup.py" "$here"/protos/*.proto \
     "$here/scripts/test-tools.txt" 2>/dev/null | sha256sum | cut -c1-16)"
 if [ ! -x "$here/.venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    # Someone else's checkout (root's, typically): building into it would fail halfway
+    # through pip with a page of permission errors.
+    target="$here/.venv"
+    [ -e "$target" ] || target="$here"
+    if [ ! -w "$target" ]; then
+        owner="$(stat -c %U "$target")"
+        [ "$owner" = root ] || owner="$owner or root"
+        echo "knd: $here/.venv is missing or out of date, and user" \
+            "$(id -un 2>/dev/null || id -u) cannot write $target; run ./knd once as" \
+            "$owner to set it up" >&2
+        exit 1
+    fi
     echo "knd: setting up $here/.venv" >&2
     [ -x "$here/.venv/bin/python" ] || python3 -m venv "$here/.venv"
     "$here/.venv/bin/python" -m pip install -q --upgrade pip >&2

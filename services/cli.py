@@ -11,7 +11,7 @@ import importlib
 import sys
 from types import ModuleType
 
-from services.common import config, logs, runner
+from services.common import config, logs, runner, usage
 
 SERVICES = {
     "discovery": "services.discovery",
@@ -47,12 +47,14 @@ def available_services() -> list[str]:
     return [name for name in SERVICES if load_service(name) is not None]
 
 
-def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> usage.Parser:
     """The whole command line, or with ``only`` just that command's: every process
     ``knd up`` starts parses its own flags, and importing all the others' modules
     (pyroute2, grpc, kubernetes) cost each of them most of a second."""
-    parser = argparse.ArgumentParser(prog="knd", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = usage.Parser(prog="knd", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                parser_class=usage.Parser)
+    parser.commands = sub.choices
     if only in (None, "up"):
         from services import supervisor
 
@@ -79,11 +81,25 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
+def parse(argv: list[str]) -> argparse.Namespace:
+    """``argv`` parsed and checked (:func:`usage.preflight`); a mistake exits with one line."""
     known = {"up", *SERVICES, *TOOLS}
     only = argv[0] if argv and argv[0] in known else None  # else: full help / usage error
-    args = build_parser(only).parse_args(argv)
+    try:
+        parser = build_parser(only)
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # the sub-command's own parser says so, with its own name
+            parser.commands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
+        usage.preflight(args)
+    except (usage.UsageError, usage.Refused) as exc:
+        prog = f"knd {only}" if only else "knd"
+        print(f"{prog}: {exc}", file=sys.stderr)
+        sys.exit(exc.status)
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse(sys.argv[1:] if argv is None else argv)
     if args.command in TOOLS:
         mod = _load(TOOLS[args.command], "add_arguments", "main")
         assert mod is not None

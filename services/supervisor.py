@@ -20,7 +20,7 @@ from pathlib import Path
 import anyio
 from anyio.abc import Process
 
-from services.common import config, natsd
+from services.common import config, natsd, usage
 
 log = logging.getLogger("knd.up")
 
@@ -28,23 +28,31 @@ MIN_BACKOFF, MAX_BACKOFF, STABLE_AFTER = 0.5, 30.0, 60.0
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--standalone", action="store_true",
-                   help="no cluster: write API objects as JSON files under <state-dir>/api")
+    from services.cli import SERVICES
+
+    p.add_argument("--standalone", action="store_true", default=usage.env_flag("STANDALONE"),
+                   help="no cluster: write API objects as JSON files under <state-dir>/api "
+                        "[KND_STANDALONE]")
     p.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"),
-                   help="kubeconfig of the cluster (default: in-cluster)")
-    p.add_argument("--sysfs-root", default=config.env("SYSFS_ROOT", "/sys"))
+                   help="kubeconfig of the cluster (default: in-cluster) [KUBECONFIG]")
+    p.add_argument("--sysfs-root", default=config.env("SYSFS_ROOT", "/sys"),
+                   help="sysfs to read hardware topology from [KND_SYSFS_ROOT]")
     p.add_argument("--filter", default=os.environ.get("KND_FILTER"),
-                   help='device filter (CEL); "true" publishes every device')
+                   help='device filter (CEL); "true" publishes every device [KND_FILTER]')
     p.add_argument("--netns", default=os.environ.get("KND_NETNS"),
-                   help="treat this named netns as the node (tests, demos)")
-    p.add_argument("--kubelet-root", default=config.env("KUBELET_ROOT", "/var/lib/kubelet"))
-    p.add_argument("--nri-socket", default=config.env("NRI_SOCKET", "/var/run/nri/nri.sock"))
+                   help="treat this named netns as the node (tests, demos) [KND_NETNS]")
+    p.add_argument("--kubelet-root", default=config.env("KUBELET_ROOT", "/var/lib/kubelet"),
+                   help="kubelet's root dir, where the DRA and registration sockets go "
+                        "[KND_KUBELET_ROOT]")
+    p.add_argument("--nri-socket", default=config.env("NRI_SOCKET", "/var/run/nri/nri.sock"),
+                   help="the container runtime's NRI socket [KND_NRI_SOCKET]")
     p.add_argument("--cdi-root", default=config.env("CDI_ROOT", "/var/run/cdi"),
-                   help="where the plumber writes CDI specs for kubelet")
-    p.add_argument("--bus-port", type=int, default=int(config.env("BUS_PORT", "0")),
-                   help="loopback port of the embedded bus (0: any free port)")
-    p.add_argument("--only", action="append", default=None,
-                   help="run only these services (repeatable)")
+                   help="where the plumber writes CDI specs for kubelet [KND_CDI_ROOT]")
+    p.add_argument("--bus-port", type=int, default=config.env("BUS_PORT", "0"),
+                   help="loopback port of the embedded bus (0: any free port) [KND_BUS_PORT]")
+    p.add_argument("--only", action="append", default=None, choices=list(SERVICES),
+                   metavar="SERVICE",
+                   help=f"run only this service (repeatable): {', '.join(SERVICES)}")
 
 
 def child_env(args: argparse.Namespace, creds_path: Path,

@@ -45,7 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"folder to fill (default {DEFAULT_DIR}) [KND_BUS_DIR]")
     p.add_argument("--bus-host", default=env("BUS_HOST", "127.0.0.1"),
                    help="loopback address the bus listens on [KND_BUS_HOST]")
-    p.add_argument("--bus-port", type=int, default=int(env("BUS_PORT", str(DEFAULT_PORT))),
+    p.add_argument("--bus-port", type=int, default=env("BUS_PORT", str(DEFAULT_PORT)),
                    help=f"port the bus listens on (default {DEFAULT_PORT}) [KND_BUS_PORT]")
 
 

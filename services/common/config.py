@@ -11,6 +11,8 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.common.usage import address, env_flag
+
 DEFAULT_DRIVER = "knd.dev"
 DEFAULT_STATE_DIR = "/var/lib/knd"
 
@@ -56,15 +58,26 @@ def add_common(p: argparse.ArgumentParser, service: str | None = None) -> None:
                         "[KND_BUS_CREDS]")
     p.add_argument("--driver-name", default=env("DRIVER_NAME", DEFAULT_DRIVER),
                    help="DRA driver name and attribute domain [KND_DRIVER_NAME]")
-    p.add_argument("--log-level", default=env("LOG_LEVEL", "info"),
-                   choices=["debug", "info", "warning", "error"])
-    p.add_argument("--log-json", action="store_true",
-                   default=env("LOG_JSON", "") not in ("", "0", "false"),
+    p.add_argument("--log-level", default=env("LOG_LEVEL", "info"), type=_log_level,
+                   help="debug, info, warning or error (default info) [KND_LOG_LEVEL]")
+    p.add_argument("--log-json", action="store_true", default=env_flag("LOG_JSON"),
                    help="structured JSON logs [KND_LOG_JSON]")
-    p.add_argument("--metrics-address", default=env("METRICS_ADDRESS", metrics_default(service)),
+    p.add_argument("--metrics-address", type=address,
+                   default=env("METRICS_ADDRESS", metrics_default(service)),
                    help="host:port of /metrics, /healthz and /readyz; \"off\" serves none; "
                         "for `knd up`, discovery's, the others at +1..+3 "
                         f"(default {metrics_default(service)}) [KND_METRICS_ADDRESS]")
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _log_level(text: str) -> str:
+    """``type=`` rather than ``choices=``: argparse checks choices only on the command
+    line, and a ``KND_LOG_LEVEL`` typo would reach ``logging`` as a traceback."""
+    if text.lower() not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected one of {', '.join(LOG_LEVELS)}")
+    return text.lower()
 
 
 @dataclass(frozen=True)

@@ -86,11 +86,16 @@ class Health:
         self.started = clock()
         self.beat = clock()
         self._checks: dict[str, Callable[[], bool] | None] = dict.fromkeys(requires)
+        self._reasons: dict[str, str] = {}
         self._info: dict[str, Callable[[], Any]] = {}
 
-    def check(self, name: str, fn: Callable[[], bool]) -> None:
-        """Register (or replace) a readiness check."""
+    def check(self, name: str, fn: Callable[[], bool], reason: str = "") -> None:
+        """Register (or replace) a readiness check; ``reason`` is shown under ``reasons``
+        while it fails, for a check a person has to act on (grant a capability...)."""
         self._checks[name] = fn
+        self._reasons.pop(name, None)
+        if reason:
+            self._reasons[name] = reason
 
     def info(self, name: str, fn: Callable[[], Any]) -> None:
         """Something shown in ``/readyz`` that does not decide readiness."""
@@ -132,6 +137,9 @@ class Health:
                                 "checks": checks}
         if errors:
             body["errors"] = errors
+        reasons = {k: v for k, v in self._reasons.items() if not checks.get(k, True)}
+        if reasons:
+            body["reasons"] = reasons
         info = {}
         for name, fn in list(self._info.items()):
             try:

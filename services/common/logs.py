@@ -2,7 +2,9 @@
 
 Log calls about a claim, pod or device pass them as fields:
 ``log.info("...", extra=fields(claim=uid, pod=pod_uid, device=name))``; every line
-carries ``service`` (the ``knd`` sub-command).
+carries ``service`` (the ``knd`` sub-command). A message is one line, cut at
+:data:`MAX_MESSAGE` characters, whatever the text it echoes (a name with a NUL or a
+newline in it, a megabyte of it).
 """
 
 from __future__ import annotations
@@ -13,7 +15,22 @@ import sys
 import time
 from typing import TextIO
 
+from schemas.text import one_line
+
 _FIELDS = ("claim", "pod", "device", "node", "service")
+MAX_MESSAGE = 8192
+
+
+def _message(record: logging.LogRecord) -> str:
+    return one_line(record.getMessage(), MAX_MESSAGE)
+
+
+class TextFormatter(logging.Formatter):
+    """The text format, with the message made safe for one line (tracebacks keep theirs)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = _message(record)
+        return super().formatMessage(record)
 
 
 class JsonFormatter(logging.Formatter):
@@ -23,11 +40,11 @@ class JsonFormatter(logging.Formatter):
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": _message(record),
         }
         for f in _FIELDS:
             if hasattr(record, f):
-                out[f] = getattr(record, f)
+                out[f] = one_line(str(getattr(record, f)), 256)
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         return json.dumps(out)
@@ -61,7 +78,7 @@ def setup(level: str = "info", as_json: bool = False, service: str = "knd",
     if as_json:
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter(
+        handler.setFormatter(TextFormatter(
             f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]

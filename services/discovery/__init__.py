@@ -19,8 +19,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="watch this named network namespace as the node instead of our own "
                         "[KND_NETNS]")
     p.add_argument("--resync-interval", type=float,
-                   default=float(os.environ.get("KND_RESYNC_INTERVAL", "60")),
-                   help="seconds between rescans without kernel events")
+                   default=os.environ.get("KND_RESYNC_INTERVAL", "60"),
+                   help="seconds between rescans without kernel events [KND_RESYNC_INTERVAL]")
     p.add_argument("--once", action="store_true",
                    help="scan once, print the devices this node would publish (JSON) and exit; "
                         "needs no bus")

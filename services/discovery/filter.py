@@ -33,13 +33,25 @@ class FilterError(ValueError):
     """The expression does not compile; the text says where."""
 
 
+MAX_EXPRESSION = 10 * 1024
+"""Characters, as the API allows a DeviceClass selector's expression. The CEL library
+panics (a BaseException, not an error) on a line past 65535 characters."""
+
+
 class DeviceFilter:
     def __init__(self, expression: str) -> None:
         self.expression = expression
+        if len(expression) > MAX_EXPRESSION:
+            raise FilterError(f"--filter: {len(expression)} characters, more than the "
+                              f"{MAX_EXPRESSION} allowed")
         try:
             self._program = cel.compile(expression)
         except Exception as exc:
             raise FilterError(f"--filter: {exc}") from None
+        except BaseException as exc:  # the library's panic (pyo3 PanicException)
+            if type(exc).__name__ != "PanicException":
+                raise
+            raise FilterError(f"--filter: the CEL compiler failed on it: {exc}") from None
 
     def __call__(self, device: Device) -> bool:
         per_domain: dict[str, dict[str, object]] = {}

@@ -9,6 +9,7 @@ import argparse
 import os
 
 from services.common.config import env
+from services.common.usage import env_flag
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -19,15 +20,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the container runtime's NRI socket [KND_NRI_SOCKET]")
     p.add_argument("--nri-index", default=env("NRI_INDEX", "10"),
                    help="two-digit NRI plugin index (ordering among plugins) [KND_NRI_INDEX]")
-    p.add_argument("--standalone", action="store_true",
-                   default=env("STANDALONE", "") not in ("", "0", "false"),
+    p.add_argument("--standalone", action="store_true", default=env_flag("STANDALONE"),
                    help="read ResourceClaims from <state-dir>/api files [KND_STANDALONE]")
     p.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"),
                    help="kubeconfig (default: in-cluster) [KUBECONFIG]")
-    p.add_argument("--api-timeout", type=float, default=float(env("API_TIMEOUT", "10")),
+    p.add_argument("--api-timeout", type=float, default=env("API_TIMEOUT", "10"),
                    help="seconds for one API call [KND_API_TIMEOUT]")
-    p.add_argument("--plumber-timeout", type=float, default=float(env("PLUMBER_TIMEOUT", "40")),
-                   help="seconds to wait for the plumber on prepare/unprepare")
+    p.add_argument("--plumber-timeout", type=float, default=env("PLUMBER_TIMEOUT", "40"),
+                   help="seconds to wait for the plumber on prepare/unprepare "
+                        "[KND_PLUMBER_TIMEOUT]")
 
 
 async def run(args: argparse.Namespace) -> None:

@@ -17,41 +17,39 @@ the claim overrides its class (see :func:`schemas.netconfig.merge`).
 
 from __future__ import annotations
 
-from typing import Any
-
 from schemas.netconfig import ConfigError, NetworkConfig, decode_config, merge, validate
 from schemas.plumber import DeviceRequest, PodRef
+from schemas.text import one_line, q
+from services.common.api import decode
 
 MAX_RESULTS = 32
 MAX_CONFIGS = 64
 SOURCES = ("FromClass", "FromClaim")
 """``source`` values of allocation configs, in the order they are merged."""
 
-RESULTS = "status.allocation.devices.results"
-CONFIGS = "status.allocation.devices.config"
+DEVICES = "status.allocation.devices"
+RESULTS = f"{DEVICES}.results"
+CONFIGS = f"{DEVICES}.config"
+NAME_LIMIT = 160
+"""Characters of a claim's namespace/name echoed in a message (a valid one is shorter)."""
 
 
 class ClaimError(ValueError):
     """The claim cannot be prepared; the message names the claim and the field."""
 
 
-def _name(claim: dict) -> str:
-    meta = claim.get("metadata") or {}
-    return f"{meta.get('namespace', '')}/{meta.get('name', '')}"
+def _identity(claim: dict) -> tuple[str, str]:
+    """The claim's ``namespace/name`` (escaped and cut, for messages) and UID. Raises
+    :class:`~services.common.api.decode.ObjectError` when ``metadata`` is malformed."""
+    meta = decode.metadata(claim, "namespace", "name", "uid")
+    return one_line(f"{meta['namespace']}/{meta['name']}", NAME_LIMIT), meta["uid"]
 
 
-def _dict(value: Any) -> dict:
-    return value if isinstance(value, dict) else {}
-
-
-def _list(claim: dict, value: Any, path: str, limit: int) -> list:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise ClaimError(f"claim {_name(claim)}: {path}: expected a list")
+def _list(container: dict, key: str, path: str, limit: int) -> list:
+    value = decode.field(container, key, list, path) or []
     if len(value) > limit:
-        raise ClaimError(f"claim {_name(claim)}: {path}: {len(value)} entries, more than the "
-                         f"{limit} the API allows")
+        raise decode.ObjectError(f"{decode.join(path, key)}: {len(value)} entries, more than "
+                                 f"the {limit} the API allows")
     return value
 
 
@@ -67,39 +65,47 @@ def claim_requests(claim: dict, *, driver: str, uid: str) -> list[DeviceRequest]
     """This driver's allocated devices of ``claim``, each with its merged configuration.
 
     Raises :class:`ClaimError` when the claim is not the one kubelet meant (UID),
-    is not allocated, is over the API's limits, or when a configuration of this
-    driver is invalid (the message names the field path, e.g.
-    ``status.allocation.devices.config[2].opaque.parameters.interface.mtu``).
+    is not allocated, is over the API's limits, is malformed (a field of the wrong
+    type), or when a configuration of this driver is invalid (the message names the
+    field path, e.g. ``status.allocation.devices.config[2].opaque.parameters.interface.
+    mtu``); :class:`~services.common.api.decode.ObjectError` when even its ``metadata``
+    cannot be read.
     """
-    name = _name(claim)
-    meta = _dict(claim.get("metadata"))
-    if meta.get("uid") != uid:
-        raise ClaimError(f"claim {name}: UID {meta.get('uid')} differs from the UID kubelet "
-                         f"sent ({uid}): the claim was replaced")
-    allocation = _dict(claim.get("status")).get("allocation")
-    if not isinstance(allocation, dict):
+    name, claim_uid = _identity(claim)
+    if claim_uid != uid:
+        raise ClaimError(f"claim {name}: UID {one_line(claim_uid, 80)} differs from the UID "
+                         f"kubelet sent ({one_line(uid, 80)}): the claim was replaced")
+    try:
+        return _requests(claim, name, driver)
+    except decode.ObjectError as exc:
+        raise ClaimError(f"claim {name}: {exc}") from None
+
+
+def _requests(claim: dict, name: str, driver: str) -> list[DeviceRequest]:
+    status = decode.field(claim, "status", dict, "") or {}
+    allocation = decode.field(status, "allocation", dict, "status")
+    if allocation is None:
         raise ClaimError(f"claim {name}: not allocated")
-    devices = _dict(allocation.get("devices"))
-    results = _list(claim, devices.get("results"), RESULTS, MAX_RESULTS)
-    configs = _list(claim, devices.get("config"), CONFIGS, MAX_CONFIGS)
+    devices = decode.field(allocation, "devices", dict, "status.allocation") or {}
+    results = _list(devices, "results", DEVICES, MAX_RESULTS)
+    configs = _list(devices, "config", DEVICES, MAX_CONFIGS)
 
     # Decode every opaque config of this driver once, even one no result uses:
     # it was written for us, and an invalid one is a mistake to report.
     ours: list[tuple[int, list[str], NetworkConfig]] = []
     for j, entry in enumerate(configs):
         where = f"{CONFIGS}[{j}]"
-        if not isinstance(entry, dict):
-            raise ClaimError(f"claim {name}: {where}: expected an object")
-        opaque = entry.get("opaque")
-        if not isinstance(opaque, dict) or opaque.get("driver") != driver:
+        decode.expect(entry, dict, where)
+        opaque = decode.field(entry, "opaque", dict, where)
+        if opaque is None or opaque.get("driver") != driver:
             continue
         source = entry.get("source")
         if source not in SOURCES:
-            raise ClaimError(f"claim {name}: {where}.source: {source!r} is not one of "
+            raise ClaimError(f"claim {name}: {where}.source: {q(source)} is not one of "
                              f"{', '.join(SOURCES)}")
-        requests = entry.get("requests") or []
-        if not isinstance(requests, list) or not all(isinstance(r, str) for r in requests):
-            raise ClaimError(f"claim {name}: {where}.requests: expected a list of names")
+        requests = decode.field(entry, "requests", list, where) or []
+        for k, request in enumerate(requests):
+            decode.expect(request, str, f"{where}.requests[{k}]")
         if "parameters" not in opaque:
             raise ClaimError(f"claim {name}: {where}.opaque.parameters: required")
         try:
@@ -112,37 +118,40 @@ def claim_requests(claim: dict, *, driver: str, uid: str) -> list[DeviceRequest]
     out: list[DeviceRequest] = []
     for i, result in enumerate(results):
         where = f"{RESULTS}[{i}]"
-        if not isinstance(result, dict):
-            raise ClaimError(f"claim {name}: {where}: expected an object")
+        decode.expect(result, dict, where)
         if result.get("driver") != driver:
             continue
-        for field in ("request", "pool", "device"):
-            if not isinstance(result.get(field), str) or not result[field]:
-                raise ClaimError(f"claim {name}: {where}.{field}: required")
-        share_id = result.get("shareID") or ""
-        if not isinstance(share_id, str):
-            raise ClaimError(f"claim {name}: {where}.shareID: expected a string")
+        for key in ("request", "pool", "device"):
+            if not decode.field(result, key, str, where, required=True):
+                raise ClaimError(f"claim {name}: {where}.{key}: required")
+        share_id = decode.field(result, "shareID", str, where) or ""
         applied = [cfg for _, requests, cfg in ours if _applies(requests, result["request"])]
         config = None
         if applied:
             config = merge(applied)
             problems = validate(config)
             if problems:
-                raise ClaimError(f"claim {name}: {where} (request {result['request']}): the "
-                                 f"merged configuration is invalid: {'; '.join(problems)}")
+                request = one_line(result["request"], 80)
+                raise ClaimError(f"claim {name}: {where} (request {request}): the merged "
+                                 f"configuration is invalid: {'; '.join(problems)}")
         out.append(DeviceRequest(request=result["request"], pool=result["pool"],
                                  device=result["device"], share_id=share_id, config=config))
     return out
 
 
 def claim_pods(claim: dict) -> list[PodRef]:
-    """The pods ``status.reservedFor`` lists (other consumer kinds are left out)."""
-    namespace = _dict(claim.get("metadata")).get("namespace") or ""
+    """The pods ``status.reservedFor`` lists (other consumer kinds are left out). Raises
+    :class:`~services.common.api.decode.ObjectError` on a malformed list."""
+    namespace = decode.metadata(claim, "namespace")["namespace"]
+    status = decode.field(claim, "status", dict, "") or {}
     pods = []
-    for ref in _dict(claim.get("status")).get("reservedFor") or []:
-        if not isinstance(ref, dict) or ref.get("resource") != "pods" \
-                or ref.get("apiGroup") not in (None, "") or not ref.get("uid"):
+    for i, ref in enumerate(decode.field(status, "reservedFor", list, "status") or []):
+        where = f"status.reservedFor[{i}]"
+        decode.expect(ref, dict, where)
+        if ref.get("resource") != "pods" or ref.get("apiGroup") not in (None, "") \
+                or not ref.get("uid"):
             continue
-        pods.append(PodRef(uid=str(ref["uid"]), namespace=namespace,
-                           name=str(ref.get("name") or "")))
+        pods.append(PodRef(uid=decode.expect(ref["uid"], str, f"{where}.uid"),
+                           namespace=namespace,
+                           name=decode.field(ref, "name", str, where) or ""))
     return pods

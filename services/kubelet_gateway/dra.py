@@ -24,6 +24,7 @@ handlers: the ``*_pb2_grpc`` modules grpcio-tools writes import their
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -39,10 +40,12 @@ from schemas import plumber as p
 from schemas.base import Message, encode
 from schemas.events import ClaimPrepared, ClaimUnprepared
 from schemas.subjects import Subjects
+from schemas.text import one_line, q
+from services.common.api.decode import ObjectError
 from services.common.api.port import ApiError, ApiPort, NotFound
 from services.common.logs import fields
 from services.kubelet_gateway import rpc
-from services.kubelet_gateway.claims import ClaimError, claim_pods, claim_requests
+from services.kubelet_gateway.claims import NAME_LIMIT, ClaimError, claim_pods, claim_requests
 from services.kubelet_gateway.pb import dra_v1_pb2, dra_v1beta1_pb2
 from services.kubelet_gateway.plumber_client import PlumberClient, PlumberError
 
@@ -55,6 +58,11 @@ KUBELET_TIMEOUT = 45.0
 """What kubelet waits for one call; used when a call carries no deadline."""
 
 PREPARE, UNPREPARE = "NodePrepareResources", "NodeUnprepareResources"
+
+_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_NAME = re.compile(r"(?=.{1,253}$)[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
+"""A DNS label and a DNS subdomain: what the API accepts as a namespace and a claim name.
+Anything else is not looked up (a megabyte of it would be sent to the API server)."""
 
 REQUESTS = Counter("knd_gateway_dra_requests",
                    "DRA gRPC calls from kubelet, by method, API version and status "
@@ -97,8 +105,8 @@ class ClaimRef:
     name: str
     uid: str
 
-    def __str__(self) -> str:
-        return f"claim {self.namespace}/{self.name}"
+    def __str__(self) -> str:  # kubelet's strings, echoed: escaped and cut
+        return f"claim {one_line(f'{self.namespace}/{self.name}', NAME_LIMIT)}"
 
 
 @dataclass
@@ -182,7 +190,11 @@ class DraPlugin:
             error = ""
             if not ref.uid or (needs_name and not (ref.namespace and ref.name)):
                 error = (f"{ref}: kubelet sent an incomplete claim reference "
-                         f"(namespace={ref.namespace!r}, name={ref.name!r}, uid={ref.uid!r})")
+                         f"(namespace={q(ref.namespace)}, name={q(ref.name)}, uid={q(ref.uid)})")
+            elif needs_name and not (_NAMESPACE.fullmatch(ref.namespace)
+                                     and _NAME.fullmatch(ref.name)):
+                error = (f"{ref}: kubelet sent a namespace or name that is not a Kubernetes "
+                         "name; the claim cannot exist")
             else:
                 with anyio.move_on_after(max(0.0, deadline - time.monotonic())) as scope:
                     try:
@@ -195,7 +207,7 @@ class DraPlugin:
                         error = f"{ref}: {exc}"
                     except Exception as exc:  # never let one claim take the call down
                         log.exception("%s: %s failed", ref, method)
-                        error = f"{ref}: internal error: {exc!r}"
+                        error = f"{ref}: internal error: {one_line(repr(exc), 300)}"
                 if scope.cancelled_caught:
                     error = f"{ref}: no answer within the call's deadline ({budget:.1f} s)"
             results[ref.uid] = failed(error)
@@ -245,14 +257,19 @@ class DraPlugin:
         except NotFound:
             return Prepared(error=f"{ref}: not found in the API (deleted?)")
         except ApiError as exc:
-            return Prepared(error=f"{ref}: cannot read it from the API: {exc}")
-        devices = claim_requests(claim, driver=self.driver, uid=ref.uid)
+            return Prepared(error=f"{ref}: cannot read it from the API: "
+                                  f"{one_line(str(exc), 500)}")
+        try:
+            devices = claim_requests(claim, driver=self.driver, uid=ref.uid)
+            pods = claim_pods(claim)
+        except ObjectError as exc:
+            return Prepared(error=f"{ref}: the API served a malformed claim: {exc}")
         if not devices:
             log.info("%s (%s): no device of driver %s allocated; nothing to prepare",
                      ref, ref.uid, self.driver)
             return Prepared()
         req = p.Prepare(claim_uid=ref.uid, namespace=ref.namespace, name=ref.name,
-                        devices=devices, pods=claim_pods(claim))
+                        devices=devices, pods=pods)
         reply = await self.plumber.prepare(req, deadline=self._plumber_deadline(deadline))
         if reply.error:
             return Prepared(error=f"{ref}: plumber: {reply.error}")

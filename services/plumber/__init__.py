@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import logging
 import os
 
 import anyio
@@ -16,7 +17,10 @@ import anyio
 from services.common import auth, bus
 from services.common.config import Common, env
 from services.common.httpserver import Health, serving
+from services.common.privileges import PLUMBER_NEEDS, missing_capabilities
 from services.plumber.service import serve
+
+log = logging.getLogger("knd.plumber")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -34,7 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    choices=["auto", "shared", "exclusive"],
                    help="RDMA subsystem netns mode; auto asks `rdma system show` "
                         "[KND_RDMA_NETNS_MODE]")
-    p.add_argument("--sweep-interval", type=float, default=float(env("SWEEP_INTERVAL", "10")),
+    p.add_argument("--sweep-interval", type=float, default=env("SWEEP_INTERVAL", "10"),
                    help="seconds between checks for vanished pod netns (0: never) "
                         "[KND_SWEEP_INTERVAL]")
 
@@ -44,7 +48,16 @@ async def run(args: argparse.Namespace) -> None:
 
     Ready (``/readyz``) once connected to the bus and the checkpoint is reconciled."""
     common = Common.from_args(args)
-    health = Health("plumber", requires=("bus", "reconciled"))
+    health = Health("plumber", requires=("bus", "reconciled", "privileges"))
+    # It still runs without them (unprepare of nothing, status): but it cannot move an
+    # interface, and "ready" must not say it can.
+    missing = missing_capabilities(PLUMBER_NEEDS)
+    health.check("privileges", lambda: not missing,
+                 reason=f"lacks {', '.join(missing)}: cannot move interfaces into pods; run "
+                        "it as root or grant it these capabilities")
+    if missing:
+        log.error("plumber lacks %s: not ready, it cannot move interfaces into pods; run it "
+                  "as root or grant it these capabilities", ", ".join(missing))
     async with serving(args.metrics_address, health):
         nc = await bus.connect(auth.load(common.bus_creds), "plumber")
         health.check("bus", lambda: nc.is_connected)

@@ -34,6 +34,7 @@ import anyio
 
 from schemas.netconfig import NetworkConfig, RouteConfig, RuleConfig
 from schemas.plumber import Attach, AttachedInterface, AttachReply, DetachReply
+from schemas.text import q
 from services.common.logs import fields
 from services.plumber import devconf, nsfs
 from services.plumber.checkpoint import Checkpoint
@@ -50,7 +51,6 @@ from services.plumber.model import (
     ClaimPlan,
     PlannedDevice,
     RouteRec,
-    q,
 )
 from services.plumber.netops import RT_SCOPE_LINK, KernelError, LinkRec, Rtnl
 from services.plumber.rdma import Rdma

@@ -26,8 +26,8 @@ from pyroute2.ethtool.ioctl import (
     NotSupportedError,
 )
 
+from schemas.text import q
 from services.plumber import nsfs
-from services.plumber.model import q
 
 _SYSCTL_KEY = re.compile(r"ipv[46]\.[a-z0-9_]{1,64}")
 _SYSCTL_VALUE = re.compile(r"-?[0-9]{1,10}")

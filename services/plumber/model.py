@@ -8,8 +8,6 @@ Everything needed to give an interface back exactly as it was is in
 
 from __future__ import annotations
 
-import json
-
 import msgspec
 
 from schemas.inventory import Device
@@ -21,11 +19,6 @@ FOREVER = 0xFFFFFFFF
 
 RT_TABLE_MAIN = 254
 RTPROT_BOOT = 3
-
-
-def q(text: str) -> str:
-    """``text`` quoted as in the error messages: ``"eth0"``."""
-    return json.dumps(text)
 
 
 class _S(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, kw_only=True):

@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 
 import anyio
 
-from services.plumber.model import q
+from schemas.text import q
 
 CLONE_NEWNET = 0x40000000
 NS_GET_NSTYPE = 0xB703

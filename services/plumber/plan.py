@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from schemas.inventory import InventorySnapshot
 from schemas.netconfig import NetworkConfig
 from schemas.plumber import Prepare
-from services.plumber.model import ClaimPlan, PlannedDevice, q
+from schemas.text import q
+from services.plumber.model import ClaimPlan, PlannedDevice
 from services.plumber.netops import LinkRec
 
 MIN_MTU_V6 = 1280

@@ -26,6 +26,7 @@ from typing import Protocol
 
 import anyio
 
+from schemas.text import q
 from services.common.logs import fields
 from services.plumber import devconf, nsfs
 from services.plumber.checkpoint import Checkpoint
@@ -45,6 +46,20 @@ class Notify(Protocol):
     def detached(self, att: Attachment, reason: str, interface: str, gone: bool) -> None: ...
     def failed(self, att: Attachment, step: str, error: str, rolled_back: bool) -> None: ...
     def claims_changed(self, claim_uids: set[str], error: str = "") -> None: ...
+
+
+GONE_WHY = {
+    "netns-gone": "the pod's network namespace was deleted and virtual device {name} with it",
+    "device-deleted": "virtual device {name} was deleted inside the pod",
+}
+
+
+def gone_message(reason: str, why: str, name: str) -> str:
+    """What a person reads in the claim's status about a device that is no more: what
+    happened, once (the sweeper's reason is itself ``netns-gone``), and what started it
+    (``detach: ...``) when that was something else."""
+    text = GONE_WHY[why].format(name=q(name))
+    return text if reason == why else f"{reason}: {text}"
 
 
 @dataclass
@@ -208,7 +223,7 @@ class Restorer:
         if link is None:
             if snap.virtual:
                 why = "netns-gone" if not alive else "device-deleted"
-                att.phase, att.reason = GONE, f"{reason}: {why}"
+                att.phase, att.reason = GONE, gone_message(reason, why, snap.name)
                 self.store.put_attachment(att)
                 self.notify.detached(att, why, "", gone=True)
                 log.info("device %s (%s) died with pod %s's netns", att.device, snap.name,

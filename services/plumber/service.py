@@ -26,6 +26,7 @@ from schemas.base import Message, decode, encode
 from schemas.claims import ClaimStatus, ClaimStatusReply, Condition, DeviceStatus, NetworkData
 from schemas.plumber import DeviceAttached, DeviceDetached, DeviceFailed
 from schemas.subjects import Subjects
+from schemas.text import q
 from services.common import bus
 from services.common.config import Common
 from services.common.logs import fields
@@ -35,7 +36,7 @@ from services.plumber.cdi import CdiSpecs
 from services.plumber.checkpoint import Checkpoint
 from services.plumber.inventory import Inventory
 from services.plumber.locks import KeyedLocks
-from services.plumber.model import ATTACHED, GONE, PHASES, Attachment, ClaimPlan, q
+from services.plumber.model import ATTACHED, GONE, PHASES, Attachment, ClaimPlan
 from services.plumber.netops import Rtnl
 from services.plumber.plan import HostFacts, PlanError, plan_claim
 from services.plumber.rdma import CharDevice, Rdma, RdmaError, detect_mode

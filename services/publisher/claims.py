@@ -29,7 +29,8 @@ import anyio
 from prometheus_client import Counter
 
 from schemas.claims import ClaimStatus, ClaimStatusReply, Condition, DeviceStatus
-from services.common.api import ApiError, ApiPort, Conflict, NotFound
+from schemas.text import one_line
+from services.common.api import ApiError, ApiPort, Conflict, NotFound, decode
 
 log = logging.getLogger("knd.publisher.claims")
 
@@ -162,7 +163,7 @@ class ClaimStatusWriter:
 
     async def handle(self, req: ClaimStatus) -> ClaimStatusReply:
         """The endpoint: write, count and log; every failure becomes the reply's error."""
-        claim = f"{req.namespace}/{req.name}"
+        claim = one_line(f"{req.namespace}/{req.name}", 160)
         try:
             result = await self.write(req)
         except ClaimReplaced as exc:
@@ -208,13 +209,16 @@ class ClaimStatusWriter:
 
     def entries(self, req: ClaimStatus, claim: dict) -> list[dict]:
         """``claim``'s new ``status.devices``: others' entries, then ours from ``req``."""
-        status = claim.get("status") or {}
-        allocation = status.get("allocation")
-        if not isinstance(allocation, dict):
+        status = decode.field(claim, "status", dict, "") or {}
+        allocation = decode.field(status, "allocation", dict, "status")
+        if allocation is None:
             raise StatusRejected("the claim is not allocated")
-        allocated = {_key(r) for r in (allocation.get("devices") or {}).get("results") or []
-                     if isinstance(r, dict)}
-        old = [e for e in status.get("devices") or [] if isinstance(e, dict)]
+        found = decode.field(allocation, "devices", dict, "status.allocation") or {}
+        results = decode.field(found, "results", list, "status.allocation.devices") or []
+        allocated = {_key(decode.expect(r, dict, f"status.allocation.devices.results[{i}]"))
+                     for i, r in enumerate(results)}
+        old = [decode.expect(e, dict, f"status.devices[{i}]")
+               for i, e in enumerate(decode.field(status, "devices", list, "status") or [])]
         previous = {_key(e): e for e in old if e.get("driver") == self.driver}
         now = rfc3339(self.clock())
         ours = []
@@ -225,8 +229,9 @@ class ClaimStatusWriter:
                 share = f" (shareID {dev.share_id})" if dev.share_id else ""
                 raise StatusRejected(f"{where}: device {dev.pool}/{dev.device}{share} is not "
                                      "allocated to this claim")
-            before = {c.get("type"): c for c in (previous.get(key) or {}).get("conditions") or []
-                      if isinstance(c, dict)}
+            kept = decode.field(previous.get(key) or {}, "conditions", list,
+                                f"status.devices[{dev.pool}/{dev.device}]") or []
+            before = {c.get("type"): c for c in kept if isinstance(c, dict)}
             entry: dict = {"driver": dev.driver, "pool": dev.pool, "device": dev.device}
             if dev.share_id:
                 entry["shareID"] = dev.share_id
@@ -257,11 +262,14 @@ class ClaimStatusWriter:
         self._check(req)
         for attempt in range(1, self.retries + 1):
             claim = await self.api.get_claim(req.namespace, req.name)
-            uid = (claim.get("metadata") or {}).get("uid")
-            if uid != req.uid:
-                raise ClaimReplaced(f"UID {uid} differs from the UID the plumber sent "
-                                    f"({req.uid}): the claim was replaced")
-            devices = self.entries(req, claim)
+            try:
+                uid = decode.metadata(claim, "uid")["uid"]
+                if uid != req.uid:
+                    raise ClaimReplaced(f"UID {one_line(uid, 80)} differs from the UID the "
+                                        f"plumber sent ({req.uid}): the claim was replaced")
+                devices = self.entries(req, claim)
+            except decode.ObjectError as exc:
+                raise StatusRejected(f"the API served a malformed claim: {exc}") from None
             status = claim.get("status") or {}
             if devices == (status.get("devices") or []):
                 return "unchanged"

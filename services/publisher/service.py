@@ -33,6 +33,7 @@ from services.common.api import ApiError, ApiPort, open_api
 from services.common.config import Common, env
 from services.common.httpserver import Health, serving
 from services.common.snapshots import NewestSnapshot
+from services.common.usage import env_flag
 from services.publisher import metrics
 from services.publisher.claims import ClaimStatusWriter
 from services.publisher.reconcile import PoolReconciler, SliceRejected, SyncResult
@@ -233,16 +234,15 @@ async def serve(creds: auth.Credentials, common: Common, api: ApiPort, *,
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The publisher's own flags (the common ones come from services.common.config)."""
-    parser.add_argument("--standalone", action="store_true",
-                        default=env("STANDALONE", "") not in ("", "0", "false"),
+    parser.add_argument("--standalone", action="store_true", default=env_flag("STANDALONE"),
                         help="publish into JSON files under <state-dir>/api instead of a "
                              "cluster [KND_STANDALONE]")
     parser.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG") or None,
                         help="kubeconfig file (default: in-cluster) [KUBECONFIG]")
-    parser.add_argument("--api-timeout", type=float, default=float(env("API_TIMEOUT", "10")),
+    parser.add_argument("--api-timeout", type=float, default=env("API_TIMEOUT", "10"),
                         help="seconds one API call may take [KND_API_TIMEOUT]")
     parser.add_argument("--resync-interval", type=float,
-                        default=float(env("RESYNC_INTERVAL", "300")),
+                        default=env("RESYNC_INTERVAL", "300"),
                         help="seconds between full re-reads of the pool (0: never) "
                              "[KND_RESYNC_INTERVAL]")
 

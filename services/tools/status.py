@@ -303,7 +303,9 @@ def render(st: dict[str, Any]) -> str:
             where = f"unreachable ({http.get('error', '')})"
         else:
             where = http.get("url", "off").removesuffix("/readyz").removeprefix("http://")
-            failing = [k for k, ok in (http.get("checks") or {}).items() if not ok]
+            reasons = http.get("reasons") or {}
+            failing = [f"{k}: {reasons[k]}" if k in reasons else k
+                       for k, ok in (http.get("checks") or {}).items() if not ok]
             if failing:
                 where += f" (waiting: {', '.join(failing)})"
         rows.append([name, f"{svc['ping_ms']:.1f} ms" if svc["bus"] else svc.get("error", "-"),

@@ -155,16 +155,23 @@ def test_invalid_merge_names_the_result() -> None:
 
 @pytest.mark.parametrize(("mutate", "error"), [
     (lambda c: c["status"]["allocation"]["devices"]["config"][0].update(source="FromSpace"),
-     "status.allocation.devices.config[0].source: 'FromSpace' is not one of FromClass, "
+     'status.allocation.devices.config[0].source: "FromSpace" is not one of FromClass, '
      "FromClaim"),
     (lambda c: c["status"]["allocation"]["devices"]["config"][0]["opaque"].pop("parameters"),
      "status.allocation.devices.config[0].opaque.parameters: required"),
     (lambda c: c["status"]["allocation"]["devices"]["config"][0].update(requests="nic"),
-     "status.allocation.devices.config[0].requests: expected a list of names"),
+     'status.allocation.devices.config[0].requests: expected a list, got a string "nic"'),
+    (lambda c: c["status"]["allocation"]["devices"]["config"][0].update(requests=["nic", 7]),
+     "status.allocation.devices.config[0].requests[1]: expected a string, got a number"),
     (lambda c: c["status"]["allocation"]["devices"]["results"][2].pop("device"),
      "status.allocation.devices.results[2].device: required"),
     (lambda c: c["status"]["allocation"]["devices"].update(results={}),
-     "status.allocation.devices.results: expected a list"),
+     "status.allocation.devices.results: expected a list, got an object"),
+    (lambda c: c["status"]["allocation"]["devices"]["results"][0].update(pool=5),
+     "status.allocation.devices.results[0].pool: expected a string, got a number"),
+    (lambda c: c.update(status="nope"), "status: expected an object, got a string \"nope\""),
+    (lambda c: c["status"].update(allocation=[]),
+     "status.allocation: expected an object, got a list"),
     (lambda c: c["status"]["allocation"]["devices"].update(
         results=[result("nic", f"eth{i}") for i in range(33)]),
      "status.allocation.devices.results: 33 entries, more than the 32 the API allows"),

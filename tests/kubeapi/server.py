@@ -72,6 +72,7 @@ class KubeApiServer:
         self.store = Store()
         self.requests: list[tuple[str, str, int]] = []
         self._faults: list[_Fault] = []
+        self._raw: dict[str, bytes] = {}
         self._runner: web.AppRunner | None = None
         self._closing = asyncio.Event()
 
@@ -145,6 +146,11 @@ class KubeApiServer:
             raise ValueError(f"unknown verb {verb!r}")
         self._faults.append(_Fault(verb, resource, status, delay, times))
 
+    def serve_raw(self, path: str, body: bytes) -> None:
+        """Answer every GET of ``path`` with ``body`` as it is, 200, application/json: an
+        object no real API server would store (wrong types, absurdly deep or large)."""
+        self._raw[path] = body
+
     def writes(self, resource: str = "resourceslices") -> int:
         return sum(1 for verb, res, code in self.requests
                    if verb in WRITE_VERBS and _same_resource(resource, res) and code < 300)
@@ -153,6 +159,10 @@ class KubeApiServer:
 
     async def _handle(self, request: web.Request) -> web.Response:
         verb, resource = request.method.lower(), ""
+        raw = self._raw.get(request.path) if request.method == "GET" else None
+        if raw is not None:
+            self.requests.append(("get", request.path, 200))
+            return web.Response(body=raw, content_type="application/json")
         try:
             route = self._route(request.path)
             verb = _verb(request.method, route)

@@ -8,6 +8,7 @@ import pytest
 
 from schemas.netconfig import InterfaceConfig, NetworkConfig
 from services.plumber.model import GONE
+from services.plumber.reconcile import sweep_once
 from tests.plumber import netstate
 from tests.plumber.conftest import Env, netdev, uid
 
@@ -33,7 +34,8 @@ async def test_macvlan_dies_with_pod_netns(env: Env, plumber) -> None:
     rep = await env.detach(pod_uid)
     assert rep.error == "" and rep.restored == []
     [att] = plumber.store.attachments()
-    assert att.phase == GONE and "netns-gone" in att.reason
+    assert att.phase == GONE and att.reason == (
+        "detach: the pod's network namespace was deleted and virtual device \"gm0\" with it")
     # the lower device and everything else of the host are untouched; only gm0 is gone
     expected = netstate.snapshot(env.node.name)
     for part in ("links", "addresses", "sysctls"):
@@ -80,3 +82,22 @@ async def test_sweeper_notices_a_vanished_netns(env: Env) -> None:
         with anyio.fail_after(5):
             while [a.phase for a in pl.store.attachments()] != [GONE]:
                 await anyio.sleep(0.02)
+
+
+async def test_the_sweeper_says_once_what_happened(env: Env, plumber) -> None:
+    macvlan_device(env)
+    await env.inventory([netdev("dev-g", "gm0", type="macvlan")])
+    claim, pod_uid = uid(), uid("pod")
+    pod = env.pod()
+    assert (await env.prepare(claim, [("dev-g", None)], [pod_uid])).error == ""
+    assert (await env.attach(pod_uid, pod)).error == ""
+    pod.delete()
+    assert await sweep_once(plumber.attacher) == 1
+    [att] = plumber.store.attachments()
+    message = "the pod's network namespace was deleted and virtual device \"gm0\" with it"
+    assert att.phase == GONE and att.reason == message
+    plan = plumber.store.claim(claim)
+    [device] = plumber.notifier.status_of(plan).devices
+    assert device.conditions[0].reason == "DeviceGone"
+    assert device.conditions[0].message == message
+    assert (await env.unprepare(claim)).error == ""

@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 
 import anyio
 
+from services.common.api import decode
 from services.common.api.port import ApiError, Conflict, Invalid, NotFound
 
 T = TypeVar("T")
@@ -111,12 +112,9 @@ class FileApi:
         except FileNotFoundError:
             raise NotFound(f'{what} "{path.stem}" not found', reason="NotFound") from None
         try:
-            obj = json.loads(text)
-        except ValueError as e:
-            raise ApiError(f"{path}: corrupt object file: {e}", 500, "InternalError") from e
-        if not isinstance(obj, dict):
-            raise ApiError(f"{path}: corrupt object file: not an object", 500, "InternalError")
-        return obj
+            return decode.parse(text.encode(), "object", decode.MAX_OBJECT_BYTES)
+        except decode.ObjectError as e:
+            raise ApiError(f"{path}: corrupt object file: {e}", 500, "InternalError") from None
 
     def _objects(self, folder: Path) -> Iterator[dict]:
         if folder.is_dir():

@@ -24,6 +24,7 @@ from kubernetes_asyncio.client import ApiClient, Configuration, CoreV1Api, Resou
 from kubernetes_asyncio.client.exceptions import ApiException
 from kubernetes_asyncio.config import ConfigException
 
+from services.common.api import decode
 from services.common.api.port import ApiError, error_for
 
 log = logging.getLogger("knd.api")
@@ -62,17 +63,22 @@ class KubeApi:
             return self._client
 
     async def _call(self, method: Callable[..., Awaitable[Any]], *args: Any,
-                    **kwargs: Any) -> dict:
-        """Run one API method with a deadline; return its JSON body or raise a port error."""
+                    limit: int = decode.MAX_OBJECT_BYTES, **kwargs: Any) -> dict:
+        """Run one API method with a deadline; return its JSON body or raise a port error.
+
+        A body over ``limit`` bytes or nested too deep is refused by name before it is
+        parsed (see :mod:`services.common.api.decode`)."""
         what = getattr(method, "__name__", "api call")
         try:
             with anyio.fail_after(self.timeout):
                 resp = await method(*args, _preload_content=False,
                                     _request_timeout=self.timeout, **kwargs)
                 try:
-                    status, raw = resp.status, await resp.read()
+                    status, raw = resp.status, await _read(resp, limit)
                 finally:
                     resp.release()
+        except decode.ObjectError as e:
+            raise ApiError(f"{what}: the API server's answer {e}", 0) from None
         except ApiException as e:  # raised before sending (bad arguments) or by old clients
             raise error_for(e.status or 0, f"{what}: {e.reason}: {e.body or ''}".strip()) from e
         except (TimeoutError, aiohttp.ClientError, OSError) as e:
@@ -81,12 +87,9 @@ class KubeApi:
             message, reason = _failure(raw)
             raise error_for(status, f"{what}: {message}", reason)
         try:
-            body = json.loads(raw)
-        except ValueError as e:
-            raise ApiError(f"{what}: the API server sent invalid JSON: {e}", status) from e
-        if not isinstance(body, dict):
-            raise ApiError(f"{what}: the API server sent a non-object body", status)
-        return body
+            return decode.parse(raw, "body", limit)
+        except decode.ObjectError as e:
+            raise ApiError(f"{what}: the API server's answer is unusable: {e}", status) from None
 
     async def _resource(self) -> ResourceV1Api:
         return ResourceV1Api(await self._connect())
@@ -94,13 +97,16 @@ class KubeApi:
     # ---- ApiPort -------------------------------------------------------------------------
 
     async def get_node(self, name: str) -> dict:
-        return await self._call(CoreV1Api(await self._connect()).read_node, name)
+        node = await self._call(CoreV1Api(await self._connect()).read_node, name)
+        return _checked(node, "read_node", "")
 
     async def list_slices(self, driver: str, node: str) -> list[dict]:
         api = await self._resource()
-        body = await self._call(api.list_resource_slice,
+        body = await self._call(api.list_resource_slice, limit=decode.MAX_LIST_BYTES,
                                 field_selector=f"spec.nodeName={node},spec.driver={driver}")
-        items = body.get("items") or []
+        items = _checked(body, "list_resource_slice", "", "items").get("items") or []
+        for i, item in enumerate(items):
+            _checked(item, "list_resource_slice", f"items[{i}]")
         # The API server leaves apiVersion/kind out of list items; put them back so a
         # listed slice can be written back as it is.
         for item in items:
@@ -122,7 +128,8 @@ class KubeApi:
 
     async def get_claim(self, namespace: str, name: str) -> dict:
         api = await self._resource()
-        return await self._call(api.read_namespaced_resource_claim, name, namespace)
+        claim = await self._call(api.read_namespaced_resource_claim, name, namespace)
+        return _checked(claim, "read_namespaced_resource_claim", "")
 
     async def update_claim_status(self, obj: dict) -> dict:
         meta = obj["metadata"]
@@ -135,6 +142,38 @@ class KubeApi:
             if self._client is not None:
                 client, self._client = self._client, None
                 await client.close()
+
+
+def _checked(obj: Any, what: str, path: str, *lists: str) -> Any:
+    """``obj`` if it has the shape every object (or list) has: an object with a well-typed
+    ``metadata`` (name, namespace, uid, resourceVersion: strings), ``spec`` and ``status``
+    objects, ``lists`` lists; else the ApiError that names the field. The fields within
+    are for the reader to check (see kubelet_gateway.claims)."""
+    try:
+        decode.expect(obj, dict, path or "body")
+        meta = decode.field(obj, "metadata", dict, path)
+        for key in ("name", "namespace", "uid", "resourceVersion"):
+            if meta is not None:
+                decode.field(meta, key, str, decode.join(path, "metadata"))
+        for key in ("spec", "status"):
+            decode.field(obj, key, dict, path)
+        for key in lists:
+            decode.field(obj, key, list, path)
+    except decode.ObjectError as e:
+        raise ApiError(f"{what}: the API server's answer is unusable: {e}", 200) from None
+    return obj
+
+
+async def _read(resp: Any, limit: int) -> bytes:
+    """The body, read no further than ``limit`` bytes (a huge answer is refused, not held)."""
+    chunks: list[bytes] = []
+    total = 0
+    while chunk := await resp.content.read(1 << 16):
+        total += len(chunk)
+        if total > limit:
+            raise decode.ObjectError(f"is over {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _failure(raw: bytes) -> tuple[str, str]:

@@ -1,0 +1,305 @@
+"""Mistakes a person makes with ``knd``, run as the real command: each is one line on
+stderr that says what is wrong and what to do (no traceback), exit status 2 for a
+usage error and 1 for a refusal, and nothing is left behind (no state directory, no
+namespace, no half-started service)."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from services import cli
+from services.common import usage
+
+ROOT = Path(__file__).resolve().parent.parent
+BAD_FILTER = "attributes["
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KND_")}
+    env.pop("KUBECONFIG", None)
+    env.update(extra)
+    return env
+
+
+def _without_capabilities() -> None:
+    """preexec: empty the bounding set, so the command (still uid 0) execs with no
+    capabilities at all, as an unprivileged user or a container without them would."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in range(64):
+        libc.prctl(24, cap, 0, 0, 0)  # PR_CAPBSET_DROP; past the last capability: EINVAL
+
+
+def knd(*argv: str, env: dict[str, str] | None = None, unprivileged: bool = False,
+        timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "services.cli", *argv], cwd=ROOT,
+                          env=env or _clean_env(), capture_output=True, text=True,
+                          timeout=timeout,
+                          preexec_fn=_without_capabilities if unprivileged else None)
+
+
+def one_line(res: subprocess.CompletedProcess[str], status: int, *needles: str) -> str:
+    """The single stderr line of a failed command, checked for status and content."""
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == status, (res.returncode, res.stderr[-2000:])
+    assert len(lines) == 1 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+# ---- usage errors (exit 2) ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("argv", [
+    ["discovery", "--once", "--filter", BAD_FILTER],
+    ["up", "--standalone", "--filter", BAD_FILTER, "--metrics-address", "off"],
+])
+def test_a_filter_that_does_not_compile_stops_everything(argv: list[str],
+                                                         tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    res = knd(*argv, "--state-dir", str(state))
+    line = one_line(res, 2, f"knd {argv[0]}: --filter", "not a valid CEL expression", "1:12")
+    assert line.startswith(f"knd {argv[0]}: ")
+    assert not state.exists()
+
+
+def test_the_filter_from_the_environment_is_checked_too(tmp_path: Path) -> None:
+    res = knd("discovery", "--once", env=_clean_env(KND_FILTER=BAD_FILTER))
+    one_line(res, 2, "--filter", "not a valid CEL expression")
+
+
+def test_a_state_dir_that_is_a_file(tmp_path: Path) -> None:
+    file = tmp_path / "file"
+    file.write_text("mine\n")
+    res = knd("up", "--standalone", "--state-dir", str(file))
+    one_line(res, 2, "--state-dir", str(file), "not a directory")
+    assert file.read_text() == "mine\n"
+
+
+@pytest.mark.parametrize(("argv", "needles"), [
+    (["up", "--only", "discovry"], ["invalid choice: 'discovry'", "discovery", "publisher",
+                                    "plumber", "kubelet-gateway"]),
+    (["up", "--metrics-address", "notaport"], ["--metrics-address", "notaport", "host:port"]),
+    (["up", "--standalon"], ["knd up: unrecognized arguments: --standalon"]),
+    (["discovery", "--resync"], ["knd discovery: unrecognized arguments: --resync"]),
+])
+def test_flags_that_cannot_be_right(argv: list[str], needles: list[str], tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    one_line(knd(*argv, "--state-dir", str(state)), 2, *needles)
+    assert not state.exists()
+
+
+def test_an_unknown_flag_is_reported_by_its_own_command() -> None:
+    line = one_line(knd("topology", "--jsn"), 2,
+                    "knd topology: unrecognized arguments: --jsn", "knd topology --help")
+    assert "usage: knd [-h]" not in line and "{" not in line
+
+
+@pytest.mark.parametrize(("env", "needle"), [
+    ({"KND_STANDALONE": "maybe"}, 'KND_STANDALONE="maybe"'),
+    ({"KND_METRICS_ADDRESS": "nowhere:port"}, "--metrics-address"),
+    ({"KND_LOG_LEVEL": "loud"}, "--log-level"),
+    ({"KND_BUS_PORT": "many"}, "--bus-port"),
+])
+def test_bad_environment_values_are_usage_errors(env: dict[str, str], needle: str,
+                                                 tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    one_line(knd("up", "--state-dir", str(state), env=_clean_env(**env)), 2, needle)
+    assert not state.exists()
+
+
+def test_hostile_input_is_echoed_quoted_and_cut(tmp_path: Path) -> None:
+    expression = "x +\n" + "y" * 100_000 + " )"  # one argument may be at most 128 KiB
+    line = one_line(knd("discovery", "--once", "--filter", expression), 2, '"x +\\nyyy')
+    assert len(line) < 1000, len(line)
+    line = one_line(knd("up", "--only", "z" * 100_000, "--state-dir", str(tmp_path / "s")), 2)
+    assert len(line) < 1200, len(line)
+
+
+# ---- refusals (exit 1) ----------------------------------------------------------------------
+
+
+def test_a_service_without_bus_credentials(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    res = knd("discovery", "--state-dir", str(empty))
+    one_line(res, 1, str(empty / "bus" / "creds.json"), "knd up", "knd bus-config")
+    assert list(empty.iterdir()) == []
+
+
+def test_demo_without_privileges() -> None:
+    before = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    res = knd("demo", unprivileged=True)
+    one_line(res, 1, "knd demo: needs root", "CAP_NET_ADMIN", "sudo knd demo")
+    assert subprocess.run(["ip", "netns", "list"], capture_output=True,
+                          text=True).stdout == before
+
+
+def test_the_checkout_launcher_for_a_user_who_cannot_build_it(request) -> None:
+    """``./knd`` from root's checkout, run by nobody: one line, and no .venv attempted."""
+    # not under tmp_path: pytest's base folder is root's alone
+    copy = Path(tempfile.mkdtemp(prefix="knd-checkout-"))
+    request.addfinalizer(lambda: shutil.rmtree(copy, ignore_errors=True))
+    copy.chmod(0o755)
+    (copy / "scripts").mkdir(parents=True)
+    for name in ("knd", "pyproject.toml", "setup.py"):
+        shutil.copy2(ROOT / name, copy / name)
+    for name in ("bootstrap.sh", "test-tools.txt"):
+        shutil.copy2(ROOT / "scripts" / name, copy / "scripts" / name)
+    shutil.copytree(ROOT / "protos", copy / "protos")
+    for path in copy.rglob("*"):
+        path.chmod(path.stat().st_mode | 0o055)
+
+    def as_nobody() -> None:
+        os.setgid(65534)
+        os.setuid(65534)
+
+    res = subprocess.run([str(copy / "knd"), "status"], capture_output=True, text=True,
+                         env={"PATH": "/usr/bin:/bin", "HOME": str(copy)},
+                         preexec_fn=as_nobody, timeout=60)
+    one_line(res, 1, ".venv is missing or out of date", "cannot write", "as root")
+    assert not (copy / ".venv").exists()
+
+
+# ---- knd up without privileges: running, but honestly not ready -------------------------------
+
+
+def _free_port_block(n: int = 4) -> int:
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            base = s.getsockname()[1]
+        if base + n >= 65535:
+            continue
+        try:
+            holders = []
+            for port in range(base, base + n):
+                t = socket.socket()
+                holders.append(t)
+                t.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for t in holders:
+                t.close()
+    raise RuntimeError("no block of free ports")
+
+
+def test_up_without_privileges_is_not_ready_and_says_why(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    base = _free_port_block()
+    address = f"127.0.0.1:{base}"
+    # KND_STANDALONE=1 must be honoured as --standalone is (the up line says "standalone")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "up", "--only", "plumber", "--state-dir",
+         str(state), "--metrics-address", address],
+        cwd=ROOT, env=_clean_env(KND_STANDALONE="1"), stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True, preexec_fn=_without_capabilities)
+    try:
+        first = proc.stderr.readline() if proc.stderr else ""
+        assert "knd up: node" in first and "(standalone)" in first, first
+        body = _wait_ready_body(f"http://127.0.0.1:{base + 2}/readyz")
+        assert body["ready"] is False and body["checks"]["privileges"] is False
+        assert body["checks"]["bus"] is True and body["checks"]["reconciled"] is True
+        reason = body["reasons"]["privileges"]
+        assert "CAP_NET_ADMIN" in reason and "CAP_SYS_ADMIN" in reason
+        status = knd("status", "--state-dir", str(state), "--metrics-address", address)
+        row = next(ln for ln in status.stdout.splitlines() if ln.strip().startswith("plumber"))
+        assert " NO " in row and "privileges: lacks CAP_NET_ADMIN" in row, status.stdout
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
+
+
+def _wait_ready_body(url: str, seconds: float = 20) -> dict:
+    """/readyz once the plumber has connected and reconciled (whatever else it says)."""
+    deadline = time.monotonic() + seconds
+    body: dict = {}
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                body = json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            body = json.loads(exc.read())
+        except OSError:
+            body = {}
+        if body.get("checks", {}).get("reconciled"):
+            return body
+        time.sleep(0.1)
+    raise AssertionError(f"plumber never reconciled: {body}")
+
+
+# ---- the parsers themselves -----------------------------------------------------------------
+
+
+class _RecordingEnviron(dict):
+    """os.environ that remembers which names were asked for."""
+
+    def __init__(self, base: dict[str, str]) -> None:
+        super().__init__(base)
+        self.asked: list[str] = []
+
+    def get(self, key, default=None):  # type: ignore[no-untyped-def, override]
+        self.asked.append(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key):  # type: ignore[no-untyped-def]
+        self.asked.append(key)
+        return super().__getitem__(key)
+
+    def __contains__(self, key) -> bool:  # type: ignore[no-untyped-def]
+        self.asked.append(key)
+        return super().__contains__(key)
+
+
+def test_every_flag_has_help_naming_its_environment_variable(monkeypatch) -> None:
+    """Walk every command's parser: each flag has help; a flag whose default comes from an
+    environment variable names it in its help, and a help names no variable it ignores."""
+    cli.build_parser()  # import every module first: import-time reads are not flags'
+    env = _RecordingEnviron({})
+    original = usage.Parser.add_argument
+
+    def add_argument(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        action = original(self, *args, **kwargs)
+        action.env_names = [n for n in env.asked if n.startswith("KND_") or n == "KUBECONFIG"]
+        env.asked.clear()
+        return action
+
+    monkeypatch.setattr(os, "environ", env)
+    monkeypatch.setattr(usage.Parser, "add_argument", add_argument)
+    parser = cli.build_parser()
+    problems = []
+    for name, sub in parser.commands.items():
+        assert sub.allow_abbrev is False, name
+        for action in sub._actions:
+            if action.dest == "help":
+                continue
+            flag = f"knd {name} {action.option_strings[0]}"
+            text = action.help or ""
+            if not text.strip():
+                problems.append(f"{flag}: no help")
+            for var in action.env_names:
+                if var not in text:
+                    problems.append(f"{flag}: reads {var} but its help does not say so")
+            for word in text.replace("[", " ").replace("]", " ").replace(",", " ").split():
+                if word.startswith("KND_") and word.rstrip(")") not in action.env_names:
+                    problems.append(f"{flag}: help names {word}, which it does not read")
+    assert parser.allow_abbrev is False
+    assert problems == []
+    only = next(a for a in parser.commands["up"]._actions if a.dest == "only")
+    assert all(service in only.help for service in cli.SERVICES)
