@@ -22,6 +22,7 @@ from services.common.natsd import free_port
 from services.supervisor import child_env
 from tests.conftest import NODE
 from tests.helpers.netns import NetNS
+from tests.helpers.plumber import StatusOnlyPlumber
 from tests.observability.conftest import get, poll
 
 pytestmark = pytest.mark.anyio
@@ -150,8 +151,17 @@ async def test_discovery_is_ready_with_its_first_snapshot(bus, bus_state: Path,
         "--bus-creds", str(bus_state / "bus" / "creds.json"), "--netns", node_ns.name,
         "--sysfs-root", str(tmp_path / "sys"), "--filter", "true",
         "--metrics-address", f"127.0.0.1:{port}"])
+    plumber = StatusOnlyPlumber(NODE)
+    plumber.answering = False
+    await plumber.start(bus)
     async with anyio.create_task_group() as tg:
         tg.start_soon(discovery.run, args)
+        with anyio.fail_after(10):  # not ready while the plumber has not said which
+            while plumber.asked < 2:  # devices are in pods: nothing published yet
+                await anyio.sleep(0.02)
+        code, body = readyz(base)
+        assert code == 503 and body["checks"] == {"bus": True, "inventory": False}
+        plumber.answering = True
         with anyio.fail_after(10):
             while readyz(base)[0] != 200:
                 await anyio.sleep(0.02)
@@ -163,3 +173,4 @@ async def test_discovery_is_ready_with_its_first_snapshot(bus, bus_state: Path,
         assert "knd_discovery_devices 2.0" in text
         assert "knd_discovery_rescans_total" in text and "knd_publisher_" not in text
         tg.cancel_scope.cancel()
+    await plumber.close()
