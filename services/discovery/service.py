@@ -167,8 +167,7 @@ class Discovery:
         finally:
             events.close()
             self.scanner.close()
-            with anyio.CancelScope(shield=True):
-                await service.stop()
+            await bus.stop_service(self.nc, service)
 
     async def _get(self, _: InventoryGet) -> InventorySnapshot:
         if self.snapshot is None:

@@ -13,7 +13,7 @@ import os
 
 import anyio
 
-from services.common import auth, bus
+from services.common import agentlock, auth, bus
 from services.common.config import Common, env
 from services.common.httpserver import Health, serving
 from services.plumber.service import serve
@@ -44,6 +44,8 @@ async def run(args: argparse.Namespace) -> None:
 
     Ready (``/readyz``) once connected to the bus and the checkpoint is reconciled."""
     common = Common.from_args(args)
+    # the checkpoint is this state dir's; a second plumber on it would undo our work
+    agentlock.acquire(agentlock.state_lock(common.state_dir), "knd plumber")
     health = Health("plumber", requires=("bus", "reconciled"))
     async with serving(args.metrics_address, health):
         nc = await bus.connect(auth.load(common.bus_creds), "plumber")
