@@ -15,12 +15,14 @@ so a second agent on the same node refuses to start.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -84,8 +86,9 @@ def child_env(args: argparse.Namespace, creds_path: Path,
     return env
 
 
-def ended(code: int | None, words: str) -> str:
-    """How a child ended, for the log: its status or signal, and its last words."""
+def ended(code: int | None, words: str | None) -> str:
+    """How a child ended, for the log: its status or signal, and its last words
+    (None: a child that has no way to say any, the nats-server)."""
     if code is None:
         how = "ended"
     elif code < 0:
@@ -95,6 +98,8 @@ def ended(code: int | None, words: str) -> str:
             how = f"was killed by signal {-code}"
     else:
         how = f"exited with status {code}"
+    if words is None:
+        return how
     return f"{how} ({words})" if words else f"{how}, saying nothing"
 
 
@@ -167,7 +172,7 @@ class Child:
             finally:
                 with anyio.CancelScope(shield=True):
                     code = await self.stop()
-                words = _read_words(words_r) if words_r is not None else ""
+                words = _read_words(words_r) if words_r is not None else None
                 if stopping:  # knd up is stopping: an end, not a failure
                     log.info("%s %s", self.name, ended(code, words))
             if time.monotonic() - began > STABLE_AFTER:
@@ -191,28 +196,35 @@ class Child:
         return await proc.wait()
 
 
-def _lock(state_dir: Path, kubelet_root: Path, driver: str) -> tuple[int, int]:
+@contextlib.contextmanager
+def _locked(state_dir: Path, kubelet_root: Path, driver: str) -> Iterator[tuple[int, int]]:
     """Both agent locks, or Refused with nothing left behind (no new state dir).
     Always taken in this order, so of two agents started at once exactly one
     gets both."""
     made = not state_dir.exists()
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     state = agentlock.state_lock(state_dir)
+    got = False
     try:
-        return (agentlock.acquire(state, "knd up"),
-                agentlock.acquire(agentlock.kubelet_lock(kubelet_root, driver), "knd up"))
-    except BaseException:
-        if made:
+        with agentlock.held(state, "knd up") as ours, agentlock.held(
+                agentlock.kubelet_lock(kubelet_root, driver), "knd up") as kubelets:
+            got = True
+            yield ours, kubelets
+    finally:
+        if made and not got:
             state.unlink(missing_ok=True)
             state_dir.rmdir()
-        raise
 
 
 async def run(args: argparse.Namespace) -> None:
+    state_dir = Path(args.state_dir)
+    with _locked(state_dir, Path(args.kubelet_root), args.driver_name) as locks:
+        await _run(args, state_dir, locks)
+
+
+async def _run(args: argparse.Namespace, state_dir: Path, locks: tuple[int, int]) -> None:
     from services.cli import available_services
 
-    state_dir = Path(args.state_dir)
-    locks = _lock(state_dir, Path(args.kubelet_root), args.driver_name)
     creds, nats_argv = natsd.prepare(state_dir, args.node, args.bus_port)
     creds_path = state_dir / "bus" / "creds.json"
     env = child_env(args, creds_path)

@@ -17,9 +17,11 @@ holds it already, and the lock lives on until the last of them is gone, so a new
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from services.common.runner import Refused
@@ -69,8 +71,9 @@ def _holder(fd: int) -> str:
 
 
 def acquire(path: Path, holder: str) -> int:
-    """Hold the lock at ``path`` for the life of this process (its fd is returned;
-    keep it) or raise Refused naming the holder. ``holder`` says who we are."""
+    """Hold the lock at ``path`` while the returned fd is open (and in any child
+    it is passed to), or raise Refused naming the holder. ``holder`` says who we
+    are."""
     fd = _inherited(path)
     if fd is not None:
         # the same open file as knd up's: flock on it succeeds, we already hold it
@@ -89,3 +92,13 @@ def acquire(path: Path, holder: str) -> int:
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()} {holder}\n".encode(), 0)
     return fd
+
+
+@contextlib.contextmanager
+def held(path: Path, holder: str) -> Iterator[int]:
+    """:func:`acquire` for the length of a ``with`` block."""
+    fd = acquire(path, holder)
+    try:
+        yield fd
+    finally:
+        os.close(fd)

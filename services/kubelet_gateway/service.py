@@ -55,14 +55,18 @@ async def inventory_feed(nc: Client, node: str) -> AsyncIterator[InventorySnapsh
 
 
 async def run_gateway(args: argparse.Namespace) -> None:
+    common = Common.from_args(args)
+    # the sockets are ours to replace or remove only while we hold this
+    with agentlock.held(agentlock.kubelet_lock(args.kubelet_root, common.driver_name),
+                        "knd kubelet-gateway"):
+        await _run(args, common)
+
+
+async def _run(args: argparse.Namespace, common: Common) -> None:
     from services.kubelet_gateway.dra import ClaimEvents
     from services.kubelet_gateway.grpc_server import serve_grpc
     from services.kubelet_gateway.nri.plugin import PlumberPodHandler, run_nri
 
-    common = Common.from_args(args)
-    # the sockets are ours to replace or remove only while we hold this
-    agentlock.acquire(agentlock.kubelet_lock(args.kubelet_root, common.driver_name),
-                      "knd kubelet-gateway")
     health = Health(SERVICE, requires=("bus", "dra_socket"))
     async with serving(args.metrics_address, health):
         nc = await bus.connect(auth.load(common.bus_creds), "gateway")

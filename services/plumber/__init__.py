@@ -45,7 +45,11 @@ async def run(args: argparse.Namespace) -> None:
     Ready (``/readyz``) once connected to the bus and the checkpoint is reconciled."""
     common = Common.from_args(args)
     # the checkpoint is this state dir's; a second plumber on it would undo our work
-    agentlock.acquire(agentlock.state_lock(common.state_dir), "knd plumber")
+    with agentlock.held(agentlock.state_lock(common.state_dir), "knd plumber"):
+        await _run(args, common)
+
+
+async def _run(args: argparse.Namespace, common: Common) -> None:
     health = Health("plumber", requires=("bus", "reconciled"))
     async with serving(args.metrics_address, health):
         nc = await bus.connect(auth.load(common.bus_creds), "plumber")

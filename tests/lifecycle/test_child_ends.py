@@ -22,6 +22,7 @@ FAKE = [sys.executable, "-m", "tests.lifecycle.fake_service"]
 def test_how_a_child_ended_reads() -> None:
     assert ended(1, "failed: OSError: no") == "exited with status 1 (failed: OSError: no)"
     assert ended(-signal.SIGKILL, "") == "was killed by SIGKILL, saying nothing"
+    assert ended(0, None) == "exited with status 0"  # the nats-server says nothing ever
 
 
 async def test_a_child_that_returns_unasked_is_logged_with_its_reason(
