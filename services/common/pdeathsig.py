@@ -22,6 +22,7 @@ import signal
 import sys
 
 PR_SET_PDEATHSIG = 1
+PARENT_ENV = "KND_PARENT_PID"
 
 
 def main() -> None:
@@ -32,6 +33,8 @@ def main() -> None:
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     if os.getppid() != parent:  # the parent died before prctl took effect
         sys.exit(1)
+    # the promise, for the command's own watchdog (services.common.runner)
+    os.environ[PARENT_ENV] = str(parent)
     os.execvp(argv[0], argv)
 
 

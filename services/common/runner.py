@@ -8,8 +8,9 @@ the supervisor's "exited with" line says why.
 
 Stopping is bounded: a service still stopping ``deadline`` seconds after the
 signal is ended by a watchdog thread, which works even when the event loop is
-stuck. When the parent died (``knd up`` killed: the launcher's parent-death
-SIGTERM, or the parent seen gone) the bound is ``ORPHAN_DEADLINE``, so no service
+stuck. When a service started to die with its parent (``KND_PARENT_PID``, set by
+services.common.pdeathsig under ``knd up``) sees that parent gone, the bound is
+``ORPHAN_DEADLINE`` from then, signal or not, so no service
 of a dead agent is still there when the next one starts.
 """
 
@@ -27,6 +28,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn
 
 import anyio
+
+from services.common.pdeathsig import PARENT_ENV
 
 log = logging.getLogger("knd.runner")
 
@@ -49,7 +52,9 @@ class Stopping:
     def __init__(self, name: str, deadline: float | None) -> None:
         self.name = name
         self.deadline = deadline
-        self.parent = os.getppid()
+        promised = os.environ.get(PARENT_ENV, "")
+        self.parent = int(promised) if promised.isdigit() else None
+        """The pid we die with (None: no such promise, e.g. a container's pid 1)."""
         self.signal: str | None = None
         self._since: float | None = None
         self._orphaned = False
@@ -83,13 +88,15 @@ class Stopping:
             self._changed.set()
 
     def orphaned(self) -> bool:
-        """Whether the process that started us is gone (we were reparented)."""
-        return os.getppid() != self.parent
+        """Whether the parent we die with is gone (we were reparented)."""
+        return self.parent is not None and os.getppid() != self.parent
 
     def watch(self) -> None:
         """The watchdog thread: exits the process when stopping overruns its bound."""
         while True:
-            self._changed.wait(PARENT_POLL)
+            # nothing to look at until stopping begins, unless a parent is promised
+            polled = self.parent is not None or self._since is not None
+            self._changed.wait(PARENT_POLL if polled else None)
             self._changed.clear()
             if not self._orphaned and self.orphaned():
                 self._orphaned = True

@@ -3,7 +3,7 @@
 return: main returns on its own; crash: main raises; serve: runs until signalled,
 printing "ready" (and writing it to $FAKE_READY) once its handlers are in;
 fork-signal: a forked child signals itself (the child shares our signal wakeup
-fd), then main goes on serving."""
+fd), then main goes on serving; stuck: serves, and its cleanup never ends."""
 
 from __future__ import annotations
 
@@ -31,7 +31,12 @@ async def main(mode: str) -> None:
     print("ready", flush=True)
     if ready := os.environ.get("FAKE_READY"):
         await anyio.Path(ready).write_text("ready")
-    await anyio.sleep_forever()
+    try:
+        await anyio.sleep_forever()
+    finally:
+        if mode == "stuck":
+            with anyio.CancelScope(shield=True):
+                await anyio.sleep_forever()
 
 
 if __name__ == "__main__":

@@ -5,9 +5,11 @@ its reason and handed to the supervisor as last words."""
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -67,3 +69,37 @@ def test_a_forked_childs_signal_is_not_ours():
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert last_words(r) == "stopped on SIGTERM"
+
+
+def test_a_stop_that_never_ends_is_ended_after_the_parent_died(tmp_path) -> None:
+    """Under knd up (the parent-death launcher), a service whose cleanup hangs is
+    gone within 2 s of its parent's death: the watchdog does not need the loop."""
+    r, w = os.pipe()
+    ready = tmp_path / "ready"
+    parent = subprocess.Popen(
+        [sys.executable, "-c",
+         "import os, subprocess, sys, time; subprocess.Popen(["
+         "sys.executable, '-m', 'services.common.pdeathsig', str(os.getpid()), "
+         f"*{FAKE!r}, 'stuck'], close_fds=False); time.sleep(60)"],
+        env={**os.environ, LAST_WORDS_ENV: str(w), "FAKE_READY": str(ready)},
+        pass_fds=(w,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.close(w)
+    try:
+        deadline = time.monotonic() + 30
+        while not ready.exists():
+            assert time.monotonic() < deadline, "the fake service never got ready"
+            time.sleep(0.05)
+    finally:
+        parent.kill()
+        parent.wait()
+    died = time.monotonic()
+    words = b""
+    # EOF: the service, the last holder of the pipe, is gone (waited for 10 s at most)
+    while select.select([r], [], [], max(0.0, died + 10 - time.monotonic()))[0]:
+        if not (chunk := os.read(r, 4096)):
+            break
+        words += chunk
+    os.close(r)
+    took = time.monotonic() - died
+    assert took < 2.0, f"the service outlived its parent by {took:.1f}s"
+    assert "still stopping 1.2s after its parent died" in words.decode(), words
