@@ -64,9 +64,9 @@ def test_a_second_agent_on_a_node_changes_nothing(node_ns: NetNS, short_dir: Pat
         wait_for(lambda: (first.kubelet_root / "plugins" / "knd.dev" / "dra.sock").is_socket(),
                  timeout=30, what="the first agent's DRA socket")
         other = short_dir / "other"
-        second = subprocess.run(
-            [*Agent(node_ns, other).argv[:-2], "--kubelet-root", str(first.kubelet_root)],
-            capture_output=True, text=True, timeout=60)
+        # the last --kubelet-root given wins: the first agent's
+        argv = Agent(node_ns, other, extra=("--kubelet-root", str(first.kubelet_root))).argv
+        second = subprocess.run(argv, capture_output=True, text=True, timeout=60)
         assert second.returncode != 0
         assert f"pid {first.proc.pid}, knd up" in second.stderr, second.stderr
         assert len(second.stderr.strip().splitlines()) == 1, second.stderr
