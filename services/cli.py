@@ -109,15 +109,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "up":
         from services import supervisor
 
-        runner.run(lambda: supervisor.run(args))
-        return
+        runner.run(lambda: supervisor.run(args), "knd up", deadline=None)
     mod = load_service(args.command)
     assert mod is not None
-    try:
-        runner.run(lambda: mod.run(args))
-    except KeyboardInterrupt:
-        pass
-    sys.exit(0)
+    once = getattr(mod, "once", None)
+    if once is not None and getattr(args, "once", False):
+        sys.exit(once(args))  # a one-shot report, not a service: done is done
+    runner.run(lambda: mod.run(args), args.command)
 
 
 if __name__ == "__main__":

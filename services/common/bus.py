@@ -248,12 +248,35 @@ async def flush(nc: Client) -> None:
         await nc.flush(timeout=FLUSH_SECONDS)
 
 
-async def close(nc: Client) -> None:
-    """Drain and close even while the caller is being cancelled (shutdown path)."""
+STOP_SECONDS = 0.5
+"""The most each shutdown step on the bus may take. A service stops within about
+a second of its signal, whatever the bus does: when ``knd up`` dies, the bus dies
+(or hangs) with it, and a stop waiting on it kept services alive for 10 s."""
+
+
+async def stop_service(nc: Client, svc: Service | None) -> None:
+    """Stop serving (shutdown path, even while cancelled). nats-py drains each of a
+    micro service's subscriptions with a flush of its own, 10 s each when the bus
+    does not answer; a bus that is gone has nothing to drain, a hung one gets
+    ``STOP_SECONDS`` in all."""
     import anyio
 
-    with anyio.CancelScope(shield=True), anyio.move_on_after(2):
+    if svc is None or not nc.is_connected:
+        return
+    with anyio.CancelScope(shield=True), anyio.move_on_after(STOP_SECONDS):
+        try:
+            await svc.stop()
+        except Exception as exc:  # the bus went away meanwhile
+            log.debug("stopping the bus service: %r", exc)
+
+
+async def close(nc: Client) -> None:
+    """Flush and close even while the caller is being cancelled (shutdown path),
+    within ``STOP_SECONDS``."""
+    import anyio
+
+    with anyio.CancelScope(shield=True), anyio.move_on_after(STOP_SECONDS):
         try:
             await nc.close()
         except Exception as exc:  # the bus may already be gone; nothing left to flush
-            log.debug("bus close: %s", exc)
+            log.debug("bus close: %r", exc)

@@ -26,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "needs no bus")
 
 
-def print_once(args: argparse.Namespace) -> None:
+def once(args: argparse.Namespace) -> int:
     """``knd discovery --once``: what discovery sees, for a person or a bug report."""
     import msgspec
 
@@ -45,13 +45,11 @@ def print_once(args: argparse.Namespace) -> None:
     doc = {"node": args.node, "driver": args.driver_name, "uplinks": uplinks,
            "devices": devices}
     print(msgspec.json.format(msgspec.json.encode(doc), indent=2).decode())
+    return 0
 
 
 async def run(args: argparse.Namespace) -> None:
     """``knd discovery``: ready (``/readyz``) once on the bus with a first snapshot."""
-    if args.once:
-        print_once(args)
-        return
     from services.common import auth, bus
     from services.common.config import Common
     from services.common.httpserver import Health, serving

@@ -4,8 +4,9 @@ pyroute2 decodes every attribute of every message (statistics, per-family
 configuration...), about 250 us a link: a 1000-interface node would cost a
 quarter of a second per rescan. Discovery needs nine attributes, so it asks
 the kernel to skip statistics and decodes only those, about 100x faster.
-pyroute2 still provides the socket inside a named network namespace, and the
-plumber uses pyroute2 for everything that changes the kernel.
+The plumber uses pyroute2 for everything that changes the kernel; a socket inside a
+named network namespace is made on a thread (services.common.netns), never by
+pyroute2's fork.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from services.common.netns import socket_in
 from services.discovery.model import LinkInfo
 
 NETLINK_ROUTE = 0
@@ -66,9 +68,7 @@ class Route:
 def open_socket(netns: str | None = None, groups: int = 0) -> socket.socket:
     """A NETLINK_ROUTE socket, inside the named netns when one is given."""
     if netns:
-        from pyroute2.netns import create_socket
-
-        sock = create_socket(netns, socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
+        sock = socket_in(netns, socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
     else:
         sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
     try:

@@ -179,8 +179,7 @@ class Discovery:
         finally:
             events.close()
             self.scanner.close()
-            with anyio.CancelScope(shield=True):
-                await service.stop()
+            await bus.stop_service(self.nc, service)
 
     async def _after_reconnects(self) -> None:
         """Claim events sent while we were off the bus are lost: ask the plumber again."""

@@ -6,7 +6,9 @@
 
 The DRA socket listens before the registration socket appears, so kubelet never
 registers an endpoint that does not answer yet. Stale socket files (a previous
-run that was killed) are removed before listening; both sockets are removed on
+run that was killed) are removed before listening: the gateway holds the kubelet
+root's agent lock (services.common.agentlock) before it gets here, so a socket
+file found here is a dead run's, never a live agent's; both sockets are removed on
 the way out, cancellation included, the registration socket first so kubelet
 deregisters the plugin before its endpoint goes away.
 

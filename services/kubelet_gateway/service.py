@@ -17,7 +17,7 @@ from nats.aio.client import Client
 from schemas.base import encode
 from schemas.inventory import InventoryGet, InventorySnapshot
 from schemas.subjects import Subjects
-from services.common import auth, bus
+from services.common import agentlock, auth, bus
 from services.common.api import open_api
 from services.common.config import Common
 from services.common.httpserver import Health, serving
@@ -77,11 +77,18 @@ class InventoryFeed:
 
 
 async def run_gateway(args: argparse.Namespace) -> None:
+    common = Common.from_args(args)
+    # the sockets are ours to replace or remove only while we hold this
+    with agentlock.held(agentlock.kubelet_lock(args.kubelet_root, common.driver_name),
+                        "knd kubelet-gateway"):
+        await _run(args, common)
+
+
+async def _run(args: argparse.Namespace, common: Common) -> None:
     from services.kubelet_gateway.dra import ClaimEvents
     from services.kubelet_gateway.grpc_server import serve_grpc
     from services.kubelet_gateway.nri.plugin import PlumberPodHandler, run_nri
 
-    common = Common.from_args(args)
     health = Health(SERVICE, requires=("bus", "dra_socket"))
     async with serving(args.metrics_address, health):
         nc = await bus.connect(auth.load(common.bus_creds), "gateway")
@@ -107,11 +114,7 @@ async def run_gateway(args: argparse.Namespace) -> None:
                     handler=PlumberPodHandler(plumber), task_status=task_status))
                 health.info("nri_connected", lambda: nri.connected)
         finally:
+            await bus.stop_service(nc, svc)
             with anyio.CancelScope(shield=True):
-                if svc is not None:
-                    try:
-                        await svc.stop()
-                    except Exception as exc:  # the bus may already be gone
-                        log.debug("stopping the service: %r", exc)
                 await api.aclose()
             await bus.close(nc)

@@ -14,7 +14,7 @@ import os
 
 import anyio
 
-from services.common import auth, bus
+from services.common import agentlock, auth, bus
 from services.common.config import Common, env
 from services.common.httpserver import Health, serving
 from services.common.privileges import PLUMBER_NEEDS, missing_capabilities
@@ -48,6 +48,12 @@ async def run(args: argparse.Namespace) -> None:
 
     Ready (``/readyz``) once connected to the bus and the checkpoint is reconciled."""
     common = Common.from_args(args)
+    # the checkpoint is this state dir's; a second plumber on it would undo our work
+    with agentlock.held(agentlock.state_lock(common.state_dir), "knd plumber"):
+        await _run(args, common)
+
+
+async def _run(args: argparse.Namespace, common: Common) -> None:
     health = Health("plumber", requires=("bus", "reconciled", "privileges"))
     # It still runs without them (unprepare of nothing, status): but it cannot move an
     # interface, and "ready" must not say it can.

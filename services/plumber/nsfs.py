@@ -10,21 +10,20 @@ Code that must run inside another netns (creating a netlink socket there,
 writing ``/proc/sys/net/...`` sysctls, ethtool ioctls) runs on a fresh thread
 that ``setns()``s and then ends: netns membership is per thread, so the event
 loop and the worker pool never change namespace and nothing has to be put
-back. This avoids both ``ip netns exec`` and pyroute2's fork-per-socket path
-(a few ms each). The plumber never keeps a pod netns fd open after a call:
-holding one would keep a dead pod's netns alive and stop the kernel from
-handing physical devices back to the host.
+back (services.common.netns). This avoids both ``ip netns exec`` and pyroute2's
+fork-per-socket path (a few ms each, and a stray signal: see that module). The
+plumber never keeps a pod netns fd open after a call: holding one would keep a
+dead pod's netns alive and stop the kernel from handing physical devices back to
+the host.
 """
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import fcntl
 import os
 import socket
 import stat
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -32,16 +31,12 @@ from typing import Any, TypeVar
 import anyio
 
 from schemas.text import q
+from services.common.netns import CLONE_NEWNET, path_of, run_in_netns
 
-CLONE_NEWNET = 0x40000000
 NS_GET_NSTYPE = 0xB703
 NETLINK_ROUTE = 0
-NETNS_RUN_DIR = "/var/run/netns"
 
 T = TypeVar("T")
-
-_libc = ctypes.CDLL(None, use_errno=True)
-
 
 class NetnsError(Exception):
     """A path that is not a usable network namespace; the text says why."""
@@ -110,34 +105,7 @@ def open_netns(path: str) -> int:
 
 def host_netns_path(name: str | None) -> str:
     """The node's netns: our own, or a named one (``--netns``, for tests and demos)."""
-    if not name:
-        return "/proc/self/ns/net"
-    return name if "/" in name else f"{NETNS_RUN_DIR}/{name}"
-
-
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        code = ctypes.get_errno()
-        raise OSError(code, f"setns: {os.strerror(code)}")
-
-
-def run_in_netns(fd: int, fn: Callable[..., T], *args: Any) -> T:
-    """Run ``fn(*args)`` on a new thread that has entered the netns ``fd`` (blocking)."""
-    box: dict[str, Any] = {}
-
-    def body() -> None:
-        try:
-            _setns(fd)
-            box["value"] = fn(*args)
-        except BaseException as exc:  # handed to the caller's thread below
-            box["error"] = exc
-
-    thread = threading.Thread(target=body, name="knd-netns", daemon=True)
-    thread.start()
-    thread.join()
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
+    return path_of(name) if name else "/proc/self/ns/net"
 
 
 async def in_netns(fd: int, fn: Callable[..., T], *args: Any) -> T:

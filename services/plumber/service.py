@@ -396,13 +396,13 @@ async def serve(nc: Client, common: Common, *, netns: str | None = None,
                 tg.start_soon(sweeper, attacher, sweep_interval)
             task_status.started(plumber)
     finally:
-        with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-            try:
-                if svc is not None:
-                    await svc.stop()
-                if sub is not None:
-                    await sub.unsubscribe()
-            except Exception as exc:  # the bus may already be gone
-                log.debug("stopping the service: %r", exc)
+        try:
+            await bus.stop_service(nc, svc)
+            if sub is not None and nc.is_connected:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(bus.STOP_SECONDS):
+                    await sub.unsubscribe()  # no round trip: only queues the UNSUB
+        except Exception as exc:  # the bus may already be gone
+            log.debug("unsubscribing: %r", exc)
+        finally:
             host.close()
             store.close()

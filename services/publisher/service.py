@@ -226,10 +226,8 @@ async def serve(creds: auth.Credentials, common: Common, api: ApiPort, *,
                 tg.start_soon(pub.resync)
             task_status.started(pub)
     finally:
-        with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-            if svc is not None:
-                await svc.stop()
-            await nc.close()
+        await bus.stop_service(nc, svc)
+        await bus.close(nc)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -203,8 +203,9 @@ def test_pod_level_settings(variant):
     assert m.tolerates(spec["tolerations"], "nvidia.com/gpu", "NoSchedule")
     assert m.tolerates(spec["tolerations"], "node-role.kubernetes.io/control-plane",
                        "NoSchedule")
-    assert ds["spec"]["updateStrategy"] == {"type": "RollingUpdate",
-                                            "rollingUpdate": {"maxUnavailable": 1}}
+    # one agent per node: a surged second pod would be refused (agent locks)
+    assert ds["spec"]["updateStrategy"] == {
+        "type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
     init = spec["initContainers"]
     assert [c["name"] for c in init[:2]] == ["bus-config", "nats"]
     assert "restartPolicy" not in init[0] and init[1]["restartPolicy"] == "Always"

@@ -426,6 +426,8 @@ def _merged(defaults: dict, override: dict) -> dict:
     ({"tolerations": [{"key": "a", "operator": "Exist"}]}, "at '/tolerations/0/operator'"),
     ({"driverNmae": "dra.net"}, "'driverNmae' not allowed"),
     ({"nri": {"containerd17dropin": True}}, "'containerd17dropin' not allowed"),
+    ({"updateStrategy": {"rollingUpdate": {"maxSurge": 1}}},
+     "at '/updateStrategy/rollingUpdate/maxSurge'"),
 ])
 def test_a_wrong_value_is_refused_and_named(helm, values, field):
     p = helm("template", RELEASE, str(CHART), values=values)
