@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from services.common import agentlock
+from services.common import agentlock, auth
 from services.common.runner import Refused
 
 HOLD = ("import sys, time; from pathlib import Path; from services.common import agentlock; "
@@ -79,12 +79,15 @@ def test_a_daemonset_service_refuses_a_held_node(tmp_path: Path, service: str) -
     state, kubelet = tmp_path / "state", tmp_path / "kubelet"
     held = (agentlock.state_lock(state) if service == "plumber"
             else agentlock.kubelet_lock(kubelet, "knd.dev"))
+    # credentials of a bus that is not running: the lock is refused before any connect
+    creds = auth.generate(tmp_path / "bus", "n", "127.0.0.1", 9)[0]
+    assert creds.url.endswith(":9")
     holder = hold(held)
     try:
         res = subprocess.run(
             [sys.executable, "-m", "services.cli", service, "--metrics-address", ""],
             env={**os.environ, "KND_STATE_DIR": str(state), "KND_KUBELET_ROOT": str(kubelet),
-                 "KND_BUS_CREDS": str(tmp_path / "no-creds.json"), "KND_NODE": "n"},
+                 "KND_BUS_CREDS": str(tmp_path / "bus" / "creds.json"), "KND_NODE": "n"},
             capture_output=True, text=True, timeout=60)
     finally:
         holder.kill()
