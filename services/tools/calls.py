@@ -41,12 +41,18 @@ def parse(text: str) -> list[dict[str, Any]]:
     return [rows[k] for k in sorted(rows)]
 
 
-def get_calls(address: str, timeout: float) -> dict[str, Any]:
-    """``{"calls": [...]}`` from the service at ``address``, or ``{"error": ...}``."""
+def service_url(address: str, path: str) -> str:
+    """``http://host:port<path>`` of a service's ``--metrics-address``; a wildcard
+    listen address is reached on loopback."""
     host, port = parse_address(address) or ("127.0.0.1", 0)
     if host in ("", "0.0.0.0", "::"):
         host = "127.0.0.1"
-    url = f"http://{format_address(host, port)}/metrics"
+    return f"http://{format_address(host, port)}{path}"
+
+
+def get_calls(address: str, timeout: float) -> dict[str, Any]:
+    """``{"calls": [...]}`` from the service at ``address``, or ``{"error": ...}``."""
+    url = service_url(address, "/metrics")
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
             text = resp.read().decode(errors="replace")

@@ -32,7 +32,7 @@ from schemas.plumber import PlumberStatus, PlumberStatusGet
 from schemas.publisher import PublisherStatus, StatusGet
 from schemas.subjects import Subjects
 from services.common import auth, bus, config
-from services.common.httpserver import format_address, parse_address
+from services.common.httpserver import parse_address
 from services.tools import calls
 
 SERVICES = ("discovery", "publisher", "plumber", "kubelet-gateway")
@@ -64,10 +64,7 @@ def http_addresses(base: str) -> dict[str, str | None]:
 
 def get_readyz(address: str, timeout: float) -> dict[str, Any]:
     """``/readyz`` of one service: its JSON body with ``http_status``, or ``error``."""
-    host, port = parse_address(address) or ("127.0.0.1", 0)
-    if host in ("", "0.0.0.0", "::"):
-        host = "127.0.0.1"
-    url = f"http://{format_address(host, port)}/readyz"
+    url = calls.service_url(address, "/readyz")
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
             code, data = resp.status, resp.read()

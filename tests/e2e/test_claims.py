@@ -38,10 +38,14 @@ class Node:
         self.dra = f"unix://{agent.kubelet_root}/plugins/knd.dev/dra.sock"
         self.plugin: PluginConn | None = None
 
-    async def until(self, probe, seconds: float = 20.0):
-        with anyio.fail_after(seconds):
-            while not (value := probe()):
-                await anyio.sleep(0.02)
+    async def until(self, probe, seconds: float = 20.0, what: str = ""):
+        """``probe()``'s first truthy value; TimeoutError naming ``what`` after ``seconds``."""
+        try:
+            with anyio.fail_after(seconds):
+                while not (value := probe()):
+                    await anyio.sleep(0.02)
+        except TimeoutError:
+            raise TimeoutError(f"timed out waiting for {what or probe}") from None
         return value
 
     async def claim(self, name: str, device: str, params: dict, pod_uid: str) -> dict:

@@ -17,10 +17,10 @@ from pathlib import Path
 import anyio
 import pytest
 
-from services.common.api.files import FileApi
 from services.peers import kubelet
 from services.peers.nri_runtime import FakeRuntime, pod
 from tests.e2e.agent import Agent
+from tests.e2e.test_claims import Node as ClaimsNode
 from tests.helpers.netns import NetNS
 
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]
@@ -52,22 +52,14 @@ class Sampler:
             await anyio.sleep(0.05)
 
 
-class Node:
+class Node(ClaimsNode):
     def __init__(self, agent: Agent, runtime: FakeRuntime, ns: NetNS) -> None:
-        self.agent, self.runtime, self.ns = agent, runtime, ns
-        self.api = FileApi(agent.state_dir)
-        self.dra = f"unix://{agent.kubelet_root}/plugins/knd.dev/dra.sock"
+        super().__init__(agent, runtime, ns)
         self.probes = 0
         self.conn = None
         """The runtime's newest plugin connection."""
 
-    async def until(self, probe, seconds: float = 30.0, what: str = ""):
-        with anyio.fail_after(seconds):
-            while not (value := probe()):
-                await anyio.sleep(0.02)
-        return value
-
-    async def plugin(self) -> None:
+    async def shake_hands(self) -> None:
         """Wait for the gateway to register with the runtime again, and shake hands."""
         self.conn = await self.runtime.next_plugin(wait=30)
         await self.conn.handshake()
@@ -88,13 +80,13 @@ class Node:
     async def _recovered(self, pids: dict[str, int]) -> None:
         await self.until(lambda: all(
             (q := self.agent.children().get(name)) and q != pids.get(name)
-            for name in pids), what="services restarted")
+            for name in pids), 30, what="services restarted")
         self.probes += 1
         name = f"pr{self.probes}"
         self.ns.veth(name, f"{name}p")
-        await self.until(lambda: name in self.agent.devices(), what=f"{name} published")
+        await self.until(lambda: name in self.agent.devices(), 30, what=f"{name} published")
         self.ns.ip("link", "del", name)
-        await self.until(lambda: name not in self.agent.devices(), what=f"{name} dropped")
+        await self.until(lambda: name not in self.agent.devices(), 30, what=f"{name} dropped")
 
 
 @pytest.fixture
@@ -105,7 +97,7 @@ async def node(node_ns: NetNS, short_dir: Path) -> AsyncIterator[Node]:
         agent.start()
         try:
             n = Node(agent, runtime, node_ns)
-            await n.plugin()
+            await n.shake_hands()
             yield n
         finally:
             agent.stop()
@@ -148,13 +140,13 @@ async def test_devices_in_pods_stay_published_unchanged_across_every_restart(
                     os.kill(pid, sig)
                     await node.recovered({name: pid}, f"{sig.name} of {name}", sampler)
                     if name == "kubelet-gateway":
-                        await node.plugin()
+                        await node.shake_hands()
             # everything at once, the supervisor staying
             pids = dict(node.agent.children())
             for pid in pids.values():
                 os.kill(pid, signal.SIGKILL)
             await node.recovered(pids, "SIGKILL of every service and the bus", sampler)
-            await node.plugin()
+            await node.shake_hands()
             # the whole agent: stopped, then killed (its children die with it)
             for sig in (signal.SIGTERM, signal.SIGKILL):
                 pids = dict(node.agent.children())
@@ -165,7 +157,7 @@ async def test_devices_in_pods_stay_published_unchanged_across_every_restart(
                     Path(f"/proc/{q}").exists() for q in p.values()), what="children gone")
                 node.agent.start()
                 await node.recovered(pids, f"{sig.name} of knd up", sampler)
-                await node.plugin()
+                await node.shake_hands()
             tg.cancel_scope.cancel()
         assert sampler.samples > 100
         assert not sampler.problems, "\n".join(sampler.problems[:20])
