@@ -9,8 +9,9 @@ host's mover: :meth:`Host.move_in` says why; the rest overlaps):
 1. record the intent (phase ``attaching`` plus a snapshot of the host
    config) in the checkpoint -- before any kernel change;
 2. one RTM_NEWLINK: into the pod netns, renamed, with MTU and MAC, and up;
-3. in the pod: GSO/GRO sizes, addresses, link-scope routes, gateway routes,
-   policy rules, permanent neighbours, ethtool, sysctls;
+3. in the pod: GSO/GRO sizes, a DHCP lease (``interface.dhcp``: :mod:`dhcp`),
+   addresses, link-scope routes, gateway routes, policy rules, permanent
+   neighbours, ethtool, sysctls;
 4. record ``attached``.
 
 Any failure rolls every device of the pod back through :mod:`restore`, the
@@ -36,7 +37,7 @@ from schemas.netconfig import NetworkConfig, RouteConfig, RuleConfig
 from schemas.plumber import Attach, AttachedInterface, AttachReply, DetachReply
 from schemas.text import q
 from services.common.logs import fields
-from services.plumber import devconf, nsfs
+from services.plumber import devconf, dhcp, nsfs
 from services.plumber.checkpoint import Checkpoint
 from services.plumber.devconf import DevconfError
 from services.plumber.inventory import Inventory
@@ -64,6 +65,8 @@ IFA_F_NODAD = 0x02
 RTPROT_BOOT = 3
 RETURN_WAIT = 2.0
 """How long a detach waits for a physical device to come back from a dead netns."""
+DHCP_MARGIN = 0.2
+"""Seconds of the runtime's deadline a DHCP exchange leaves for the rollback and reply."""
 ATTACH_SLOTS = 12
 """Pods attached at once; the others wait their turn in arrival order."""
 
@@ -78,6 +81,8 @@ class Job:
     dev: PlannedDevice
     cfg: NetworkConfig
     att: Attachment
+    deadline: float = 0.0
+    """The runtime's, as epoch seconds; 0: none."""
     recorded: bool = False
     step: str = ""
     error: str = ""
@@ -310,7 +315,7 @@ class Attacher:
                 host=snap, pod_ifname=pod_ifname, rules=list(cfg.rules),
                 rdma_device=dev.rdma_device,
                 mac=cfg.interface.hardwareAddr or (snap.mac if snap else ""))
-            jobs.append(Job(plan, dev, cfg, att))
+            jobs.append(Job(plan, dev, cfg, att, deadline=req.deadline))
         return jobs
 
     async def _attach_one(self, job: Job, host: Rtnl, pod: Rtnl, fd: int) -> None:
@@ -361,7 +366,10 @@ class Attacher:
         if sizes:
             await pod.set_link("config.interface.gsoMaxSize/groMaxSize", idx, **sizes)
         routes = [(f"config.routes[{n}]", config_route(r)) for n, r in enumerate(cfg.routes)]
-        if iface.addresses:
+        if iface.dhcp:
+            addrs, leased = await self._lease(job, pod, fd, link, [r for _, r in routes])
+            routes = leased + routes
+        elif iface.addresses:
             addrs = [(f"config.interface.addresses[{n}]", config_address(a))
                      for n, a in enumerate(iface.addresses)]
         else:  # DRANET's default: the host's addresses and routes move with the interface
@@ -389,6 +397,26 @@ class Attacher:
         await devconf.write_sysctls(fd, devconf.interface_sysctls(name, cfg.sysctls,
                                                                   iface.forwarding))
         att.ips = [a.cidr for _, a in addrs]
+
+    async def _lease(self, job: Job, pod: Rtnl, fd: int, link: LinkRec,
+                     configured: list[RouteRec]) -> tuple[list, list]:
+        """A DHCP lease for the pod's interface, as (step, record) pairs: its address and
+        its routes (less those the claim sets itself); its MTU is set unless the claim
+        sets one. Bounded by DRANET's timeout and by the runtime's deadline."""
+        budget, why = dhcp.TIMEOUT, ""
+        if job.deadline > 0:
+            left = job.deadline - time.time() - DHCP_MARGIN
+            if left < budget:
+                budget, why = left, " (the runtime's deadline for the pod's start)"
+        lease = await dhcp.acquire(fd, link.name, link.mac, budget, why)
+        if lease.mtu and not job.cfg.interface.mtu and lease.mtu != link.mtu:
+            await pod.set_link(f"config.interface.dhcp: MTU {lease.mtu} of the lease",
+                               link.index, mtu=lease.mtu)
+        own = {(r.dst, r.table) for r in configured}
+        routes = [(f"config.interface.dhcp: route {r.dst} of the lease", r)
+                  for r in lease.routes() if (r.dst, r.table) not in own]
+        addr = lease.address_rec()
+        return [(f"config.interface.dhcp: address {addr.cidr} of the lease", addr)], routes
 
     async def _rollback(self, jobs: list[Job]) -> AttachReply:
         ROLLBACKS.inc()
