@@ -378,7 +378,9 @@ class Attacher:
         for step, a in addrs:
             await pod.add_address(step, idx, a)
         for step, r in sorted(routes, key=lambda x: bool(x[1].gateway)):
-            await pod.add_route(step, idx, r)
+            # a lease's route the pod has already (its primary network's default route,
+            # typically) is left as it is, as DRANET does, rather than failing the pod
+            await pod.add_route(step, idx, r, exist_ok=r.proto == dhcp.RTPROT_DHCP)
         for n, rule in enumerate(cfg.rules):
             await pod.add_rule(f"config.rules[{n}]", rule)
         for n, nb in enumerate(cfg.neighbors):

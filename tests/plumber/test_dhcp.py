@@ -9,6 +9,7 @@ than a runtime gives a pod's start (see the README's DHCP note).
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import struct
@@ -50,6 +51,12 @@ def ping(ns: NetNS, addr: str) -> bool:
                           capture_output=True).returncode == 0
 
 
+def listening(ns: NetNS, port: int) -> bool:
+    """Some UDP socket is bound to ``port`` in ``ns``."""
+    return bool(subprocess.run(ns.exec_argv(["ss", "-Hlun", f"sport = :{port}"]),
+                               capture_output=True, text=True).stdout.strip())
+
+
 @pytest.fixture
 def server(env: Env) -> Iterator[NetNS]:
     ns = NetNS(prefix="knd-dhcp")
@@ -87,8 +94,7 @@ def dnsmasq(server: NetNS, tmp: Path) -> Iterator[Path]:
         "--dhcp-option=option:mtu,1400"]), stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 10
-        while not subprocess.run(server.exec_argv(["ss", "-Hlun", "sport = :67"]),
-                                 capture_output=True, text=True).stdout.strip():
+        while not listening(server, 67):
             assert proc.poll() is None, (tmp / "dnsmasq.log").read_text()
             assert time.monotonic() < deadline, "dnsmasq did not start listening"
             time.sleep(0.02)
@@ -185,6 +191,47 @@ async def test_claim_settings_win_over_the_lease(env: Env, plumber, server: NetN
         assert ("10.81.0.0/16", f"{NET}.254") not in routes
         assert ("default", f"{NET}.1") in routes
         assert (await env.detach(pod_uid)).restored == ["dev-d1"]
+
+
+async def test_the_pods_own_default_route_stays(env: Env, plumber, server: NetNS,
+                                                tmp_path: Path) -> None:
+    """A pod has a default route through its primary network already: the lease's is
+    not added over it (and does not fail the pod), its other routes are."""
+    wire(env, server, "dh4")
+    await env.inventory([netdev("dev-d4", "dh4")])
+    pod = env.pod()
+    pod.veth("eth0", "cni0")
+    pod.ip("addr", "add", "10.244.1.5/24", "dev", "eth0")
+    pod.ip("route", "add", "default", "via", "10.244.1.1", "dev", "eth0")
+    with dnsmasq(server, tmp_path):
+        claim, pod_uid = uid(), uid("pod")
+        cfg = NetworkConfig(interface=InterfaceConfig(name="net1", dhcp=True))
+        assert (await env.prepare(claim, [("dev-d4", cfg)], [pod_uid])).error == ""
+        rep = await attach(env, pod_uid, pod)
+        assert rep.error == "", rep.error
+        routes = {(r["dst"], r.get("gateway"), r.get("dev"))
+                  for r in ip_json(pod.name, "-4", "route", "show")}
+        assert ("default", "10.244.1.1", "eth0") in routes
+        assert ("default", f"{NET}.1", "net1") not in routes
+        assert ("10.81.0.0/16", f"{NET}.254", "net1") in routes
+        assert (await env.detach(pod_uid)).restored == ["dev-d4"]
+        assert ("default", "10.244.1.1", "eth0") in {
+            (r["dst"], r.get("gateway"), r.get("dev"))
+            for r in ip_json(pod.name, "-4", "route", "show")}
+
+
+async def test_cancelled_exchange_stops_and_frees_its_port(env: Env, server: NetNS) -> None:
+    wire(env, server, "dh5")  # nobody answers
+    fd = os.open(f"/var/run/netns/{env.node.name}", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        mac = ip_json(env.node.name, "link", "show", "dh5")[0]["address"]
+        started = time.monotonic()
+        with anyio.move_on_after(0.3) as scope:
+            await dhcp.acquire(fd, "dh5", mac, within=dhcp.TIMEOUT)
+        assert scope.cancelled_caught and time.monotonic() - started < dhcp.TIMEOUT
+        assert not listening(env.node, 68)
+    finally:
+        os.close(fd)
 
 
 async def test_silent_server_fails_within_the_deadline_and_rolls_back(
