@@ -65,8 +65,6 @@ IFA_F_NODAD = 0x02
 RTPROT_BOOT = 3
 RETURN_WAIT = 2.0
 """How long a detach waits for a physical device to come back from a dead netns."""
-DHCP_MARGIN = 0.2
-"""Seconds of the runtime's deadline a DHCP exchange leaves for the rollback and reply."""
 ATTACH_SLOTS = 12
 """Pods attached at once; the others wait their turn in arrival order."""
 
@@ -367,7 +365,9 @@ class Attacher:
             await pod.set_link("config.interface.gsoMaxSize/groMaxSize", idx, **sizes)
         routes = [(f"config.routes[{n}]", config_route(r)) for n, r in enumerate(cfg.routes)]
         if iface.dhcp:
-            addrs, leased = await self._lease(job, pod, fd, link, [r for _, r in routes])
+            addrs, leased = await dhcp.configure(
+                pod, fd, link, job.deadline, mtu=iface.mtu or 0,
+                configured=[r for _, r in routes])
             routes = leased + routes
         elif iface.addresses:
             addrs = [(f"config.interface.addresses[{n}]", config_address(a))
@@ -399,26 +399,6 @@ class Attacher:
         await devconf.write_sysctls(fd, devconf.interface_sysctls(name, cfg.sysctls,
                                                                   iface.forwarding))
         att.ips = [a.cidr for _, a in addrs]
-
-    async def _lease(self, job: Job, pod: Rtnl, fd: int, link: LinkRec,
-                     configured: list[RouteRec]) -> tuple[list, list]:
-        """A DHCP lease for the pod's interface, as (step, record) pairs: its address and
-        its routes (less those the claim sets itself); its MTU is set unless the claim
-        sets one. Bounded by DRANET's timeout and by the runtime's deadline."""
-        budget, why = dhcp.TIMEOUT, ""
-        if job.deadline > 0:
-            left = job.deadline - time.time() - DHCP_MARGIN
-            if left < budget:
-                budget, why = left, " (the runtime's deadline for the pod's start)"
-        lease = await dhcp.acquire(fd, link.name, link.mac, budget, why)
-        if lease.mtu and not job.cfg.interface.mtu and lease.mtu != link.mtu:
-            await pod.set_link(f"config.interface.dhcp: MTU {lease.mtu} of the lease",
-                               link.index, mtu=lease.mtu)
-        own = {(r.dst, r.table) for r in configured}
-        routes = [(f"config.interface.dhcp: route {r.dst} of the lease", r)
-                  for r in lease.routes() if (r.dst, r.table) not in own]
-        addr = lease.address_rec()
-        return [(f"config.interface.dhcp: address {addr.cidr} of the lease", addr)], routes
 
     async def _rollback(self, jobs: list[Job]) -> AttachReply:
         ROLLBACKS.inc()

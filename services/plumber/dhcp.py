@@ -43,11 +43,14 @@ import anyio
 from services.plumber import nsfs
 from services.plumber.devconf import DevconfError
 from services.plumber.model import AddrRec, RouteRec
+from services.plumber.netops import LinkRec, Rtnl
 
 log = logging.getLogger("knd.plumber.dhcp")
 
 TIMEOUT = 5.0
 """DRANET's bound on getting a lease."""
+MARGIN = 0.2
+"""Seconds of the runtime's deadline an exchange leaves for the rollback and the reply."""
 FIRST_RETRY, MAX_RETRY = 0.25, 2.0
 """Retransmission: RFC 2131's 4 s would leave one try in the time a runtime gives an
 attach; a freshly moved physical NIC may also drop the first packets until its
@@ -315,3 +318,25 @@ async def acquire(fd: int, ifname: str, mac: str, within: float, why: str = "") 
     log.info("%s: leased %s from %s for %d s in %.0f ms", ifname, lease.address,
              lease.server or "-", lease.lease_time, (time.monotonic() - client.started) * 1e3)
     return lease
+
+
+async def configure(pod: Rtnl, fd: int, link: LinkRec, deadline: float, *, mtu: int,
+                    configured: list[RouteRec]) -> tuple[list, list]:
+    """Lease for the pod's interface ``link``, as the attach's (step, record) pairs: its
+    address, and its routes less those the claim sets itself (``configured``); its MTU
+    is set here unless the claim sets one (``mtu``). Bounded by :data:`TIMEOUT` and by
+    the runtime's ``deadline`` (epoch seconds, 0: none)."""
+    budget, why = TIMEOUT, ""
+    if deadline > 0:
+        left = deadline - time.time() - MARGIN
+        if left < budget:
+            budget, why = left, " (the runtime's deadline for the pod's start)"
+    lease = await acquire(fd, link.name, link.mac, budget, why)
+    if lease.mtu and not mtu and lease.mtu != link.mtu:
+        await pod.set_link(f"config.interface.dhcp: MTU {lease.mtu} of the lease", link.index,
+                           mtu=lease.mtu)
+    own = {(r.dst, r.table) for r in configured}
+    routes = [(f"config.interface.dhcp: route {r.dst} of the lease", r)
+              for r in lease.routes() if (r.dst, r.table) not in own]
+    addr = lease.address_rec()
+    return [(f"config.interface.dhcp: address {addr.cidr} of the lease", addr)], routes
