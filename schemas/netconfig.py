@@ -18,8 +18,8 @@ interface.addresses[i]    ``address/prefix`` (decimal prefix), a host address (n
                           prefix <= 30), no zone, no two with the same address; at most 16
 interface.mtu             68..65535; >= 1280 when an IPv6 address is configured
 interface.hardwareAddr    6 octets ``aa:bb:cc:dd:ee:ff`` (or ``-``), unicast, not all-zero
-interface.dhcp            ``true`` is refused: knd does not run a DHCP client (and it
-                          excludes ``addresses``); ``false`` is accepted
+interface.dhcp            ``true``: a DHCPv4 lease at attach, in the pod (address, routes,
+                          MTU; services.plumber.dhcp); excludes ``addresses``
 interface.g[sr]o*MaxSize  1..524280
 routes[i].destination     CIDR without host bits; empty = the default route
 routes[i].gateway         an IP of the destination's family; a route needs a destination or
@@ -416,11 +416,8 @@ def _validate_interface(iface: InterfaceConfig, errors: list[str]) -> set[int]:
         bad_mac = _mac(iface.hardwareAddr, unicast=True)
         if bad_mac:
             errors.append(f"interface.hardwareAddr: {bad_mac}")
-    if iface.dhcp:
-        errors.append("interface.dhcp: DHCP is not supported; give static "
-                      "interface.addresses, or none to keep the host's")
-        if iface.addresses:
-            errors.append("interface.dhcp: dhcp and interface.addresses are mutually exclusive")
+    if iface.dhcp and iface.addresses:
+        errors.append("interface.dhcp: dhcp and interface.addresses are mutually exclusive")
     for field in ("gsoMaxSize", "groMaxSize", "gsoIPv4MaxSize", "groIPv4MaxSize"):
         _int_range(errors, f"interface.{field}", getattr(iface, field), 1, OFFLOAD_MAX)
     return families

@@ -17,6 +17,9 @@ need=()
 python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v ping >/dev/null 2>&1 || need+=(iputils-ping)
+# the DHCP tests' server (the binary alone, no system service); in sbin, which a
+# user's PATH may lack
+PATH="$PATH:/usr/sbin:/sbin" command -v dnsmasq >/dev/null 2>&1 || need+=(dnsmasq-base)
 [ ${#need[@]} -eq 0 ] || knd_apt_install "${need[@]}"
 
 stamp="$here/.venv/.knd-installed"

@@ -9,8 +9,9 @@ host's mover: :meth:`Host.move_in` says why; the rest overlaps):
 1. record the intent (phase ``attaching`` plus a snapshot of the host
    config) in the checkpoint -- before any kernel change;
 2. one RTM_NEWLINK: into the pod netns, renamed, with MTU and MAC, and up;
-3. in the pod: GSO/GRO sizes, addresses, link-scope routes, gateway routes,
-   policy rules, permanent neighbours, ethtool, sysctls;
+3. in the pod: GSO/GRO sizes, a DHCP lease (``interface.dhcp``: :mod:`dhcp`),
+   addresses, link-scope routes, gateway routes, policy rules, permanent
+   neighbours, ethtool, sysctls;
 4. record ``attached``.
 
 Any failure rolls every device of the pod back through :mod:`restore`, the
@@ -36,7 +37,7 @@ from schemas.netconfig import NetworkConfig, RouteConfig, RuleConfig
 from schemas.plumber import Attach, AttachedInterface, AttachReply, DetachReply
 from schemas.text import q
 from services.common.logs import fields
-from services.plumber import devconf, nsfs
+from services.plumber import devconf, dhcp, nsfs
 from services.plumber.checkpoint import Checkpoint
 from services.plumber.devconf import DevconfError
 from services.plumber.inventory import Inventory
@@ -78,6 +79,8 @@ class Job:
     dev: PlannedDevice
     cfg: NetworkConfig
     att: Attachment
+    deadline: float = 0.0
+    """The runtime's, as epoch seconds; 0: none."""
     recorded: bool = False
     step: str = ""
     error: str = ""
@@ -310,7 +313,7 @@ class Attacher:
                 host=snap, pod_ifname=pod_ifname, rules=list(cfg.rules),
                 rdma_device=dev.rdma_device,
                 mac=cfg.interface.hardwareAddr or (snap.mac if snap else ""))
-            jobs.append(Job(plan, dev, cfg, att))
+            jobs.append(Job(plan, dev, cfg, att, deadline=req.deadline))
         return jobs
 
     async def _attach_one(self, job: Job, host: Rtnl, pod: Rtnl, fd: int) -> None:
@@ -361,7 +364,12 @@ class Attacher:
         if sizes:
             await pod.set_link("config.interface.gsoMaxSize/groMaxSize", idx, **sizes)
         routes = [(f"config.routes[{n}]", config_route(r)) for n, r in enumerate(cfg.routes)]
-        if iface.addresses:
+        if iface.dhcp:
+            addrs, leased = await dhcp.configure(
+                pod, fd, link, job.deadline, mtu=iface.mtu or 0,
+                configured=[r for _, r in routes])
+            routes = leased + routes
+        elif iface.addresses:
             addrs = [(f"config.interface.addresses[{n}]", config_address(a))
                      for n, a in enumerate(iface.addresses)]
         else:  # DRANET's default: the host's addresses and routes move with the interface
@@ -370,7 +378,9 @@ class Attacher:
         for step, a in addrs:
             await pod.add_address(step, idx, a)
         for step, r in sorted(routes, key=lambda x: bool(x[1].gateway)):
-            await pod.add_route(step, idx, r)
+            # a lease's route the pod has already (its primary network's default route,
+            # typically) is left as it is, as DRANET does, rather than failing the pod
+            await pod.add_route(step, idx, r, exist_ok=r.proto == dhcp.RTPROT_DHCP)
         for n, rule in enumerate(cfg.rules):
             await pod.add_rule(f"config.rules[{n}]", rule)
         for n, nb in enumerate(cfg.neighbors):

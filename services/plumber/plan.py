@@ -103,8 +103,13 @@ def device_errors(cfg: NetworkConfig, link: LinkRec, host_addrs: Iterable[str]) 
     """Checks against the real interface (only for a config whose values parse)."""
     errs: list[str] = []
     i = cfg.interface
-    addrs = [a for a in (_iface(x) for x in (i.addresses or list(host_addrs))) if a]
-    versions = {a.version for a in addrs}
+    # a lease is IPv4 and unknown until attach; the host's addresses stay home
+    addrs = [] if i.dhcp else [a for a in (_iface(x) for x in (i.addresses or list(host_addrs)))
+                               if a]
+    versions = {a.version for a in addrs} | ({4} if i.dhcp else set())
+    if i.dhcp and len(bytes.fromhex(link.mac.replace(":", "") or "")) != 6:
+        errs.append(f"interface.dhcp: {link.name} has no Ethernet address to ask a DHCP "
+                    "lease for")
     if i.mtu is not None:
         if link.max_mtu and i.mtu > link.max_mtu:
             errs.append(f"interface.mtu: {i.mtu} is above the maximum of {link.name} "
@@ -121,7 +126,7 @@ def device_errors(cfg: NetworkConfig, link: LinkRec, host_addrs: Iterable[str]) 
             errs.append(f"routes[{n}].gateway: IPv{gw.version} gateway {r.gateway} but the "
                         f"interface gets no IPv{gw.version} address")
         src = _ip(r.source) if r.source else None
-        if src is not None and src not in ips:
+        if src is not None and not i.dhcp and src not in ips:
             errs.append(f"routes[{n}].source: {r.source} is not an address of the interface")
     return errs
 

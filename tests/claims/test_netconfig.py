@@ -111,7 +111,6 @@ RULES = [
     ("mac-zero", iface(hardwareAddr="00:00:00:00:00:00"), "interface.hardwareAddr",
      "all-zero"),
     # interface.dhcp
-    ("dhcp", iface(dhcp=True), "interface.dhcp", "DHCP is not supported"),
     ("dhcp-and-addresses", iface(dhcp=True, addresses=["10.0.0.5/24"]), "interface.dhcp",
      "mutually exclusive"),
     # offload sizes
@@ -229,6 +228,7 @@ VALID_EDGES = [
     iface(addresses=["10.0.0.0/31", "10.0.0.7/32", "2001:db8::/64", "10.0.0.5/24",
                      "10.9.0.5/24"]),
     iface(hardwareAddr="02-00-00-00-00-01"), iface(dhcp=False, addresses=["10.0.0.5/24"]),
+    iface(dhcp=True, name="net1", mtu=1400, hardwareAddr="02:00:00:00:00:02"),
     iface(gsoMaxSize=1, groMaxSize=524280),
     {"routes": [{"destination": "0.0.0.0/0", "scope": 253}, {"gateway": "10.0.0.1"},
                 {"destination": "10.0.0.0/8", "table": 2**32 - 1}]},
