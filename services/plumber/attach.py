@@ -357,9 +357,11 @@ class Attacher:
         assert snap is not None
         iface, idx, name = cfg.interface, link.index, link.name
         sizes = {k: v for k, v in (("gso_max_size", iface.gsoMaxSize),
-                                   ("gro_max_size", iface.groMaxSize)) if v}
+                                   ("gro_max_size", iface.groMaxSize),
+                                   ("gso_ipv4_max_size", iface.gsoIPv4MaxSize),
+                                   ("gro_ipv4_max_size", iface.groIPv4MaxSize)) if v}
         if sizes:
-            await pod.set_link("config.interface.gsoMaxSize/groMaxSize", idx, **sizes)
+            await pod.set_link("config.interface.gso/gro sizes", idx, **sizes)
         routes = [(f"config.routes[{n}]", config_route(r)) for n, r in enumerate(cfg.routes)]
         if iface.addresses:
             addrs = [(f"config.interface.addresses[{n}]", config_address(a))
@@ -386,8 +388,8 @@ class Attacher:
             att.private_flags = await devconf.private_flag_values(fd, name, list(wanted))
             self.store.put_attachment(att)
             await devconf.set_private_flags(fd, name, wanted)
-        await devconf.write_sysctls(fd, devconf.interface_sysctls(name, cfg.sysctls,
-                                                                  iface.forwarding))
+        await devconf.write_sysctls(fd, devconf.interface_sysctls(
+            name, cfg.sysctls, iface.forwarding, iface.arpIgnore, iface.arpAnnounce))
         att.ips = [a.cidr for _, a in addrs]
 
     async def _rollback(self, jobs: list[Job]) -> AttachReply:

@@ -69,6 +69,8 @@ class LinkSnapshot(_S):
     routes: list[RouteRec] = []
     gso_max_size: int = 0
     gro_max_size: int = 0
+    gso_ipv4_max_size: int = 0
+    gro_ipv4_max_size: int = 0
     sysctls: dict[str, str] = {}
     """``ipv4.rp_filter``-style keys the node had set on the interface (see
     :func:`services.plumber.devconf.own_sysctls`)."""

@@ -288,10 +288,9 @@ class Restorer:
             kw["mtu"] = snap.mtu
         if snap.mac and link.mac.lower() != snap.mac.lower():
             kw["address"] = snap.mac
-        if snap.gso_max_size and link.gso_max_size != snap.gso_max_size:
-            kw["gso_max_size"] = snap.gso_max_size
-        if snap.gro_max_size and link.gro_max_size != snap.gro_max_size:
-            kw["gro_max_size"] = snap.gro_max_size
+        for size in ("gso_max_size", "gro_max_size", "gso_ipv4_max_size", "gro_ipv4_max_size"):
+            if getattr(snap, size) and getattr(link, size) != getattr(snap, size):
+                kw[size] = getattr(snap, size)
         if kw:
             if link.up and "ifname" in kw:
                 await host.set_link("restore: link down", idx, state="down")
