@@ -9,8 +9,8 @@ host's mover: :meth:`Host.move_in` says why; the rest overlaps):
 1. record the intent (phase ``attaching`` plus a snapshot of the host
    config) in the checkpoint -- before any kernel change;
 2. one RTM_NEWLINK: into the pod netns, renamed, with MTU and MAC, and up;
-3. in the pod: GSO/GRO sizes, addresses, link-scope routes, gateway routes,
-   policy rules, permanent neighbours, ethtool, sysctls;
+3. in the pod: GSO/GRO sizes, the VRF (created or joined), addresses,
+   link-scope routes, gateway routes, policy rules, permanent neighbours, ethtool, sysctls;
 4. record ``attached``.
 
 Any failure rolls every device of the pod back through :mod:`restore`, the
@@ -31,12 +31,13 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import anyio
+import msgspec
 
-from schemas.netconfig import NetworkConfig, RouteConfig, RuleConfig
+from schemas.netconfig import NetworkConfig, RouteConfig, RuleConfig, vrf_table
 from schemas.plumber import Attach, AttachedInterface, AttachReply, DetachReply
 from schemas.text import q
 from services.common.logs import fields
-from services.plumber import devconf, nsfs
+from services.plumber import devconf, features, nsfs, vrf
 from services.plumber.checkpoint import Checkpoint
 from services.plumber.devconf import DevconfError
 from services.plumber.inventory import Inventory
@@ -369,6 +370,14 @@ class Attacher:
         else:  # DRANET's default: the host's addresses and routes move with the interface
             addrs = [(f"host address {a.cidr}", a) for a in snap.addresses]
             routes = [(f"host route {r.dst}", r) for r in snap.routes] + routes
+        if iface.vrf is not None:  # before addresses: enslaving cycles the link
+            table = vrf_table(iface.vrf)
+            if not await pod.link(name=iface.vrf.name):
+                att.vrf = iface.vrf.name  # the intent, before the VRF may exist
+                self.store.put_attachment(att)
+            await vrf.join(pod, fd, iface.vrf.name, table, idx)
+            # DRANET's rule: every route of the interface is in the VRF's table
+            routes = [(step, msgspec.structs.replace(r, table=table)) for step, r in routes]
         for step, a in addrs:
             await pod.add_address(step, idx, a)
         for step, r in sorted(routes, key=lambda x: bool(x[1].gateway)):
@@ -379,7 +388,7 @@ class Attacher:
             await pod.add_neighbour(f"config.neighbors[{n}]", idx, nb.destination,
                                     nb.hardwareAddr)
         if cfg.ethtool and cfg.ethtool.features:
-            wanted = cfg.ethtool.features
+            wanted = await features.kernel_bits(fd, name, cfg.ethtool.features)
             att.features = await devconf.feature_values(fd, name, list(wanted))
             self.store.put_attachment(att)
             await devconf.set_features(fd, name, wanted)

@@ -166,14 +166,14 @@ def interface_sysctls(ifname: str, sysctls: dict[str, str], forwarding: bool | N
 # ---- ethtool ---------------------------------------------------------------------------
 
 
-def _ethtool(ifname: str) -> IoctlEthtool:
+def open_ethtool(ifname: str) -> IoctlEthtool:
     eth = IoctlEthtool()
     eth.change_ifname(ifname)
     return eth
 
 
 def _feature_values(ifname: str, names: list[str]) -> dict[str, bool]:
-    eth = _ethtool(ifname)
+    eth = open_ethtool(ifname)
     try:
         feats = eth.get_features()
         out = {}
@@ -191,7 +191,7 @@ def _feature_values(ifname: str, names: list[str]) -> dict[str, bool]:
 
 
 def _set_features(ifname: str, wanted: dict[str, bool]) -> None:
-    eth = _ethtool(ifname)
+    eth = open_ethtool(ifname)
     try:
         feats = eth.get_features()
         for name, value in wanted.items():
@@ -236,7 +236,7 @@ def _pflags_io(eth: IoctlEthtool, cmd: int, data: int = 0) -> int:
 def _private_flags(ifname: str, wanted: dict[str, bool] | None,
                    names: list[str]) -> dict[str, bool]:
     """Read (and with ``wanted``, change) private flags; returns the values before."""
-    eth = _ethtool(ifname)
+    eth = open_ethtool(ifname)
     try:
         try:
             known = eth.get_stringset(set_id=ETH_SS_PRIV_FLAGS)

@@ -150,6 +150,9 @@ class Attachment(_S):
     features: dict[str, bool] = {}
     """Original values of the ethtool features this attach changes."""
     private_flags: dict[str, bool] = {}
+    vrf: str = ""
+    """A VRF device this attach may have created in the pod (deleted on the way out
+    when no link is left in it)."""
     rdma_device: str = ""
     rdma_moved: bool = False
     ips: list[str] = []

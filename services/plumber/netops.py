@@ -95,6 +95,7 @@ class LinkRec:
     gro_ipv4_max_size: int = 0
     tso_max_size: int = 0
     master: int = 0
+    vrf_table: int = 0
     addr_gen_mode: int | None = None
     """IPv6 address generation mode (``net.ipv6.conf.<if>.addr_gen_mode``), from the
     link message: the kernel takes RTNL to read that sysctl, not to send this."""
@@ -115,6 +116,7 @@ def _link(msg: Any) -> LinkRec:
         gso_ipv4_max_size=msg.get("gso_ipv4_max_size") or 0,
         gro_ipv4_max_size=msg.get("gro_ipv4_max_size") or 0,
         tso_max_size=msg.get("tso_max_size") or 0, master=msg.get("master") or 0,
+        vrf_table=msg.get(("linkinfo", "data", "vrf_table")) or 0,
         addr_gen_mode=_addr_gen_mode(msg))
 
 
@@ -374,6 +376,9 @@ class Rtnl:
 
     async def set_link(self, step: str, index: int, **kw: Any) -> None:
         await self._do(step, self.ipr.link("set", index=index, **kw))
+
+    async def del_link(self, step: str, index: int) -> None:
+        await self._do(step, self.ipr.link("del", index=index))
 
     async def add_address(self, step: str, index: int, rec: AddrRec) -> None:
         iface = ipaddress.ip_interface(rec.cidr)

@@ -28,7 +28,7 @@ import anyio
 
 from schemas.text import q
 from services.common.logs import fields
-from services.plumber import devconf, nsfs
+from services.plumber import devconf, nsfs, vrf
 from services.plumber.checkpoint import Checkpoint
 from services.plumber.devconf import DevconfError
 from services.plumber.metrics import RESTORE_FAILURES
@@ -259,6 +259,8 @@ class Restorer:
             link = await self.find_in_pod(pod, att)
             if link is not None:
                 await self._move_back(pod, link, att.host)
+            if att.vrf:  # the interface left it with its move
+                await vrf.drop_if_unused(pod, att.vrf)
 
     async def _move_back(self, pod: Rtnl, link: LinkRec, snap: LinkSnapshot) -> None:
         mtu = snap.mtu if link.mtu != snap.mtu else 0
