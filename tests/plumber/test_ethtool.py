@@ -24,6 +24,13 @@ def ethtool_k(ns: str, ifname: str) -> dict[str, str]:
     return {k: v for k, v in rows}
 
 
+def ethtool_set(ns: str, ifname: str, wanted: dict[str, bool]) -> None:
+    """``ethtool -K``; its exit status is not ours to judge (1 when nothing changed)."""
+    subprocess.run(["ip", "netns", "exec", ns, "ethtool", "-K", ifname,
+                    *[x for n, v in wanted.items() for x in (n, "on" if v else "off")]],
+                   capture_output=True, check=False)
+
+
 async def apply(ns: str, ifname: str, wanted: dict[str, bool]) -> None:
     fd = nsfs.open_netns(f"/var/run/netns/{ns}")
     try:
@@ -56,13 +63,9 @@ async def test_names_change_what_ethtool_changes(names: list[str], on: bool) -> 
         ns.veth("ka", "kb")
         if on:  # start from "off" so that turning on changes something
             for dev in ("ea", "ka"):
-                subprocess.run(["ip", "netns", "exec", ns.name, "ethtool", "-K", dev,
-                                *[x for n in names for x in (n, "off")]],
-                               capture_output=True, check=False)
+                ethtool_set(ns.name, dev, dict.fromkeys(names, False))
         before = ethtool_k(ns.name, "ka")
-        subprocess.run(["ip", "netns", "exec", ns.name, "ethtool", "-K", "ea",
-                        *[x for n in names for x in (n, "on" if on else "off")]],
-                       capture_output=True, check=False)
+        ethtool_set(ns.name, "ea", dict.fromkeys(names, on))
         await apply(ns.name, "ka", dict.fromkeys(names, on))
         theirs, ours = ethtool_k(ns.name, "ea"), ethtool_k(ns.name, "ka")
         assert ours == theirs
