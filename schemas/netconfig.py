@@ -20,7 +20,14 @@ interface.mtu             68..65535; >= 1280 when an IPv6 address is configured
 interface.hardwareAddr    6 octets ``aa:bb:cc:dd:ee:ff`` (or ``-``), unicast, not all-zero
 interface.dhcp            ``true``: a DHCPv4 lease at attach, in the pod (address, routes,
                           MTU; services.plumber.dhcp); excludes ``addresses``
-interface.g[sr]o*MaxSize  1..524280
+interface.g[sr]o*MaxSize  1..524280 (``gso/groMaxSize``: IPv6 and BIG TCP; ``...IPv4MaxSize``: IPv4)
+interface.arpIgnore       0, 1, 2, 3 or 8 (``net.ipv4.conf.<if>.arp_ignore`` in the pod)
+interface.arpAnnounce     0..2 (``net.ipv4.conf.<if>.arp_announce`` in the pod)
+interface.vrf.name        required when ``vrf`` is given; an interface name (rules above),
+                          not the interface's own pod name
+interface.vrf.table       1..4294967295, not 253, 254, 255; absent: derived from the name
+                          (:func:`vrf_table`, DRANET's rule); no ``rules`` with a VRF
+profile                   any string: a profile for a provider to resolve
 routes[i].destination     CIDR without host bits; empty = the default route
 routes[i].gateway         an IP of the destination's family; a route needs a destination or
                           a gateway
@@ -52,6 +59,13 @@ class _Strict(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, kw
     pass
 
 
+class VRFConfig(_Strict):
+    name: str = ""
+    """The VRF device in the pod: created (with ``table``) or joined when it exists."""
+    table: int | None = None
+    """Absent: :func:`vrf_table` of the name, so devices naming one VRF share its table."""
+
+
 class InterfaceConfig(_Strict):
     # field names are DRANET's JSON names (camelCase), kept verbatim for compatibility
     name: str = ""
@@ -67,6 +81,9 @@ class InterfaceConfig(_Strict):
     groIPv4MaxSize: int | None = None
     disableEbpfPrograms: bool | None = None
     forwarding: bool | None = None
+    arpIgnore: int | None = None
+    arpAnnounce: int | None = None
+    vrf: VRFConfig | None = None
 
 
 class RouteConfig(_Strict):
@@ -96,6 +113,8 @@ class EthtoolConfig(_Strict):
 
 
 class NetworkConfig(_Strict):
+    profile: str = ""
+    """DRANET's provider profile name; accepted and kept, resolved by a profile provider."""
     interface: InterfaceConfig = msgspec.field(default_factory=InterfaceConfig)
     routes: list[RouteConfig] = []
     rules: list[RuleConfig] = []
@@ -122,6 +141,12 @@ OFFLOAD_MAX = 524280
 SCOPES = {0: "universe", 253: "link", 254: "host"}
 TABLE_MAX = 2**32 - 1
 TABLE_LOCAL = 255
+ARP_IGNORE = (0, 1, 2, 3, 8)
+"""The kernel's arp_ignore modes; 4-7 are reserved."""
+ARP_ANNOUNCE_MAX = 2
+VRF_RESERVED_TABLES = (253, 254, 255)
+"""default, main, local: a VRF's own table must be none of them (DRANET's rule)."""
+VRF_TABLE_OFFSET, VRF_TABLE_SPAN = 1000, 1000
 RULE_PRIORITY_MAX = 32766
 """32767 is the kernel's default rule."""
 ETHTOOL_NAME_MAX = 32
@@ -361,6 +386,9 @@ def validate(cfg: NetworkConfig) -> list[str]:
     families = _validate_interface(cfg.interface, errors)
     for i, route in enumerate(cfg.routes):
         _validate_route(route, f"routes[{i}]", errors)
+    if cfg.rules and cfg.interface.vrf is not None:
+        # DRANET's rule: the VRF device steers lookups to its table (l3mdev), not rules
+        errors.append("rules: not supported with interface.vrf (the VRF's table is used)")
     for i, rule in enumerate(cfg.rules):
         _validate_rule(rule, f"rules[{i}]", errors)
     seen: dict[IP, int] = {}
@@ -378,18 +406,51 @@ def validate(cfg: NetworkConfig) -> list[str]:
     return errors
 
 
+def vrf_table(vrf: VRFConfig) -> int:
+    """The VRF's routing table: its own, or DRANET's default for the name (FNV-1a 32 of
+    the UTF-8 name, mod 1000, plus 1000), so every device naming a VRF shares a table."""
+    if vrf.table is not None:
+        return vrf.table
+    h = 0x811C9DC5
+    for byte in vrf.name.encode():
+        h = ((h ^ byte) * 0x01000193) & 0xFFFFFFFF
+    return h % VRF_TABLE_SPAN + VRF_TABLE_OFFSET
+
+
+def _ifname(name: str, where: str, errors: list[str]) -> None:
+    if not name:
+        return
+    if len(name.encode()) >= IFNAMSIZ:
+        errors.append(f"{where}: {name!r} is longer than {IFNAMSIZ - 1} bytes")
+    if name in (".", ".."):
+        errors.append(f"{where}: {name!r} is not a valid interface name")
+    bad = sorted({c for c in name if c in "/:\0" or c.isspace()})
+    if bad:
+        errors.append(f"{where}: {name!r} contains {', '.join(map(repr, bad))}, "
+                      "which interface names cannot")
+
+
+def _validate_vrf(iface: InterfaceConfig, errors: list[str]) -> None:
+    vrf = iface.vrf
+    if vrf is None:
+        return
+    if not vrf.name:
+        errors.append("interface.vrf.name: required (the VRF device's name in the pod)")
+    _ifname(vrf.name, "interface.vrf.name", errors)
+    if vrf.name and vrf.name == iface.name:
+        errors.append(f"interface.vrf.name: {vrf.name!r} is also interface.name; the VRF is "
+                      "a device of its own")
+    if vrf.table is not None:
+        if not 0 < vrf.table <= TABLE_MAX:
+            errors.append(f"interface.vrf.table: {vrf.table} is out of range (1..{TABLE_MAX})")
+        elif vrf.table in VRF_RESERVED_TABLES:
+            errors.append(f"interface.vrf.table: {vrf.table} is a reserved table (253 default, "
+                          "254 main, 255 local)")
+
+
 def _validate_interface(iface: InterfaceConfig, errors: list[str]) -> set[int]:
     """Check ``interface``; return the IP versions of its addresses."""
-    name = iface.name
-    if name:
-        if len(name.encode()) >= IFNAMSIZ:
-            errors.append(f"interface.name: {name!r} is longer than {IFNAMSIZ - 1} bytes")
-        if name in (".", ".."):
-            errors.append(f"interface.name: {name!r} is not a valid interface name")
-        bad = sorted({c for c in name if c in "/:\0" or c.isspace()})
-        if bad:
-            errors.append(f"interface.name: {name!r} contains {', '.join(map(repr, bad))}, "
-                          "which interface names cannot")
+    _ifname(iface.name, "interface.name", errors)
     families: set[int] = set()
     if len(iface.addresses) > MAX_ADDRESSES:
         errors.append(f"interface.addresses: {len(iface.addresses)} addresses, more than the "
@@ -420,6 +481,10 @@ def _validate_interface(iface: InterfaceConfig, errors: list[str]) -> set[int]:
         errors.append("interface.dhcp: dhcp and interface.addresses are mutually exclusive")
     for field in ("gsoMaxSize", "groMaxSize", "gsoIPv4MaxSize", "groIPv4MaxSize"):
         _int_range(errors, f"interface.{field}", getattr(iface, field), 1, OFFLOAD_MAX)
+    if iface.arpIgnore is not None and iface.arpIgnore not in ARP_IGNORE:
+        errors.append(f"interface.arpIgnore: {iface.arpIgnore} is not one of 0, 1, 2, 3, 8")
+    _int_range(errors, "interface.arpAnnounce", iface.arpAnnounce, 0, ARP_ANNOUNCE_MAX)
+    _validate_vrf(iface, errors)
     return families
 
 
@@ -543,8 +608,9 @@ def merge(configs: list[NetworkConfig]) -> NetworkConfig:
     its class. Granularity: a field a config leaves unset (absent, ``null``, or
     its empty default) inherits; a set one replaces what came before:
 
+    - ``profile``: a non-empty one replaces;
     - ``interface``: field by field (``name``, ``mtu``, ...); ``addresses`` is one
-      field, replaced as a whole list;
+      field, replaced as a whole list, and ``vrf`` one field (name and table together);
     - ``routes``, ``rules``, ``neighbors``: each replaced as a whole list;
     - ``ethtool.features``, ``ethtool.privateFlags``, ``sysctls``: key by key.
 
@@ -557,11 +623,14 @@ def merge(configs: list[NetworkConfig]) -> NetworkConfig:
     flags: dict[str, bool] = {}
     ethtool = False
     sysctls: dict[str, str] = {}
+    profile = ""
     for cfg in configs:
+        profile = cfg.profile or profile
         for field in msgspec.structs.fields(InterfaceConfig):
             if _is_set(cfg.interface, field):
                 value = getattr(cfg.interface, field.name)
-                iface[field.name] = list(value) if isinstance(value, list) else value
+                iface[field.name] = list(value) if isinstance(value, list) else \
+                    msgspec.structs.replace(value) if isinstance(value, VRFConfig) else value
         for name in ("routes", "rules", "neighbors"):
             if getattr(cfg, name):
                 lists[name] = [msgspec.structs.replace(x) for x in getattr(cfg, name)]
@@ -571,6 +640,6 @@ def merge(configs: list[NetworkConfig]) -> NetworkConfig:
             flags.update(cfg.ethtool.privateFlags)
         sysctls.update(cfg.sysctls)
     return NetworkConfig(
-        interface=InterfaceConfig(**iface), **lists,
+        profile=profile, interface=InterfaceConfig(**iface), **lists,
         ethtool=EthtoolConfig(features=features, privateFlags=flags) if ethtool else None,
         sysctls=sysctls)

@@ -20,6 +20,8 @@ command -v ping >/dev/null 2>&1 || need+=(iputils-ping)
 # the DHCP tests' server (the binary alone, no system service); in sbin, which a
 # user's PATH may lack
 PATH="$PATH:/usr/sbin:/sbin" command -v dnsmasq >/dev/null 2>&1 || need+=(dnsmasq-base)
+# the tests compare with ethtool -k (in /usr/sbin: not on every user's PATH)
+command -v ethtool >/dev/null 2>&1 || [ -x /usr/sbin/ethtool ] || need+=(ethtool)
 [ ${#need[@]} -eq 0 ] || knd_apt_install "${need[@]}"
 
 stamp="$here/.venv/.knd-installed"

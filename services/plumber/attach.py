@@ -9,9 +9,9 @@ host's mover: :meth:`Host.move_in` says why; the rest overlaps):
 1. record the intent (phase ``attaching`` plus a snapshot of the host
    config) in the checkpoint -- before any kernel change;
 2. one RTM_NEWLINK: into the pod netns, renamed, with MTU and MAC, and up;
-3. in the pod: GSO/GRO sizes, a DHCP lease (``interface.dhcp``: :mod:`dhcp`),
-   addresses, link-scope routes, gateway routes, policy rules, permanent
-   neighbours, ethtool, sysctls;
+3. in the pod: GSO/GRO sizes, the VRF (created or joined), a DHCP lease
+   (``interface.dhcp``: :mod:`dhcp`), addresses, link-scope routes, gateway routes,
+   policy rules, permanent neighbours, ethtool, sysctls;
 4. record ``attached``.
 
 Any failure rolls every device of the pod back through :mod:`restore`, the
@@ -32,12 +32,13 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import anyio
+import msgspec
 
-from schemas.netconfig import NetworkConfig, RouteConfig, RuleConfig
+from schemas.netconfig import NetworkConfig, RouteConfig, RuleConfig, vrf_table
 from schemas.plumber import Attach, AttachedInterface, AttachReply, DetachReply
 from schemas.text import q
 from services.common.logs import fields
-from services.plumber import devconf, dhcp, nsfs
+from services.plumber import devconf, dhcp, features, nsfs, vrf
 from services.plumber.checkpoint import Checkpoint
 from services.plumber.devconf import DevconfError
 from services.plumber.inventory import Inventory
@@ -360,9 +361,11 @@ class Attacher:
         assert snap is not None
         iface, idx, name = cfg.interface, link.index, link.name
         sizes = {k: v for k, v in (("gso_max_size", iface.gsoMaxSize),
-                                   ("gro_max_size", iface.groMaxSize)) if v}
+                                   ("gro_max_size", iface.groMaxSize),
+                                   ("gso_ipv4_max_size", iface.gsoIPv4MaxSize),
+                                   ("gro_ipv4_max_size", iface.groIPv4MaxSize)) if v}
         if sizes:
-            await pod.set_link("config.interface.gsoMaxSize/groMaxSize", idx, **sizes)
+            await pod.set_link("config.interface.gso/gro sizes", idx, **sizes)
         routes = [(f"config.routes[{n}]", config_route(r)) for n, r in enumerate(cfg.routes)]
         if iface.dhcp:
             addrs, leased = await dhcp.configure(
@@ -375,6 +378,14 @@ class Attacher:
         else:  # DRANET's default: the host's addresses and routes move with the interface
             addrs = [(f"host address {a.cidr}", a) for a in snap.addresses]
             routes = [(f"host route {r.dst}", r) for r in snap.routes] + routes
+        if iface.vrf is not None:  # before addresses: enslaving cycles the link
+            table = vrf_table(iface.vrf)
+            if not await pod.link(name=iface.vrf.name):
+                att.vrf = iface.vrf.name  # the intent, before the VRF may exist
+                self.store.put_attachment(att)
+            await vrf.join(pod, fd, iface.vrf.name, table, idx)
+            # DRANET's rule: every route of the interface is in the VRF's table
+            routes = [(step, msgspec.structs.replace(r, table=table)) for step, r in routes]
         for step, a in addrs:
             await pod.add_address(step, idx, a)
         for step, r in sorted(routes, key=lambda x: bool(x[1].gateway)):
@@ -387,7 +398,7 @@ class Attacher:
             await pod.add_neighbour(f"config.neighbors[{n}]", idx, nb.destination,
                                     nb.hardwareAddr)
         if cfg.ethtool and cfg.ethtool.features:
-            wanted = cfg.ethtool.features
+            wanted = await features.kernel_bits(fd, name, cfg.ethtool.features)
             att.features = await devconf.feature_values(fd, name, list(wanted))
             self.store.put_attachment(att)
             await devconf.set_features(fd, name, wanted)
@@ -396,8 +407,8 @@ class Attacher:
             att.private_flags = await devconf.private_flag_values(fd, name, list(wanted))
             self.store.put_attachment(att)
             await devconf.set_private_flags(fd, name, wanted)
-        await devconf.write_sysctls(fd, devconf.interface_sysctls(name, cfg.sysctls,
-                                                                  iface.forwarding))
+        await devconf.write_sysctls(fd, devconf.interface_sysctls(
+            name, cfg.sysctls, iface.forwarding, iface.arpIgnore, iface.arpAnnounce))
         att.ips = [a.cidr for _, a in addrs]
 
     async def _rollback(self, jobs: list[Job]) -> AttachReply:

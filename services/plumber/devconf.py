@@ -136,11 +136,13 @@ async def restore_sysctls(fd: int, ifname: str, saved: dict[str, str]) -> list[s
     return await nsfs.in_netns(fd, _restore_sysctls, ifname, saved) if saved else []
 
 
-def interface_sysctls(ifname: str, sysctls: dict[str, str],
-                      forwarding: bool | None) -> list[tuple[str, str, str]]:
+def interface_sysctls(ifname: str, sysctls: dict[str, str], forwarding: bool | None,
+                      arp_ignore: int | None = None,
+                      arp_announce: int | None = None) -> list[tuple[str, str, str]]:
     """The writes a config asks for: key ``ipv4.arp_ignore`` is
     ``net.ipv4.conf.<ifname>.arp_ignore``. The key is checked again here, whatever
-    validated it before, because it becomes a path under /proc/sys."""
+    validated it before, because it becomes a path under /proc/sys. DRANET's
+    ``interface.arpIgnore``/``arpAnnounce`` come last: they win over ``sysctls``."""
     out = []
     for key, value in sysctls.items():
         field = f"sysctls[{key}]"
@@ -154,20 +156,24 @@ def interface_sysctls(ifname: str, sysctls: dict[str, str],
         flag = "1" if forwarding else "0"
         out.append(("interface.forwarding", f"net/ipv4/conf/{ifname}/forwarding", flag))
         out.append(("interface.forwarding", f"net/ipv6/conf/{ifname}/forwarding", flag))
+    for field, name, value in (("interface.arpIgnore", "arp_ignore", arp_ignore),
+                               ("interface.arpAnnounce", "arp_announce", arp_announce)):
+        if value is not None:
+            out.append((field, f"net/ipv4/conf/{ifname}/{name}", str(int(value))))
     return out
 
 
 # ---- ethtool ---------------------------------------------------------------------------
 
 
-def _ethtool(ifname: str) -> IoctlEthtool:
+def open_ethtool(ifname: str) -> IoctlEthtool:
     eth = IoctlEthtool()
     eth.change_ifname(ifname)
     return eth
 
 
 def _feature_values(ifname: str, names: list[str]) -> dict[str, bool]:
-    eth = _ethtool(ifname)
+    eth = open_ethtool(ifname)
     try:
         feats = eth.get_features()
         out = {}
@@ -185,7 +191,7 @@ def _feature_values(ifname: str, names: list[str]) -> dict[str, bool]:
 
 
 def _set_features(ifname: str, wanted: dict[str, bool]) -> None:
-    eth = _ethtool(ifname)
+    eth = open_ethtool(ifname)
     try:
         feats = eth.get_features()
         for name, value in wanted.items():
@@ -230,7 +236,7 @@ def _pflags_io(eth: IoctlEthtool, cmd: int, data: int = 0) -> int:
 def _private_flags(ifname: str, wanted: dict[str, bool] | None,
                    names: list[str]) -> dict[str, bool]:
     """Read (and with ``wanted``, change) private flags; returns the values before."""
-    eth = _ethtool(ifname)
+    eth = open_ethtool(ifname)
     try:
         try:
             known = eth.get_stringset(set_id=ETH_SS_PRIV_FLAGS)

@@ -69,6 +69,8 @@ class LinkSnapshot(_S):
     routes: list[RouteRec] = []
     gso_max_size: int = 0
     gro_max_size: int = 0
+    gso_ipv4_max_size: int = 0
+    gro_ipv4_max_size: int = 0
     sysctls: dict[str, str] = {}
     """``ipv4.rp_filter``-style keys the node had set on the interface (see
     :func:`services.plumber.devconf.own_sysctls`)."""
@@ -148,6 +150,9 @@ class Attachment(_S):
     features: dict[str, bool] = {}
     """Original values of the ethtool features this attach changes."""
     private_flags: dict[str, bool] = {}
+    vrf: str = ""
+    """A VRF device this attach may have created in the pod (deleted on the way out
+    when no link is left in it)."""
     rdma_device: str = ""
     rdma_moved: bool = False
     ips: list[str] = []

@@ -25,6 +25,7 @@ from pyroute2.netlink import NLM_F_DUMP, NLM_F_REQUEST
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl import RTM_GETADDR, RTM_GETROUTE
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
+from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from schemas.netconfig import RuleConfig
@@ -45,6 +46,28 @@ KEPT_IFA_FLAGS = 0x02 | 0x10 | 0x100 | 0x200 | 0x400
 """nodad, homeaddress, mngtmpaddr, noprefixroute, mcautojoin: what ``ip addr add`` can set."""
 
 T = TypeVar("T")
+
+IFLA_ALLMULTI, IFLA_GSO_IPV4_MAX_SIZE, IFLA_GRO_IPV4_MAX_SIZE = 61, 63, 64
+"""linux/if_link.h (the IPv4 sizes since Linux 6.3, 62 being IFLA_DEVLINK_PORT)."""
+
+
+def _know_ipv4_offload_sizes() -> None:
+    """Teach pyroute2's link message the IPv4 GSO/GRO size attributes (pyroute2 0.9
+    stops at IFLA_ALLMULTI), so ``gso_ipv4_max_size=`` is encoded and decoded like
+    ``gso_max_size``. The map is positional; the class compiles it once, on first use,
+    so it is told to compile again."""
+    names = [item[0] for item in ifinfmsg.nla_map]
+    if "IFLA_GSO_IPV4_MAX_SIZE" in names:  # a pyroute2 that knows them already
+        return
+    if len(names) != IFLA_ALLMULTI + 1 or names[IFLA_ALLMULTI] != "IFLA_ALLMULTI":
+        raise ImportError("pyroute2's ifinfmsg attribute map is not the one knd extends")
+    ifinfmsg.nla_map = (*ifinfmsg.nla_map, ("IFLA_DEVLINK_PORT", "hex"),
+                        ("IFLA_GSO_IPV4_MAX_SIZE", "uint32"),
+                        ("IFLA_GRO_IPV4_MAX_SIZE", "uint32"))
+    ifinfmsg._nlmsg_base__compiled_nla = False  # type: ignore[attr-defined]
+
+
+_know_ipv4_offload_sizes()
 
 
 class KernelError(Exception):
@@ -68,6 +91,11 @@ class LinkRec:
     max_mtu: int = 0
     gso_max_size: int = 0
     gro_max_size: int = 0
+    gso_ipv4_max_size: int = 0
+    gro_ipv4_max_size: int = 0
+    tso_max_size: int = 0
+    master: int = 0
+    vrf_table: int = 0
     addr_gen_mode: int | None = None
     """IPv6 address generation mode (``net.ipv6.conf.<if>.addr_gen_mode``), from the
     link message: the kernel takes RTNL to read that sysctl, not to send this."""
@@ -85,6 +113,10 @@ def _link(msg: Any) -> LinkRec:
         mtu=msg.get("mtu") or 0, mac=msg.get("address") or "", up=bool(msg["flags"] & IFF_UP),
         min_mtu=msg.get("min_mtu") or 0, max_mtu=msg.get("max_mtu") or 0,
         gso_max_size=msg.get("gso_max_size") or 0, gro_max_size=msg.get("gro_max_size") or 0,
+        gso_ipv4_max_size=msg.get("gso_ipv4_max_size") or 0,
+        gro_ipv4_max_size=msg.get("gro_ipv4_max_size") or 0,
+        tso_max_size=msg.get("tso_max_size") or 0, master=msg.get("master") or 0,
+        vrf_table=msg.get(("linkinfo", "data", "vrf_table")) or 0,
         addr_gen_mode=_addr_gen_mode(msg))
 
 
@@ -293,7 +325,8 @@ class Rtnl:
             index=link.index, name=link.name, kind=link.kind, mtu=link.mtu, mac=link.mac,
             up=link.up, addresses=await self.addresses(link.index, link.name),
             routes=await self.routes(link.index), gso_max_size=link.gso_max_size,
-            gro_max_size=link.gro_max_size)
+            gro_max_size=link.gro_max_size, gso_ipv4_max_size=link.gso_ipv4_max_size,
+            gro_ipv4_max_size=link.gro_ipv4_max_size)
 
     async def uplink_indexes(self) -> set[int]:
         """Output links of the lowest-metric main-table default route of each family:
@@ -343,6 +376,9 @@ class Rtnl:
 
     async def set_link(self, step: str, index: int, **kw: Any) -> None:
         await self._do(step, self.ipr.link("set", index=index, **kw))
+
+    async def del_link(self, step: str, index: int) -> None:
+        await self._do(step, self.ipr.link("del", index=index))
 
     async def add_address(self, step: str, index: int, rec: AddrRec) -> None:
         iface = ipaddress.ip_interface(rec.cidr)

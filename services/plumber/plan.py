@@ -76,10 +76,6 @@ def capability_errors(cfg: NetworkConfig) -> list[str]:
     i = cfg.interface
     if i.disableEbpfPrograms:
         errs.append("interface.disableEbpfPrograms: not supported by knd")
-    for name in ("gsoIPv4MaxSize", "groIPv4MaxSize"):
-        if getattr(i, name) is not None:
-            errs.append(f"interface.{name}: not supported by knd (pyroute2 has no "
-                        "IFLA_GSO/GRO_IPV4_MAX_SIZE)")
     return errs
 
 
@@ -119,6 +115,11 @@ def device_errors(cfg: NetworkConfig, link: LinkRec, host_addrs: Iterable[str]) 
                         f"({link.min_mtu})")
         if 6 in versions and i.mtu < MIN_MTU_V6:
             errs.append(f"interface.mtu: must be >= {MIN_MTU_V6} with IPv6 addresses")
+    for knob in ("gsoMaxSize", "gsoIPv4MaxSize"):
+        size = getattr(i, knob)
+        if size is not None and link.tso_max_size and size > link.tso_max_size:
+            errs.append(f"interface.{knob}: {size} is above what {link.name} can segment "
+                        f"(tso_max_size {link.tso_max_size})")
     ips = {a.ip for a in addrs}
     for n, r in enumerate(cfg.routes):
         gw = _ip(r.gateway) if r.gateway else None

@@ -28,7 +28,7 @@ import anyio
 
 from schemas.text import q
 from services.common.logs import fields
-from services.plumber import devconf, nsfs
+from services.plumber import devconf, nsfs, vrf
 from services.plumber.checkpoint import Checkpoint
 from services.plumber.devconf import DevconfError
 from services.plumber.metrics import RESTORE_FAILURES
@@ -259,6 +259,8 @@ class Restorer:
             link = await self.find_in_pod(pod, att)
             if link is not None:
                 await self._move_back(pod, link, att.host)
+            if att.vrf:  # the interface left it with its move
+                await vrf.drop_if_unused(pod, att.vrf)
 
     async def _move_back(self, pod: Rtnl, link: LinkRec, snap: LinkSnapshot) -> None:
         mtu = snap.mtu if link.mtu != snap.mtu else 0
@@ -288,10 +290,9 @@ class Restorer:
             kw["mtu"] = snap.mtu
         if snap.mac and link.mac.lower() != snap.mac.lower():
             kw["address"] = snap.mac
-        if snap.gso_max_size and link.gso_max_size != snap.gso_max_size:
-            kw["gso_max_size"] = snap.gso_max_size
-        if snap.gro_max_size and link.gro_max_size != snap.gro_max_size:
-            kw["gro_max_size"] = snap.gro_max_size
+        for size in ("gso_max_size", "gro_max_size", "gso_ipv4_max_size", "gro_ipv4_max_size"):
+            if getattr(snap, size) and getattr(link, size) != getattr(snap, size):
+                kw[size] = getattr(snap, size)
         if kw:
             if link.up and "ifname" in kw:
                 await host.set_link("restore: link down", idx, state="down")

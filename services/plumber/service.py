@@ -30,10 +30,11 @@ from schemas.text import q
 from services.common import bus
 from services.common.config import Common
 from services.common.logs import fields
-from services.plumber import devconf, metrics
+from services.plumber import devconf, features, metrics
 from services.plumber.attach import Attacher
 from services.plumber.cdi import CdiSpecs
 from services.plumber.checkpoint import Checkpoint
+from services.plumber.devconf import DevconfError
 from services.plumber.inventory import Inventory
 from services.plumber.locks import KeyedLocks
 from services.plumber.model import ATTACHED, GONE, PHASES, Attachment, ClaimPlan
@@ -195,6 +196,9 @@ class Plumber:
                 nodes = self._char_devices(plan)
             except PlanError as exc:
                 return p.PrepareReply(claim_uid=req.claim_uid, error="; ".join(exc.errors))
+            errs = await self._device_checks(plan)
+            if errs:
+                return p.PrepareReply(claim_uid=req.claim_uid, error="; ".join(errs))
             for dev in plan.devices:  # here, not at attach: reading them costs a few ms
                 if dev.ifname:
                     dev.host_sysctls = await devconf.own_sysctls(self.host.fd, dev.ifname)
@@ -210,6 +214,20 @@ class Plumber:
                                       error=f"cdi: cannot write the CDI spec: {exc}")
             return p.PrepareReply(claim_uid=plan.uid,
                                   devices=[d.prepared() for d in plan.devices])
+
+    async def _device_checks(self, plan: ClaimPlan) -> list[str]:
+        """What only the device itself can say, asked while it is at home: the ethtool
+        features it has and can change."""
+        errs: list[str] = []
+        for n, dev in enumerate(plan.devices):  # one per request device, in order
+            eth = dev.config.ethtool if dev.config is not None else None
+            if dev.ifname and eth is not None and eth.features:
+                try:
+                    found = await features.check(self.host.fd, dev.ifname, eth.features)
+                except DevconfError as exc:
+                    found = [str(exc)]
+                errs += [f"devices[{n}].config.{e}" for e in found]
+        return errs
 
     def _again(self, old: ClaimPlan, req: p.Prepare) -> p.PrepareReply:
         known = {x.uid for x in old.pods}

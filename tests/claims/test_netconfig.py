@@ -15,9 +15,11 @@ from schemas.netconfig import (
     InterfaceConfig,
     NetworkConfig,
     RouteConfig,
+    VRFConfig,
     decode_config,
     merge,
     validate,
+    vrf_table,
 )
 
 # A DRANET-style configuration that uses every section; valid as it is.
@@ -370,3 +372,93 @@ def test_merged_config_can_break_a_cross_field_rule() -> None:
     assert validate(merge([cls, claim])) == [
         "interface.mtu: 1000 is below 1280, the minimum for IPv6 (interface.addresses has an "
         "IPv6 address)"]
+
+
+# ---- DRANET's newer fields: profile, arpIgnore/arpAnnounce, vrf ----------------------
+
+DRANET_FIELDS = {
+    "profile": "gold",
+    "interface": {"name": "net1", "arpIgnore": 8, "arpAnnounce": 2, "forwarding": True,
+                  "gsoIPv4MaxSize": 131072, "groIPv4MaxSize": 131072,
+                  "vrf": {"name": "vrf-blue", "table": 1001}},
+    "routes": [{"destination": "10.9.0.0/16", "gateway": "10.1.0.1", "table": 100}],
+}
+
+
+def test_dranet_fields_decode_and_round_trip() -> None:
+    got = decode_config(DRANET_FIELDS)
+    assert got.profile == "gold"
+    assert (got.interface.arpIgnore, got.interface.arpAnnounce) == (8, 2)
+    assert got.interface.vrf == VRFConfig(name="vrf-blue", table=1001)
+    assert json.loads(msgspec.json.encode(got)) == DRANET_FIELDS
+    for ok in (0, 1, 2, 3, 8):
+        assert decode_config(iface(arpIgnore=ok)).interface.arpIgnore == ok
+    for ok in (0, 1, 2):
+        assert decode_config(iface(arpAnnounce=ok)).interface.arpAnnounce == ok
+    assert decode_config({"interface": {"vrf": {"name": "v"}}}).interface.vrf == VRFConfig(
+        name="v")
+
+
+NEW_RULES = [
+    ("arp-ignore-4", iface(arpIgnore=4), "interface.arpIgnore", "not one of 0, 1, 2, 3, 8"),
+    ("arp-ignore-negative", iface(arpIgnore=-1), "interface.arpIgnore", "not one of"),
+    ("arp-ignore-9", iface(arpIgnore=9), "interface.arpIgnore", "not one of"),
+    ("arp-announce-3", iface(arpAnnounce=3), "interface.arpAnnounce", "out of range (0..2)"),
+    ("arp-announce-negative", iface(arpAnnounce=-1), "interface.arpAnnounce", "out of range"),
+    ("vrf-no-name", iface(vrf={"table": 10}), "interface.vrf.name", "required"),
+    ("vrf-bad-name", iface(vrf={"name": "a/b"}), "interface.vrf.name", "'/'"),
+    ("vrf-long-name", iface(vrf={"name": "v" * 16}), "interface.vrf.name", "longer than 15"),
+    ("vrf-name-is-interface", iface(name="net1", vrf={"name": "net1"}), "interface.vrf.name",
+     "also interface.name"),
+    ("vrf-table-zero", iface(vrf={"name": "v", "table": 0}), "interface.vrf.table",
+     "out of range"),
+    ("vrf-table-negative", iface(vrf={"name": "v", "table": -5}), "interface.vrf.table",
+     "out of range"),
+    ("vrf-table-main", iface(vrf={"name": "v", "table": 254}), "interface.vrf.table",
+     "reserved"),
+    ("vrf-table-default", iface(vrf={"name": "v", "table": 253}), "interface.vrf.table",
+     "reserved"),
+    ("vrf-table-local", iface(vrf={"name": "v", "table": 255}), "interface.vrf.table",
+     "reserved"),
+    ("vrf-table-big", iface(vrf={"name": "v", "table": 2**32}), "interface.vrf.table",
+     "out of range"),
+    ("vrf-with-rules", {"interface": {"vrf": {"name": "v"}}, "rules": [{"table": 5}]},
+     "rules", "not supported with interface.vrf"),
+    ("vrf-unknown-field", iface(vrf={"name": "v", "tabel": 5}), "interface.vrf.tabel",
+     "unknown field"),
+    ("vrf-table-type", iface(vrf={"name": "v", "table": "5"}), "interface.vrf.table",
+     "expected an integer"),
+    ("profile-type", {"profile": 5}, "profile", "expected a string"),
+    ("arp-type", iface(arpIgnore="1"), "interface.arpIgnore", "expected an integer"),
+]
+
+
+@pytest.mark.parametrize("params,field,why", [r[1:] for r in NEW_RULES],
+                         ids=[r[0] for r in NEW_RULES])
+def test_dranet_field_rules(params: dict, field: str, why: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        decode_config(params, path="config[0].opaque.parameters")
+    hits = [e for e in err.value.errors if e.startswith(f"config[0].opaque.parameters.{field}:")]
+    assert hits and why in hits[0], err.value.errors
+
+
+def test_vrf_table_default_is_dranets() -> None:
+    """DRANET's default: FNV-1a (32 bits) of the name, mod 1000, plus 1000. Vectors: FNV-1a
+    32 of "a" is 0xe40c292c and of "foobar" 0xbf9cf968 (the FNV reference values)."""
+    assert vrf_table(VRFConfig(name="a")) == 0xE40C292C % 1000 + 1000
+    assert vrf_table(VRFConfig(name="foobar")) == 0xBF9CF968 % 1000 + 1000
+    assert vrf_table(VRFConfig(name="foobar", table=7)) == 7
+    assert all(1000 <= vrf_table(VRFConfig(name=f"v{i}")) < 2000 for i in range(200))
+
+
+def test_merge_profile_and_vrf() -> None:
+    cls = cfg({"profile": "class", "interface": {"arpIgnore": 1, "vrf": {"name": "a",
+                                                                        "table": 10}}})
+    claim = cfg({"interface": {"arpAnnounce": 2, "vrf": {"name": "b"}}})
+    got = merge([cls, claim])
+    assert got.profile == "class"  # unset in the claim: inherited
+    assert (got.interface.arpIgnore, got.interface.arpAnnounce) == (1, 2)
+    assert got.interface.vrf == VRFConfig(name="b")  # name and table replaced together
+    assert merge([cls, cfg({"profile": "claim"})]).profile == "claim"
+    got.interface.vrf.name = "changed"  # type: ignore[union-attr]
+    assert cls.interface.vrf == VRFConfig(name="a", table=10)

@@ -88,13 +88,12 @@ async def test_rules_neighbours_ethtool_sysctls(env: Env, plumber) -> None:
 
 
 @pytest.mark.parametrize("bad,field", [
-    (NetworkConfig(ethtool=EthtoolConfig(features={"no-such-feature": True})),
-     "config.ethtool.features[no-such-feature]"),
+    # (an unknown ethtool feature fails at prepare: tests/plumber/test_ethtool.py)
     (NetworkConfig(ethtool=EthtoolConfig(privateFlags={"no-such-flag": True})),
      "config.ethtool.privateFlags[no-such-flag]"),
     # valid for the schema, refused by the kernel: an IPv6 MTU above the link's
     (NetworkConfig(sysctls={"ipv6.mtu": "65535"}), "config.sysctls[ipv6.mtu]"),
-], ids=["feature", "private flag", "sysctl"])
+], ids=["private flag", "sysctl"])
 async def test_device_settings_that_fail_roll_back(env: Env, plumber, bad, field) -> None:
     env.node.veth("ya0", "yb0")
     env.node.ip("addr", "add", "10.52.0.2/24", "dev", "ya0")
