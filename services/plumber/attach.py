@@ -49,10 +49,13 @@ from services.plumber.model import (
     AddrRec,
     Attachment,
     ClaimPlan,
+    LinkSnapshot,
     PlannedDevice,
     RouteRec,
+    RuleRec,
 )
 from services.plumber.netops import RT_SCOPE_LINK, KernelError, LinkRec, Rtnl
+from services.plumber.nlrecs import RT_TABLE_LOCAL, RT_TABLE_MAIN
 from services.plumber.rdma import Rdma
 from services.plumber.restore import PENDING, RESTORED, Host, Outcome, Restorer
 
@@ -122,6 +125,24 @@ def _rule_taken(rule: RuleConfig, existing: set[tuple]) -> bool:
                for k in existing)
 
 
+def _rec_key(r: RuleRec) -> tuple:
+    def net(v: str) -> str:
+        return str(ipaddress.ip_network(v, strict=False)) if v else ""
+    return (r.family, net(r.src), net(r.dst), r.table, r.priority)
+
+
+def _config_rec(r: RuleConfig) -> RuleRec:
+    """A config rule as the kernel will hold it (IPv4 unless a prefix says otherwise)."""
+    six = any(ipaddress.ip_network(v, strict=False).version == 6
+              for v in (r.source, r.destination) if v)
+    return RuleRec(family=socket.AF_INET6 if six else socket.AF_INET, table=r.table or 254,
+                   priority=r.priority, src=r.source, dst=r.destination)
+
+
+def host_route_step(r: RouteRec) -> str:
+    return f"host route {r.dst}" + (f" (table {r.table})" if r.table != RT_TABLE_MAIN else "")
+
+
 async def _together(a: Awaitable[A], b: Awaitable[B]) -> tuple[A, B]:
     """Both awaited at once (each a netlink round trip on its own socket or thread);
     if one fails the other is cancelled, and a socket it opened is closed."""
@@ -147,6 +168,38 @@ async def _together(a: Awaitable[A], b: Awaitable[B]) -> tuple[A, B]:
 def _pod(req: Attach) -> str:
     pod = req.pod
     return f"{pod.namespace}/{pod.name} ({pod.uid})" if pod.name else pod.uid
+
+
+class _RuleCopier:
+    """Which host rules go into the pod with a device (DRANET): those that look up a
+    table, other than main and local, where the device has a route. Each is copied
+    once per pod, and not when the pod has it already or a config rule adds it."""
+
+    def __init__(self, host: Rtnl, pod: Rtnl, config_rules: list[RuleConfig]) -> None:
+        self.host, self.pod = host, pod
+        self._host_rules: list[tuple[RuleRec, bool]] | None = None
+        self._skip: set[tuple] | None = None
+        self._config = {_rec_key(_config_rec(r)) for r in config_rules}
+
+    async def rules_for(self, snap: LinkSnapshot, where: str) -> list[RuleRec]:
+        tables = {r.table for r in snap.routes} - {RT_TABLE_MAIN, RT_TABLE_LOCAL}
+        if not tables:
+            return []
+        if self._host_rules is None or self._skip is None:
+            self._host_rules, in_pod = await _together(self.host.lookup_rules(),
+                                                       self.pod.lookup_rules())
+            self._skip = {_rec_key(r) for r, _ in in_pod} | self._config
+        out = []
+        for rule, exact in self._host_rules:
+            if rule.table not in tables or _rec_key(rule) in self._skip:
+                continue
+            if not exact:  # DRANET would copy it without its other selectors
+                log.warning("%s: host rule %s not copied into the pod: it matches on more "
+                            "than priority, from and to", where, rule.describe())
+                continue
+            self._skip.add(_rec_key(rule))
+            out.append(rule)
+        return out
 
 
 class Attacher:
@@ -277,11 +330,13 @@ class Attacher:
         uplinks, pod_links = await _together(host.uplink_indexes(), pod.links())
         taken = {link.name: "the pod" for link in pod_links}
         pod_rules: set[tuple] | None = None
+        copier = _RuleCopier(host, pod, [r for _, d in todo if d.config
+                                         for r in d.config.rules])
         jobs = []
         for plan, dev in todo:
             where = f"device {q(dev.device)} of claim {plan.uid}"
             cfg = dev.config or NetworkConfig()
-            snap, pod_ifname = None, ""
+            snap, pod_ifname, host_rules = None, "", []
             ifname = self._current_ifname(dev, where)
             if dev.ifname:
                 link = await host.link(name=ifname)
@@ -297,6 +352,7 @@ class Attacher:
                 taken[pod_ifname] = where
                 snap = await host.snapshot(link)
                 snap.sysctls = dict(dev.host_sysctls)
+                host_rules = await copier.rules_for(snap, where)
             if cfg.rules:
                 if pod_rules is None:
                     pod_rules = {_rule_key(r) for r in await pod.rules()}
@@ -307,7 +363,7 @@ class Attacher:
             att = Attachment(
                 claim_uid=plan.uid, device=dev.device, pod_uid=req.pod.uid, phase=ATTACHING,
                 netns=req.netns, ns_dev=nsid.dev, ns_ino=nsid.ino, sandbox_id=req.sandbox_id,
-                host=snap, pod_ifname=pod_ifname, rules=list(cfg.rules),
+                host=snap, pod_ifname=pod_ifname, rules=list(cfg.rules), host_rules=host_rules,
                 rdma_device=dev.rdma_device,
                 mac=cfg.interface.hardwareAddr or (snap.mac if snap else ""))
             jobs.append(Job(plan, dev, cfg, att))
@@ -360,22 +416,30 @@ class Attacher:
                                    ("gro_max_size", iface.groMaxSize)) if v}
         if sizes:
             await pod.set_link("config.interface.gsoMaxSize/groMaxSize", idx, **sizes)
-        routes = [(f"config.routes[{n}]", config_route(r)) for n, r in enumerate(cfg.routes)]
         if iface.addresses:
             addrs = [(f"config.interface.addresses[{n}]", config_address(a))
                      for n, a in enumerate(iface.addresses)]
-        else:  # DRANET's default: the host's addresses and routes move with the interface
+        else:  # DRANET's default: the host's addresses move with the interface
             addrs = [(f"host address {a.cidr}", a) for a in snap.addresses]
-            routes = [(f"host route {r.dst}", r) for r in snap.routes] + routes
+        # as DRANET: the host's routes of the interface, in every table, go too, with or
+        # without configured addresses; one already there (a config route) is no error
+        routes = [(f"config.routes[{n}]", config_route(r), False)
+                  for n, r in enumerate(cfg.routes)]
+        routes += [(host_route_step(r), r, True) for r in snap.routes]
         for step, a in addrs:
             await pod.add_address(step, idx, a)
-        for step, r in sorted(routes, key=lambda x: bool(x[1].gateway)):
-            await pod.add_route(step, idx, r)
+        for step, r, exist_ok in sorted(routes, key=lambda x: bool(x[1].gateway)):
+            await pod.add_route(step, idx, r, exist_ok=exist_ok)
         for n, rule in enumerate(cfg.rules):
             await pod.add_rule(f"config.rules[{n}]", rule)
+        for hr in att.host_rules:
+            await pod.add_host_rule(f"host rule {hr.describe()}", hr)
         for n, nb in enumerate(cfg.neighbors):
             await pod.add_neighbour(f"config.neighbors[{n}]", idx, nb.destination,
                                     nb.hardwareAddr)
+        for hn in snap.neighbours:  # after the config's: DRANET lets those win
+            await pod.add_neighbour(f"host neighbour {hn.dst}", idx, hn.dst, hn.lladdr,
+                                    exist_ok=True)
         if cfg.ethtool and cfg.ethtool.features:
             wanted = cfg.ethtool.features
             att.features = await devconf.feature_values(fd, name, list(wanted))

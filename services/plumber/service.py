@@ -239,6 +239,7 @@ class Plumber:
                 facts.links[link.name] = link
                 facts.addresses[link.name] = [
                     a.cidr for a in await rtnl.addresses(link.index, link.name) if not a.scope]
+                facts.routes[link.name] = await rtnl.routes(link.index)
         return facts
 
     def _char_devices(self, plan: ClaimPlan) -> dict[str, list[CharDevice]]:
