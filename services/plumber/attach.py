@@ -20,10 +20,8 @@ same code that detach and reconcile use.
 from __future__ import annotations
 
 import errno
-import ipaddress
 import logging
 import os
-import socket
 import time
 from collections.abc import Awaitable
 from contextlib import AbstractAsyncContextManager
@@ -32,7 +30,7 @@ from typing import Any, TypeVar
 
 import anyio
 
-from schemas.netconfig import NetworkConfig, RouteConfig, RuleConfig
+from schemas.netconfig import NetworkConfig
 from schemas.plumber import Attach, AttachedInterface, AttachReply, DetachReply
 from schemas.text import q
 from services.common.logs import fields
@@ -46,16 +44,19 @@ from services.plumber.model import (
     ATTACHED,
     ATTACHING,
     GONE,
-    AddrRec,
     Attachment,
     ClaimPlan,
-    LinkSnapshot,
     PlannedDevice,
-    RouteRec,
-    RuleRec,
 )
-from services.plumber.netops import RT_SCOPE_LINK, KernelError, LinkRec, Rtnl
-from services.plumber.nlrecs import RT_TABLE_LOCAL, RT_TABLE_MAIN
+from services.plumber.netops import KernelError, LinkRec, Rtnl
+from services.plumber.podconfig import (
+    RuleCopier,
+    config_address,
+    config_route,
+    host_route_step,
+    rule_key,
+    rule_taken,
+)
 from services.plumber.rdma import Rdma
 from services.plumber.restore import PENDING, RESTORED, Host, Outcome, Restorer
 
@@ -63,8 +64,6 @@ log = logging.getLogger("knd.plumber.attach")
 A = TypeVar("A")
 B = TypeVar("B")
 
-IFA_F_NODAD = 0x02
-RTPROT_BOOT = 3
 RETURN_WAIT = 2.0
 """How long a detach waits for a physical device to come back from a dead netns."""
 ATTACH_SLOTS = 12
@@ -88,59 +87,6 @@ class Job:
     @property
     def where(self) -> str:
         return f"device {q(self.dev.device)} of claim {self.plan.uid}"
-
-
-def config_address(cidr: str) -> AddrRec:
-    """A configured address; IPv4 gets its broadcast, IPv6 skips DAD (it is ours)."""
-    iface = ipaddress.ip_interface(cidr)
-    if iface.version == 4:
-        brd = str(iface.network.broadcast_address) if iface.network.prefixlen < 31 else ""
-        return AddrRec(cidr=str(iface), broadcast=brd)
-    return AddrRec(cidr=str(iface), flags=IFA_F_NODAD)
-
-
-def config_route(r: RouteConfig) -> RouteRec:
-    gw = ipaddress.ip_address(r.gateway) if r.gateway else None
-    if r.destination:
-        dst = ipaddress.ip_network(r.destination, strict=False)
-    else:
-        dst = ipaddress.ip_network("::/0" if gw and gw.version == 6 else "0.0.0.0/0")
-    v6 = dst.version == 6
-    scope = 0 if v6 else (r.scope or (0 if gw else RT_SCOPE_LINK))
-    return RouteRec(family=socket.AF_INET6 if v6 else socket.AF_INET, dst=str(dst),
-                    gateway=r.gateway, prefsrc=r.source, table=r.table or 254, scope=scope,
-                    proto=RTPROT_BOOT)
-
-
-def _rule_key(r: RuleConfig) -> tuple:
-    def net(v: str) -> str:
-        return str(ipaddress.ip_network(v, strict=False)) if v else ""
-    return (net(r.source), net(r.destination), r.table or 254, r.priority)
-
-
-def _rule_taken(rule: RuleConfig, existing: set[tuple]) -> bool:
-    """A rule like ``rule`` is already there (any priority when ``rule`` sets none)."""
-    key = _rule_key(rule)
-    return any(k[:3] == key[:3] and (not rule.priority or k[3] == rule.priority)
-               for k in existing)
-
-
-def _rec_key(r: RuleRec) -> tuple:
-    def net(v: str) -> str:
-        return str(ipaddress.ip_network(v, strict=False)) if v else ""
-    return (r.family, net(r.src), net(r.dst), r.table, r.priority)
-
-
-def _config_rec(r: RuleConfig) -> RuleRec:
-    """A config rule as the kernel will hold it (IPv4 unless a prefix says otherwise)."""
-    six = any(ipaddress.ip_network(v, strict=False).version == 6
-              for v in (r.source, r.destination) if v)
-    return RuleRec(family=socket.AF_INET6 if six else socket.AF_INET, table=r.table or 254,
-                   priority=r.priority, src=r.source, dst=r.destination)
-
-
-def host_route_step(r: RouteRec) -> str:
-    return f"host route {r.dst}" + (f" (table {r.table})" if r.table != RT_TABLE_MAIN else "")
 
 
 async def _together(a: Awaitable[A], b: Awaitable[B]) -> tuple[A, B]:
@@ -168,38 +114,6 @@ async def _together(a: Awaitable[A], b: Awaitable[B]) -> tuple[A, B]:
 def _pod(req: Attach) -> str:
     pod = req.pod
     return f"{pod.namespace}/{pod.name} ({pod.uid})" if pod.name else pod.uid
-
-
-class _RuleCopier:
-    """Which host rules go into the pod with a device (DRANET): those that look up a
-    table, other than main and local, where the device has a route. Each is copied
-    once per pod, and not when the pod has it already or a config rule adds it."""
-
-    def __init__(self, host: Rtnl, pod: Rtnl, config_rules: list[RuleConfig]) -> None:
-        self.host, self.pod = host, pod
-        self._host_rules: list[tuple[RuleRec, bool]] | None = None
-        self._skip: set[tuple] | None = None
-        self._config = {_rec_key(_config_rec(r)) for r in config_rules}
-
-    async def rules_for(self, snap: LinkSnapshot, where: str) -> list[RuleRec]:
-        tables = {r.table for r in snap.routes} - {RT_TABLE_MAIN, RT_TABLE_LOCAL}
-        if not tables:
-            return []
-        if self._host_rules is None or self._skip is None:
-            self._host_rules, in_pod = await _together(self.host.lookup_rules(),
-                                                       self.pod.lookup_rules())
-            self._skip = {_rec_key(r) for r, _ in in_pod} | self._config
-        out = []
-        for rule, exact in self._host_rules:
-            if rule.table not in tables or _rec_key(rule) in self._skip:
-                continue
-            if not exact:  # DRANET would copy it without its other selectors
-                log.warning("%s: host rule %s not copied into the pod: it matches on more "
-                            "than priority, from and to", where, rule.describe())
-                continue
-            self._skip.add(_rec_key(rule))
-            out.append(rule)
-        return out
 
 
 class Attacher:
@@ -330,7 +244,7 @@ class Attacher:
         uplinks, pod_links = await _together(host.uplink_indexes(), pod.links())
         taken = {link.name: "the pod" for link in pod_links}
         pod_rules: set[tuple] | None = None
-        copier = _RuleCopier(host, pod, [r for _, d in todo if d.config
+        copier = RuleCopier(host, pod, [r for _, d in todo if d.config
                                          for r in d.config.rules])
         jobs = []
         for plan, dev in todo:
@@ -355,9 +269,9 @@ class Attacher:
                 host_rules = await copier.rules_for(snap, where)
             if cfg.rules:
                 if pod_rules is None:
-                    pod_rules = {_rule_key(r) for r in await pod.rules()}
+                    pod_rules = {rule_key(r) for r in await pod.rules()}
                 for n, rule in enumerate(cfg.rules):
-                    if _rule_taken(rule, pod_rules):
+                    if rule_taken(rule, pod_rules):
                         raise AttachError(f"{where}: config.rules[{n}]: already in the pod "
                                           "network namespace")
             att = Attachment(
@@ -393,6 +307,7 @@ class Attacher:
                     await self.rdma.move(att.rdma_device, self.host.fd, fd)
                     att.rdma_moved = True
                 except Exception as exc:  # best effort (documented): the netdev works anyway
+                    att.rdma_error = f"RDMA device {att.rdma_device} not moved: {exc}"
                     log.warning("%s: RDMA device %s not moved to the pod: %s", job.where,
                                 att.rdma_device, exc)
             att.phase = ATTACHED

@@ -180,6 +180,8 @@ class Attachment(_S):
     private_flags: dict[str, bool] = {}
     rdma_device: str = ""
     rdma_moved: bool = False
+    rdma_error: str = ""
+    """Why the best-effort move of the RDMA link device into the pod failed."""
     ips: list[str] = []
     mac: str = ""
     reason: str = ""
