@@ -21,10 +21,8 @@ same code that detach and reconcile use.
 from __future__ import annotations
 
 import errno
-import ipaddress
 import logging
 import os
-import socket
 import time
 from collections.abc import Awaitable
 from contextlib import AbstractAsyncContextManager
@@ -34,7 +32,7 @@ from typing import Any, TypeVar
 import anyio
 import msgspec
 
-from schemas.netconfig import NetworkConfig, RouteConfig, RuleConfig, vrf_table
+from schemas.netconfig import NetworkConfig, vrf_table
 from schemas.plumber import Attach, AttachedInterface, AttachReply, DetachReply
 from schemas.text import q
 from services.common.logs import fields
@@ -48,13 +46,19 @@ from services.plumber.model import (
     ATTACHED,
     ATTACHING,
     GONE,
-    AddrRec,
     Attachment,
     ClaimPlan,
     PlannedDevice,
-    RouteRec,
 )
-from services.plumber.netops import RT_SCOPE_LINK, KernelError, LinkRec, Rtnl
+from services.plumber.netops import KernelError, LinkRec, Rtnl
+from services.plumber.podconfig import (
+    RuleCopier,
+    config_address,
+    config_route,
+    host_route_step,
+    rule_key,
+    rule_taken,
+)
 from services.plumber.rdma import Rdma
 from services.plumber.restore import PENDING, RESTORED, Host, Outcome, Restorer
 
@@ -62,8 +66,6 @@ log = logging.getLogger("knd.plumber.attach")
 A = TypeVar("A")
 B = TypeVar("B")
 
-IFA_F_NODAD = 0x02
-RTPROT_BOOT = 3
 RETURN_WAIT = 2.0
 """How long a detach waits for a physical device to come back from a dead netns."""
 ATTACH_SLOTS = 12
@@ -89,41 +91,6 @@ class Job:
     @property
     def where(self) -> str:
         return f"device {q(self.dev.device)} of claim {self.plan.uid}"
-
-
-def config_address(cidr: str) -> AddrRec:
-    """A configured address; IPv4 gets its broadcast, IPv6 skips DAD (it is ours)."""
-    iface = ipaddress.ip_interface(cidr)
-    if iface.version == 4:
-        brd = str(iface.network.broadcast_address) if iface.network.prefixlen < 31 else ""
-        return AddrRec(cidr=str(iface), broadcast=brd)
-    return AddrRec(cidr=str(iface), flags=IFA_F_NODAD)
-
-
-def config_route(r: RouteConfig) -> RouteRec:
-    gw = ipaddress.ip_address(r.gateway) if r.gateway else None
-    if r.destination:
-        dst = ipaddress.ip_network(r.destination, strict=False)
-    else:
-        dst = ipaddress.ip_network("::/0" if gw and gw.version == 6 else "0.0.0.0/0")
-    v6 = dst.version == 6
-    scope = 0 if v6 else (r.scope or (0 if gw else RT_SCOPE_LINK))
-    return RouteRec(family=socket.AF_INET6 if v6 else socket.AF_INET, dst=str(dst),
-                    gateway=r.gateway, prefsrc=r.source, table=r.table or 254, scope=scope,
-                    proto=RTPROT_BOOT)
-
-
-def _rule_key(r: RuleConfig) -> tuple:
-    def net(v: str) -> str:
-        return str(ipaddress.ip_network(v, strict=False)) if v else ""
-    return (net(r.source), net(r.destination), r.table or 254, r.priority)
-
-
-def _rule_taken(rule: RuleConfig, existing: set[tuple]) -> bool:
-    """A rule like ``rule`` is already there (any priority when ``rule`` sets none)."""
-    key = _rule_key(rule)
-    return any(k[:3] == key[:3] and (not rule.priority or k[3] == rule.priority)
-               for k in existing)
 
 
 async def _together(a: Awaitable[A], b: Awaitable[B]) -> tuple[A, B]:
@@ -281,11 +248,13 @@ class Attacher:
         uplinks, pod_links = await _together(host.uplink_indexes(), pod.links())
         taken = {link.name: "the pod" for link in pod_links}
         pod_rules: set[tuple] | None = None
+        copier = RuleCopier(host, pod, [r for _, d in todo if d.config
+                                         for r in d.config.rules])
         jobs = []
         for plan, dev in todo:
             where = f"device {q(dev.device)} of claim {plan.uid}"
             cfg = dev.config or NetworkConfig()
-            snap, pod_ifname = None, ""
+            snap, pod_ifname, host_rules = None, "", []
             ifname = self._current_ifname(dev, where)
             if dev.ifname:
                 link = await host.link(name=ifname)
@@ -301,17 +270,18 @@ class Attacher:
                 taken[pod_ifname] = where
                 snap = await host.snapshot(link)
                 snap.sysctls = dict(dev.host_sysctls)
+                host_rules = await copier.rules_for(snap, where)
             if cfg.rules:
                 if pod_rules is None:
-                    pod_rules = {_rule_key(r) for r in await pod.rules()}
+                    pod_rules = {rule_key(r) for r in await pod.rules()}
                 for n, rule in enumerate(cfg.rules):
-                    if _rule_taken(rule, pod_rules):
+                    if rule_taken(rule, pod_rules):
                         raise AttachError(f"{where}: config.rules[{n}]: already in the pod "
                                           "network namespace")
             att = Attachment(
                 claim_uid=plan.uid, device=dev.device, pod_uid=req.pod.uid, phase=ATTACHING,
                 netns=req.netns, ns_dev=nsid.dev, ns_ino=nsid.ino, sandbox_id=req.sandbox_id,
-                host=snap, pod_ifname=pod_ifname, rules=list(cfg.rules),
+                host=snap, pod_ifname=pod_ifname, rules=list(cfg.rules), host_rules=host_rules,
                 rdma_device=dev.rdma_device,
                 mac=cfg.interface.hardwareAddr or (snap.mac if snap else ""))
             jobs.append(Job(plan, dev, cfg, att, deadline=req.deadline))
@@ -341,6 +311,7 @@ class Attacher:
                     await self.rdma.move(att.rdma_device, self.host.fd, fd)
                     att.rdma_moved = True
                 except Exception as exc:  # best effort (documented): the netdev works anyway
+                    att.rdma_error = f"RDMA device {att.rdma_device} not moved: {exc}"
                     log.warning("%s: RDMA device %s not moved to the pod: %s", job.where,
                                 att.rdma_device, exc)
             att.phase = ATTACHED
@@ -366,18 +337,24 @@ class Attacher:
                                    ("gro_ipv4_max_size", iface.groIPv4MaxSize)) if v}
         if sizes:
             await pod.set_link("config.interface.gso/gro sizes", idx, **sizes)
-        routes = [(f"config.routes[{n}]", config_route(r)) for n, r in enumerate(cfg.routes)]
+        # as DRANET: the host's routes of the interface, in every table, go too, with or
+        # without configured addresses; one already there (a config route) is no error
+        routes = [(f"config.routes[{n}]", config_route(r), False)
+                  for n, r in enumerate(cfg.routes)]
         if iface.dhcp:
             addrs, leased = await dhcp.configure(
                 pod, fd, link, job.deadline, mtu=iface.mtu or 0,
-                configured=[r for _, r in routes])
-            routes = leased + routes
+                configured=[r for _, r, _ in routes])
+            # a lease's route the pod has already (its primary network's default route,
+            # typically) is left as it is, as DRANET does, rather than failing the pod
+            routes = [(step, r, True) for step, r in leased] + routes
         elif iface.addresses:
             addrs = [(f"config.interface.addresses[{n}]", config_address(a))
                      for n, a in enumerate(iface.addresses)]
-        else:  # DRANET's default: the host's addresses and routes move with the interface
+        else:  # DRANET's default: the host's addresses move with the interface
             addrs = [(f"host address {a.cidr}", a) for a in snap.addresses]
-            routes = [(f"host route {r.dst}", r) for r in snap.routes] + routes
+        if not iface.dhcp:  # with a lease the host's configuration stays home
+            routes += [(host_route_step(r), r, True) for r in snap.routes]
         if iface.vrf is not None:  # before addresses: enslaving cycles the link
             table = vrf_table(iface.vrf)
             if not await pod.link(name=iface.vrf.name):
@@ -385,18 +362,22 @@ class Attacher:
                 self.store.put_attachment(att)
             await vrf.join(pod, fd, iface.vrf.name, table, idx)
             # DRANET's rule: every route of the interface is in the VRF's table
-            routes = [(step, msgspec.structs.replace(r, table=table)) for step, r in routes]
+            routes = [(step, msgspec.structs.replace(r, table=table), ok)
+                      for step, r, ok in routes]
         for step, a in addrs:
             await pod.add_address(step, idx, a)
-        for step, r in sorted(routes, key=lambda x: bool(x[1].gateway)):
-            # a lease's route the pod has already (its primary network's default route,
-            # typically) is left as it is, as DRANET does, rather than failing the pod
-            await pod.add_route(step, idx, r, exist_ok=r.proto == dhcp.RTPROT_DHCP)
+        for step, r, exist_ok in sorted(routes, key=lambda x: bool(x[1].gateway)):
+            await pod.add_route(step, idx, r, exist_ok=exist_ok)
         for n, rule in enumerate(cfg.rules):
             await pod.add_rule(f"config.rules[{n}]", rule)
+        for hr in att.host_rules:
+            await pod.add_host_rule(f"host rule {hr.describe()}", hr)
         for n, nb in enumerate(cfg.neighbors):
             await pod.add_neighbour(f"config.neighbors[{n}]", idx, nb.destination,
                                     nb.hardwareAddr)
+        for hn in snap.neighbours:  # after the config's: DRANET lets those win
+            await pod.add_neighbour(f"host neighbour {hn.dst}", idx, hn.dst, hn.lladdr,
+                                    exist_ok=True)
         if cfg.ethtool and cfg.ethtool.features:
             wanted = await features.kernel_bits(fd, name, cfg.ethtool.features)
             att.features = await devconf.feature_values(fd, name, list(wanted))

@@ -55,6 +55,30 @@ class RouteRec(_S):
     onlink: bool = False
 
 
+class NeighRec(_S):
+    """A permanent neighbour of an interface (the kernel drops it when the link leaves)."""
+
+    dst: str
+    lladdr: str
+
+
+class RuleRec(_S):
+    """A host policy rule copied into a pod: what DRANET copies of one (priority,
+    ``from``, ``to``, table), with its family (a rule without prefixes has one too)."""
+
+    family: int
+    table: int
+    priority: int = 0
+    src: str = ""
+    """CIDR, "" for ``from all``."""
+    dst: str = ""
+
+    def describe(self) -> str:
+        fam = "-6 " if self.family == 10 else ""
+        sel = " ".join(f"{k} {v}" for k, v in (("from", self.src), ("to", self.dst)) if v)
+        return f"{fam}{self.priority}: {sel or 'from all'} lookup {self.table}"
+
+
 class LinkSnapshot(_S):
     """An interface's host configuration, taken before it is moved."""
 
@@ -67,6 +91,9 @@ class LinkSnapshot(_S):
     up: bool = False
     addresses: list[AddrRec] = []
     routes: list[RouteRec] = []
+    """In every table but local (DRANET copies them all into the pod)."""
+    neighbours: list[NeighRec] = []
+    """Permanent ones: they go into the pod, and come back."""
     gso_max_size: int = 0
     gro_max_size: int = 0
     gso_ipv4_max_size: int = 0
@@ -147,6 +174,9 @@ class Attachment(_S):
     pod_index: int = 0
     rules: list[RuleConfig] = []
     """Policy rules this attach adds in the pod netns (removed on rollback / detach)."""
+    host_rules: list[RuleRec] = []
+    """The host's rules that look up a table of the device's routes, copied into the pod
+    by this attach (not those the pod had already); removed with the device."""
     features: dict[str, bool] = {}
     """Original values of the ethtool features this attach changes."""
     private_flags: dict[str, bool] = {}
@@ -155,6 +185,8 @@ class Attachment(_S):
     when no link is left in it)."""
     rdma_device: str = ""
     rdma_moved: bool = False
+    rdma_error: str = ""
+    """Why the best-effort move of the RDMA link device into the pod failed."""
     ips: list[str] = []
     mac: str = ""
     reason: str = ""

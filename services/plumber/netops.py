@@ -16,36 +16,44 @@ import ipaddress
 import socket
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import anyio
 from pyroute2 import AsyncIPRoute
 from pyroute2.netlink import NLM_F_DUMP, NLM_F_REQUEST
 from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink.rtnl import RTM_GETADDR, RTM_GETROUTE
+from pyroute2.netlink.rtnl import RTM_GETADDR, RTM_GETNEIGH, RTM_GETROUTE
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+from pyroute2.netlink.rtnl.ndmsg import ndmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from schemas.netconfig import RuleConfig
 from services.discovery import rtnl
 from services.discovery.uplinks import default_route_oifs
 from services.plumber import nsfs
-from services.plumber.model import FOREVER, AddrRec, LinkSnapshot, RouteRec
+from services.plumber.model import FOREVER, AddrRec, LinkSnapshot, NeighRec, RouteRec, RuleRec
+from services.plumber.nlrecs import (
+    NUD_PERMANENT,
+    RT_SCOPE_LINK,
+    RT_TABLE_LOCAL,
+    RTN_UNICAST,
+    RTPROT_KERNEL,
+    LinkRec,
+    addr_rec,
+    host_rule_kwargs,
+    link_rec,
+    neigh_rec,
+    route_kwargs,
+    route_rec,
+    rule_kwargs,
+    rule_rec,
+)
 
-IFF_UP = 0x1
-RTPROT_KERNEL = 2
-RT_TABLE_MAIN, RT_TABLE_LOCAL = 254, 255
-RTN_UNICAST = 1
-RTNH_F_ONLINK = 0x4
-RT_SCOPE_LINK = 253
-NUD_PERMANENT = 0x80
-IFA_F_TEMPORARY = 0x01
-KEPT_IFA_FLAGS = 0x02 | 0x10 | 0x100 | 0x200 | 0x400
-"""nodad, homeaddress, mngtmpaddr, noprefixroute, mcautojoin: what ``ip addr add`` can set."""
+__all__ = ["RT_SCOPE_LINK", "KernelError", "LinkRec", "Rtnl"]
 
 T = TypeVar("T")
+
 
 IFLA_ALLMULTI, IFLA_GSO_IPV4_MAX_SIZE, IFLA_GRO_IPV4_MAX_SIZE = 61, 63, 64
 """linux/if_link.h (the IPv4 sizes since Linux 6.3, 62 being IFLA_DEVLINK_PORT)."""
@@ -77,106 +85,6 @@ class KernelError(Exception):
         super().__init__(f"{step}: {message}")
         self.step = step
         self.code = code
-
-
-@dataclass(frozen=True)
-class LinkRec:
-    index: int
-    name: str
-    kind: str
-    mtu: int
-    mac: str
-    up: bool
-    min_mtu: int = 0
-    max_mtu: int = 0
-    gso_max_size: int = 0
-    gro_max_size: int = 0
-    gso_ipv4_max_size: int = 0
-    gro_ipv4_max_size: int = 0
-    tso_max_size: int = 0
-    master: int = 0
-    vrf_table: int = 0
-    addr_gen_mode: int | None = None
-    """IPv6 address generation mode (``net.ipv6.conf.<if>.addr_gen_mode``), from the
-    link message: the kernel takes RTNL to read that sysctl, not to send this."""
-
-
-def _addr_gen_mode(msg: Any) -> int | None:
-    spec = msg.get("af_spec")
-    inet6 = spec.get_attr("AF_INET6") if spec is not None else None
-    return inet6.get_attr("IFLA_INET6_ADDR_GEN_MODE") if inet6 is not None else None
-
-
-def _link(msg: Any) -> LinkRec:
-    return LinkRec(
-        index=msg["index"], name=msg.get("ifname") or "", kind=msg.get(("linkinfo", "kind")) or "",
-        mtu=msg.get("mtu") or 0, mac=msg.get("address") or "", up=bool(msg["flags"] & IFF_UP),
-        min_mtu=msg.get("min_mtu") or 0, max_mtu=msg.get("max_mtu") or 0,
-        gso_max_size=msg.get("gso_max_size") or 0, gro_max_size=msg.get("gro_max_size") or 0,
-        gso_ipv4_max_size=msg.get("gso_ipv4_max_size") or 0,
-        gro_ipv4_max_size=msg.get("gro_ipv4_max_size") or 0,
-        tso_max_size=msg.get("tso_max_size") or 0, master=msg.get("master") or 0,
-        vrf_table=msg.get(("linkinfo", "data", "vrf_table")) or 0,
-        addr_gen_mode=_addr_gen_mode(msg))
-
-
-def _addr(msg: Any, ifname: str) -> AddrRec | None:
-    family, scope = msg["family"], msg["scope"]
-    flags = msg.get("flags") or msg["flags"]
-    if flags & IFA_F_TEMPORARY or (family == socket.AF_INET6 and scope == RT_SCOPE_LINK):
-        return None  # made by the kernel again (privacy and link-local addresses)
-    ip = msg.get("local") or msg.get("address")
-    if not ip:
-        return None
-    cache = msg.get("cacheinfo") or {}
-    label = msg.get("label") or ""
-    return AddrRec(cidr=f"{ip}/{msg['prefixlen']}", scope=scope,
-                   broadcast=msg.get("broadcast") or "",
-                   label=label if label and label != ifname else "",
-                   flags=flags & KEPT_IFA_FLAGS,
-                   valid=cache.get("ifa_valid", FOREVER),
-                   preferred=cache.get("ifa_preferred", FOREVER))
-
-
-def _route(msg: Any) -> RouteRec:
-    family = msg["family"]
-    zero = "0.0.0.0" if family == socket.AF_INET else "::"
-    return RouteRec(family=family, dst=f"{msg.get('dst') or zero}/{msg['dst_len']}",
-                    gateway=msg.get("gateway") or "", prefsrc=msg.get("prefsrc") or "",
-                    priority=msg.get("priority") or 0,
-                    table=msg.get("table") or msg["table"], scope=msg["scope"],
-                    proto=msg["proto"], type=msg["type"],
-                    onlink=bool(msg["flags"] & RTNH_F_ONLINK))
-
-
-def route_kwargs(index: int, r: RouteRec) -> dict[str, Any]:
-    net = ipaddress.ip_network(r.dst, strict=False)
-    kw: dict[str, Any] = {"family": r.family, "dst_len": net.prefixlen, "oif": index,
-                          "table": r.table, "scope": r.scope, "proto": r.proto, "type": r.type}
-    if net.prefixlen:
-        kw["dst"] = str(net.network_address)
-    for key, value in (("gateway", r.gateway), ("prefsrc", r.prefsrc),
-                       ("priority", r.priority)):
-        if value:
-            kw[key] = value
-    if r.onlink:
-        kw["flags"] = RTNH_F_ONLINK
-    return kw
-
-
-def _rule_kwargs(rule: RuleConfig) -> dict[str, Any]:
-    family = socket.AF_INET
-    kw: dict[str, Any] = {"table": rule.table or RT_TABLE_MAIN}
-    for side, value in (("src", rule.source), ("dst", rule.destination)):
-        if value:
-            net = ipaddress.ip_network(value, strict=False)
-            family = socket.AF_INET6 if net.version == 6 else socket.AF_INET
-            kw[side] = str(net.network_address)
-            kw[f"{side}_len"] = net.prefixlen
-    kw["family"] = family
-    if rule.priority:
-        kw["priority"] = rule.priority
-    return kw
 
 
 class _Loop:
@@ -276,7 +184,7 @@ class Rtnl:
     # ---- reading -------------------------------------------------------------------------
 
     async def links(self) -> list[LinkRec]:
-        return [_link(m) for m in await self._dump("links", self.ipr.link("dump"))]
+        return [link_rec(m) for m in await self._dump("links", self.ipr.link("dump"))]
 
     async def link(self, *, index: int = 0, name: str = "") -> LinkRec | None:
         """One link by index or name; None when there is no such link."""
@@ -287,7 +195,7 @@ class Rtnl:
             if exc.code in (errno.ENODEV, errno.ENOENT, errno.EINVAL):
                 return None
             raise KernelError("link", exc.code, str(exc)) from None
-        return _link(msgs[0]) if msgs else None
+        return link_rec(msgs[0]) if msgs else None
 
     async def _filtered(self, step: str, msg: Any, msg_type: int) -> list[Any]:
         """A dump the kernel filters itself (the socket has strict checking on): a
@@ -300,7 +208,7 @@ class Rtnl:
         req["index"] = index
         out = []
         for m in await self._filtered("addresses", req, RTM_GETADDR):
-            rec = _addr(m, ifname)
+            rec = addr_rec(m, ifname)
             if rec is not None and m["index"] == index:
                 out.append(rec)
         return out
@@ -317,14 +225,29 @@ class Rtnl:
                         or (m.get("table") or m["table"]) == RT_TABLE_LOCAL
                         or m["type"] != RTN_UNICAST):
                     continue
-                out.append(_route(m))
+                out.append(route_rec(m))
+        return out
+
+    async def neighbours(self, index: int) -> list[NeighRec]:
+        """The permanent neighbours of ``index`` (IPv4 and IPv6; not bridge FDB entries,
+        which an unspecified family would dump too)."""
+        out = []
+        for family in (socket.AF_INET, socket.AF_INET6):
+            req = ndmsg()
+            req["family"] = family
+            req["attrs"] = [("NDA_IFINDEX", index)]
+            for m in await self._filtered("neighbours", req, RTM_GETNEIGH):
+                rec = neigh_rec(m) if m["ifindex"] == index else None
+                if rec is not None:
+                    out.append(rec)
         return out
 
     async def snapshot(self, link: LinkRec) -> LinkSnapshot:
         return LinkSnapshot(
             index=link.index, name=link.name, kind=link.kind, mtu=link.mtu, mac=link.mac,
             up=link.up, addresses=await self.addresses(link.index, link.name),
-            routes=await self.routes(link.index), gso_max_size=link.gso_max_size,
+            routes=await self.routes(link.index),
+            neighbours=await self.neighbours(link.index), gso_max_size=link.gso_max_size,
             gro_max_size=link.gro_max_size, gso_ipv4_max_size=link.gso_ipv4_max_size,
             gro_ipv4_max_size=link.gro_ipv4_max_size)
 
@@ -350,6 +273,16 @@ class Rtnl:
                 source=f"{src}/{m['src_len']}" if src else "",
                 destination=f"{dst}/{m['dst_len']}" if dst else "",
                 table=m.get("table") or m["table"]))
+        return out
+
+    async def lookup_rules(self) -> list[tuple[RuleRec, bool]]:
+        """IPv4 and IPv6 lookup rules, each with whether priority, prefixes and table
+        are all it matches on (see :func:`nlrecs.rule_rec`)."""
+        out = []
+        for m in await self._dump("rules", self.ipr.rule("dump")):
+            rec = rule_rec(m)
+            if rec is not None:
+                out.append(rec)
         return out
 
     # ---- changing ------------------------------------------------------------------------
@@ -406,20 +339,41 @@ class Rtnl:
                 raise
 
     async def add_rule(self, step: str, rule: RuleConfig) -> None:
-        await self._do(step, self.ipr.rule("add", **_rule_kwargs(rule)))
+        await self._do(step, self.ipr.rule("add", **rule_kwargs(rule)))
 
     async def del_rule(self, rule: RuleConfig) -> bool:
         """Remove ``rule``; False when it was not there."""
         try:
-            await self._do("rule", self.ipr.rule("del", **_rule_kwargs(rule)))
+            await self._do("rule", self.ipr.rule("del", **rule_kwargs(rule)))
         except KernelError as exc:
             if exc.code in (errno.ENOENT, errno.ESRCH):
                 return False
             raise
         return True
 
-    async def add_neighbour(self, step: str, index: int, dst: str, lladdr: str) -> None:
+    async def add_host_rule(self, step: str, rule: RuleRec) -> None:
+        await self._do(step, self.ipr.rule("add", **host_rule_kwargs(rule)))
+
+    async def del_host_rule(self, rule: RuleRec) -> bool:
+        """Remove ``rule``; False when it was not there."""
+        try:
+            await self._do("rule", self.ipr.rule("del", **host_rule_kwargs(rule)))
+        except KernelError as exc:
+            if exc.code in (errno.ENOENT, errno.ESRCH):
+                return False
+            raise
+        return True
+
+    async def add_neighbour(self, step: str, index: int, dst: str, lladdr: str, *,
+                            exist_ok: bool = False, replace: bool = False) -> None:
+        """A permanent neighbour; ``replace`` makes an entry already there (a learnt
+        one) permanent with ``lladdr``, ``exist_ok`` leaves it as it is."""
         ip = ipaddress.ip_address(dst)
         family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
-        await self._do(step, self.ipr.neigh("add", dst=str(ip), lladdr=lladdr, ifindex=index,
-                                            family=family, state=NUD_PERMANENT))
+        try:
+            await self._do(step, self.ipr.neigh("replace" if replace else "add", dst=str(ip),
+                                                lladdr=lladdr, ifindex=index, family=family,
+                                                state=NUD_PERMANENT))
+        except KernelError as exc:
+            if not (exist_ok and exc.code == errno.EEXIST):
+                raise

@@ -22,7 +22,7 @@ from schemas.inventory import InventorySnapshot
 from schemas.netconfig import NetworkConfig
 from schemas.plumber import Prepare
 from schemas.text import q
-from services.plumber.model import ClaimPlan, PlannedDevice
+from services.plumber.model import ClaimPlan, PlannedDevice, RouteRec
 from services.plumber.netops import LinkRec
 
 MIN_MTU_V6 = 1280
@@ -44,6 +44,8 @@ class HostFacts:
     uplinks: set[int] = field(default_factory=set)
     addresses: dict[str, list[str]] = field(default_factory=dict)
     """Global addresses (CIDR) of each candidate interface: they move with it by default."""
+    routes: dict[str, list[RouteRec]] = field(default_factory=dict)
+    """Routes of each candidate interface in every table: they move with it, always."""
 
 
 def cdi_kind(driver: str) -> str:
@@ -132,11 +134,49 @@ def device_errors(cfg: NetworkConfig, link: LinkRec, host_addrs: Iterable[str]) 
     return errs
 
 
-def config_errors(cfg: NetworkConfig, link: LinkRec | None,
-                  host_addrs: Iterable[str]) -> list[str]:
+def host_route_errors(cfg: NetworkConfig, link: LinkRec,
+                      host_routes: Iterable[RouteRec]) -> list[str]:
+    """The host's routes of the interface move with it, as in DRANET, also when the
+    config gives it other addresses; one the pod could not hold is refused here, with
+    the device still at home (DRANET fails the pod when it starts)."""
+    addrs = [a for a in (_iface(x) for x in cfg.interface.addresses) if a]
+    if not addrs:
+        return []  # the host's addresses move too: the routes work as they did
+    nets = [a.network for a in addrs]
+    routes = list(host_routes)
+    for r in cfg.routes:  # a config route without gateway reaches gateways too
+        if r.destination and not r.gateway and (net := _net(r.destination)):
+            nets.append(net)
+    nets += [n for r in routes if not r.gateway and (n := _net(r.dst))]
+    ips = {a.ip for a in addrs}
+    errs = []
+    for r in routes:
+        what = f"host route {r.dst}" + (f" (table {r.table})" if r.table != 254 else "")
+        gw = _ip(r.gateway) if r.gateway else None
+        if gw is not None and not r.onlink and not gw.is_link_local \
+                and not any(gw in n for n in nets if n.version == gw.version):
+            errs.append(f"interface.addresses: {what} via {r.gateway} of {link.name} moves "
+                        "with the interface, but no configured address reaches its gateway")
+        src = _ip(r.prefsrc) if r.prefsrc else None
+        if src is not None and src not in ips:
+            errs.append(f"interface.addresses: {what} of {link.name} moves with the "
+                        f"interface, but its source {r.prefsrc} is not a configured address")
+    return errs
+
+
+def _net(value: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    try:
+        return ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        return None
+
+
+def config_errors(cfg: NetworkConfig, link: LinkRec | None, host_addrs: Iterable[str],
+                  host_routes: Iterable[RouteRec] = ()) -> list[str]:
     errs = schema_errors(cfg) + capability_errors(cfg)
     if not errs and link is not None:
         errs += device_errors(cfg, link, host_addrs)
+        errs += host_route_errors(cfg, link, host_routes)
     return errs
 
 
@@ -194,7 +234,8 @@ def plan_claim(req: Prepare, *, node: str, driver: str, inventory: InventorySnap
         if not ifname and dr.config is not None and dr.config != NetworkConfig():
             errs.append(f"{p}.config: {q(dr.device)} has no network interface to configure")
             continue
-        cerrs = config_errors(cfg, link, host.addresses.get(ifname, []))
+        cerrs = config_errors(cfg, link, host.addresses.get(ifname, []),
+                              host.routes.get(ifname, []))
         errs += [f"{p}.config.{e}" for e in cerrs]
         pod_ifname = cfg.interface.name or ifname
         if pod_ifname:

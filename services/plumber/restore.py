@@ -247,6 +247,12 @@ class Restorer:
                     await pod.del_rule(rule)
                 except KernelError as exc:
                     log.warning("pod %s: rule %s not removed: %s", att.pod_uid, rule, exc)
+            for hr in att.host_rules:
+                try:
+                    await pod.del_host_rule(hr)
+                except KernelError as exc:
+                    log.warning("pod %s: rule %s not removed: %s", att.pod_uid,
+                                hr.describe(), exc)
             if att.rdma_moved:
                 try:
                     await self.rdma.move(att.rdma_device, fd, self.host.fd)
@@ -322,3 +328,7 @@ class Restorer:
         if snap.up:
             for r in link_routes_first(snap.routes):
                 await host.add_route(f"restore: route {r.dst}", idx, r, exist_ok=True)
+        # last: a link going down (a rename above) drops even permanent neighbours
+        for n in snap.neighbours:
+            await host.add_neighbour(f"restore: neighbour {n.dst}", idx, n.dst, n.lladdr,
+                                     replace=True)

@@ -23,7 +23,7 @@ from nats.aio.client import Client
 
 from schemas import plumber as p
 from schemas.base import Message, decode, encode
-from schemas.claims import ClaimStatus, ClaimStatusReply, Condition, DeviceStatus, NetworkData
+from schemas.claims import ClaimStatus, ClaimStatusReply
 from schemas.plumber import DeviceAttached, DeviceDetached, DeviceFailed
 from schemas.subjects import Subjects
 from schemas.text import q
@@ -37,12 +37,13 @@ from services.plumber.checkpoint import Checkpoint
 from services.plumber.devconf import DevconfError
 from services.plumber.inventory import Inventory
 from services.plumber.locks import KeyedLocks
-from services.plumber.model import ATTACHED, GONE, PHASES, Attachment, ClaimPlan
+from services.plumber.model import GONE, PHASES, Attachment, ClaimPlan
 from services.plumber.netops import Rtnl
 from services.plumber.plan import HostFacts, PlanError, plan_claim
 from services.plumber.rdma import CharDevice, Rdma, RdmaError, detect_mode
 from services.plumber.reconcile import reconcile, sweeper
 from services.plumber.restore import Host, Restorer
+from services.plumber.status import claim_status
 
 log = logging.getLogger("knd.plumber")
 
@@ -87,27 +88,7 @@ class Notifier:
             step=step, error=error, rolled_back=rolled_back))
 
     def status_of(self, plan: ClaimPlan, error: str = "") -> ClaimStatus:
-        devices = []
-        for d in plan.devices:
-            att = self.store.attachment(plan.uid, d.device)
-            data = None
-            if att is not None and att.phase == ATTACHED:
-                cond = Condition(type="Ready", status="True", reason="Attached")
-                data = NetworkData(interface_name=att.pod_ifname, ips=list(att.ips),
-                                   hardware_address=att.mac)
-            elif att is not None and att.phase == GONE:
-                cond = Condition(type="Ready", status="False", reason="DeviceGone",
-                                 message=att.reason[:1024])
-            elif error:
-                cond = Condition(type="Ready", status="False", reason="AttachFailed",
-                                 message=error[:1024])
-            else:
-                cond = Condition(type="Ready", status="False", reason="Detached")
-            devices.append(DeviceStatus(driver=self.driver, pool=d.pool, device=d.device,
-                                        share_id=d.share_id, conditions=[cond],
-                                        network_data=data))
-        return ClaimStatus(namespace=plan.namespace, name=plan.name, uid=plan.uid,
-                           devices=devices)
+        return claim_status(self.driver, plan, self.store.attachment, error)
 
     def claims_changed(self, claim_uids: set[str], error: str = "") -> None:
         for uid in sorted(claim_uids):
@@ -257,6 +238,7 @@ class Plumber:
                 facts.links[link.name] = link
                 facts.addresses[link.name] = [
                     a.cidr for a in await rtnl.addresses(link.index, link.name) if not a.scope]
+                facts.routes[link.name] = await rtnl.routes(link.index)
         return facts
 
     def _char_devices(self, plan: ClaimPlan) -> dict[str, list[CharDevice]]:

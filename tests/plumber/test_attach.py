@@ -37,7 +37,8 @@ async def test_roundtrip_with_config(env: Env, plumber) -> None:
     host_pair(env, "pa0", "pb0", "10.1.0")
     # the device's own host config, which must come back intact
     env.node.ip("addr", "add", "192.0.2.10/24", "dev", "pa0")
-    env.node.ip("route", "add", "198.51.100.0/24", "via", "192.0.2.1", "dev", "pa0")
+    # onlink: it moves into the pod too, where no configured address reaches 192.0.2.1
+    env.node.ip("route", "add", "198.51.100.0/24", "via", "192.0.2.1", "dev", "pa0", "onlink")
     env.node.ip("link", "set", "pa0", "mtu", "1450")
     for key, value in (("ipv4/conf/pa0/rp_filter", "2"), ("ipv4/conf/pa0/arp_ignore", "1"),
                        ("ipv6/conf/pa0/accept_ra", "0"),  # the node's own tuning of pa0

@@ -114,7 +114,7 @@ async def test_attach_failure_midway_rolls_back(ready: Env) -> None:
     from prometheus_client import REGISTRY
 
     env = ready
-    env.node.ip("route", "add", "198.51.100.0/24", "via", "10.7.0.1", "dev", "qa0")
+    env.node.ip("route", "add", "198.51.100.0/24", "dev", "qa0")  # moves into the pod too
     pod = env.pod()
     claim, pod_uid = uid(), uid("pod")
     config = NetworkConfig(

@@ -43,7 +43,8 @@ def host_device(env: Env) -> None:
     env.node.veth("ra0", "rb0")
     env.node.ip("addr", "add", "10.60.0.1/24", "dev", "rb0")
     env.node.ip("addr", "add", "192.0.2.60/24", "dev", "ra0")
-    env.node.ip("route", "add", "198.51.100.0/24", "via", "192.0.2.1", "dev", "ra0")
+    env.node.ip("route", "add", "198.51.100.0/24", "via", "192.0.2.1", "dev", "ra0",
+                "onlink")  # it moves into the pod too, where no address reaches 192.0.2.1
 
 
 async def half_attach(env: Env, pod_uid: str, pod_ns: str, *, move: bool) -> None:
