@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import anyio
 from nats.aio.client import Client
@@ -24,6 +24,7 @@ from services.common import bus
 from services.discovery import rtnl
 from services.discovery.attributes import build_devices
 from services.discovery.claimed import ClaimedDevices
+from services.discovery.ebpf import EbpfReader
 from services.discovery.filter import DeviceFilter
 from services.discovery.model import LinkInfo
 from services.discovery.sysfs import NetdevHw, RdmaHw, Sysfs
@@ -114,6 +115,7 @@ class Scanner:
         self.hardware = HardwareCache(sysfs)
         self.filter = device_filter
         self.reader = rtnl.Reader(netns)
+        self.ebpf = EbpfReader(netns)
         self.links: list[LinkInfo] = []
         """The node's links at the last scan."""
         self.excluded: set[int] = set()
@@ -127,6 +129,9 @@ class Scanner:
         excluded = self.excluded = excluded_indexes(links, self.reader.routes())
         candidates = [link for link in links
                       if link.index not in excluded and link.encapsulation != "loopback"]
+        programs = self.ebpf.read(self.reader, [link.index for link in candidates])
+        candidates = [replace(link, programs=programs[link.index])
+                      if link.index in programs else link for link in candidates]
         devices = [d for d in build_devices(candidates, self.hardware, self.driver)
                    if self.filter(d)]
         RESCANS.inc()
