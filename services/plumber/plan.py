@@ -74,8 +74,6 @@ def capability_errors(cfg: NetworkConfig) -> list[str]:
     """Valid settings that the plumber cannot apply (yet)."""
     errs: list[str] = []
     i = cfg.interface
-    if i.disableEbpfPrograms:
-        errs.append("interface.disableEbpfPrograms: not supported by knd")
     for name in ("gsoIPv4MaxSize", "groIPv4MaxSize"):
         if getattr(i, name) is not None:
             errs.append(f"interface.{name}: not supported by knd (pyroute2 has no "
