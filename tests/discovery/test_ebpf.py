@@ -135,6 +135,18 @@ async def test_tc_filter_change_is_published_without_waiting_for_the_resync(
     await anyio.run_process(node_ns.exec_argv(["tc", "filter", "del", "dev", "ev0", "ingress"]))
     await running.until(lambda: ebpf("ev0") == (False, None))
 
+    # TCX attachments send no event: like DRANET's e2e, a link change makes it seen
+    in_ns(node_ns, lab.tcx_link, ifindex(node_ns, "ev1"), BPF_TCX_INGRESS, "late_tcx")
+    node_ns.ip("link", "set", "ev1", "mtu", "1400")
+
+    def tcx(dev: str):
+        for d in running.snapshots[-1].devices:
+            if d.name == dev:
+                return d.attributes.get(f"{D}/ebpf"), d.attributes.get(f"{D}/tcxProgramNames")
+        return None
+
+    await running.until(lambda: tcx("ev1") == (True, "late_tcx"))
+
 
 def test_unnamed_filter_counts_without_a_name(node_ns: NetNS, tmp_path: Path) -> None:
     """A classic-BPF cls_bpf filter has no name: DRANET counts it (``ebpf`` true, the
@@ -146,3 +158,24 @@ def test_unnamed_filter_counts_without_a_name(node_ns: NetNS, tmp_path: Path) ->
         subprocess.run(node_ns.exec_argv(argv), check=True)
     a = scan(node_ns, tmp_path)["cbpf0"]
     assert a[f"{D}/ebpf"] is True and a[f"{D}/tcFilterNames"] == ""
+
+
+def test_a_rescan_after_events_reads_only_new_and_named_interfaces(
+        node_ns: NetNS, lab: BpfLab, tmp_path: Path) -> None:
+    node_ns.veth("inc0", "inc1")
+    scanner = Scanner(D, Sysfs(tmp_path / "no-sysfs"), DeviceFilter("true"), node_ns.name)
+    try:
+        def ebpf(touched: set[int] | None) -> dict[str, bool]:
+            return {d.name: d.attributes[f"{D}/ebpf"] for d in scanner.scan(touched=touched)}
+
+        assert ebpf(None) == {"inc0": False, "inc1": False}
+        for dev in ("inc0", "inc1"):
+            in_ns(node_ns, lab.tcx_link, ifindex(node_ns, dev), BPF_TCX_INGRESS, "quiet")
+        node_ns.veth("inc2", "inc3")
+        lab.tc_filter(node_ns.name, "inc2", "ingress", "newcomer")
+        # no event named inc0 or inc1: not read again; the new inc2 is
+        assert ebpf(set()) == {"inc0": False, "inc1": False, "inc2": True, "inc3": False}
+        assert ebpf({ifindex(node_ns, "inc1")})["inc1"] is True
+        assert ebpf(None)["inc0"] is True  # the resync reads every interface
+    finally:
+        scanner.close()
