@@ -170,11 +170,14 @@ class EbpfReader:
                         continue
                     entries = bpf.tcx_query(index, attach)
                 except OSError as exc:
-                    if exc.errno in (errno.EINVAL, errno.EPERM, errno.EOPNOTSUPP):
+                    if exc.errno in (errno.EINVAL, errno.EPERM, errno.EOPNOTSUPP,
+                                     errno.ENOSYS):
                         # a kernel without TCX, or no CAP_NET_ADMIN: no interface
                         # will answer better, so stop asking
-                        log.warning("TCX programs cannot be read (%s): the tcxProgramNames "
-                                    "attribute is not published", exc.strerror)
+                        log.warning("TCX programs cannot be read (%s): tcxProgramNames is "
+                                    "not published and ebpf reflects tc filters only "
+                                    "(reading them needs CAP_NET_ADMIN, their names "
+                                    "CAP_SYS_ADMIN)", exc.strerror)
                         self._tcx_unusable = True
                         return {}
                     continue  # the interface went away meanwhile
