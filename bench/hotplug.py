@@ -167,7 +167,9 @@ def full_scan(total: int) -> dict:
     for fresh in (True, False):  # cold: all of sysfs reread; warm: sysfs facts cached
         for _ in range(5):
             t = time.perf_counter()
-            devices = len(scanner.scan(fresh=fresh))
+            # warm: as after an event about one interface, whose eBPF programs
+            # alone are read again (cold reads every interface's, as the resync)
+            devices = len(scanner.scan(fresh=fresh, touched=None if fresh else set()))
             times[fresh].append((time.perf_counter() - t) * 1000)
     scanner.close()
     return {"interfaces": len(os.listdir("/sys/class/net")), "devices": devices,

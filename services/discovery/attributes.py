@@ -15,6 +15,11 @@ address boundary, and a device never carries more than 32 attributes.
 ``ipoib``...) and ``device`` for a plain physical interface, as DRANET reports
 it; the link-layer type (``ether``, ``infiniband``) is ``encapsulation``. An
 RDMA device with no netdev has ``type: rdma``.
+
+``ebpf``, ``tcFilterNames`` and ``tcxProgramNames`` follow DRANET: the names are
+the cls_bpf filters' (ingress and egress) and the TCX programs', each once,
+comma-joined (sorted here; DRANET's order is random), whole names only within
+64 bytes; an unnamed program counts for ``ebpf`` but adds no empty name.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from collections.abc import Iterable, Sequence
 
 from schemas.inventory import AttrValue, Device
 from schemas.limits import MAX_ATTRIBUTE_STRING, MAX_ATTRIBUTES_AND_CAPACITIES, qualified_name_error
-from services.discovery.model import LinkInfo
+from services.discovery.model import LinkInfo, Programs
 from services.discovery.names import (
     assign_pci_port_names,
     netdev_device_name,
@@ -66,8 +71,9 @@ class _Attrs:
         self.driver = driver
         self.values: dict[str, AttrValue] = {}
 
-    def put(self, name: str, value: AttrValue | None, standard: bool = False) -> None:
-        if value is None or value == "":
+    def put(self, name: str, value: AttrValue | None, standard: bool = False,
+            keep_empty: bool = False) -> None:
+        if value is None or (value == "" and not keep_empty):
             return
         key = f"{STANDARD_DOMAIN}/{name}" if standard else f"{self.driver}/{name}"
         self.values[key] = cut(value) if isinstance(value, str) else value
@@ -113,7 +119,17 @@ def link_attributes(link: LinkInfo, hw: NetdevHw | None, driver: str) -> dict[st
     rdma = hw.rdma if hw is not None else ()
     a.put("rdma", bool(rdma))
     a.put("rdmaDevice", rdma[0] if rdma else None)
+    _ebpf_attrs(a, link.programs)
     return a.done(link.name)
+
+
+def _ebpf_attrs(a: _Attrs, p: Programs) -> None:
+    """DRANET's eBPF attributes: a names attribute for each kind attached (even when
+    none of its programs has a name), and ``ebpf`` always, true when either is."""
+    for attr, names in (("tcFilterNames", p.tc_filters), ("tcxProgramNames", p.tcx)):
+        if names is not None:
+            a.put(attr, join_cut(n for n in names if n), keep_empty=True)
+    a.put("ebpf", p.tc_filters is not None or p.tcx is not None)
 
 
 def rdma_attributes(rdma: RdmaHw, driver: str) -> dict[str, AttrValue]:

@@ -6,6 +6,17 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
+class Programs:
+    """The eBPF programs of one interface. ``None``: none of that kind is attached."""
+
+    tc_filters: tuple[str, ...] | None = None
+    """Names of its cls_bpf filters, sorted, each once ("" for an unnamed one)."""
+    tcx: tuple[str, ...] | None = None
+    """Names of its TCX programs, sorted, each once; a program whose name could not be
+    read (no CAP_SYS_ADMIN) is counted but not named."""
+
+
+@dataclass(frozen=True)
 class LinkInfo:
     """One network interface as netlink reports it (no sysfs knowledge here)."""
 
@@ -27,3 +38,5 @@ class LinkInfo:
     """Index of the bridge/bond this link is enslaved to."""
     parent: int | None = None
     """IFLA_LINK: the lower device of a macvlan/vlan/vxlan, when it is in this netns."""
+    programs: Programs = Programs()
+    """Its eBPF programs (services.discovery.ebpf)."""

@@ -29,10 +29,15 @@ RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
 RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
 RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
 
-RTMGRP_LINK, RTMGRP_IPV4_IFADDR, RTMGRP_IPV4_ROUTE = 0x1, 0x10, 0x40
+RTM_NEWQDISC, RTM_DELQDISC, RTM_NEWTFILTER, RTM_DELTFILTER = 36, 37, 44, 45
+TC_EVENTS = (RTM_NEWQDISC, RTM_DELQDISC, RTM_NEWTFILTER, RTM_DELTFILTER)
+
+RTMGRP_LINK, RTMGRP_TC, RTMGRP_IPV4_IFADDR, RTMGRP_IPV4_ROUTE = 0x1, 0x8, 0x10, 0x40
 RTMGRP_IPV6_IFADDR, RTMGRP_IPV6_ROUTE = 0x100, 0x400
-EVENT_GROUPS = (RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE
+EVENT_GROUPS = (RTMGRP_LINK | RTMGRP_TC | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE
                 | RTMGRP_IPV6_IFADDR | RTMGRP_IPV6_ROUTE)
+"""Links, addresses, routes, and tc qdiscs and filters (the ``tcFilterNames`` attribute;
+TCX attachments send no netlink event, only the periodic resync sees them)."""
 
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_MASTER = 1, 3, 4, 5, 10
 IFLA_OPERSTATE, IFLA_LINKINFO, IFLA_IFALIAS, IFLA_EXT_MASK = 16, 18, 20, 29
@@ -47,6 +52,7 @@ _IFINFO = struct.Struct("=BxHiII")
 _IFADDR = struct.Struct("=BBBBI")
 _RTMSG = struct.Struct("=BBBBBBBBI")
 _RTA = struct.Struct("=HH")
+_TCMSG_HEAD = struct.Struct("=Bxxxi")
 _NEXTHOP = struct.Struct("=HBBi")
 
 OPERSTATES = ("unknown", "notpresent", "down", "lowerlayerdown", "testing", "dormant", "up")
@@ -255,7 +261,7 @@ class Events:
     """What one drain of the event socket saw."""
 
     count: int = 0
-    """Link, address and route messages."""
+    """Link, address, route and tc messages."""
     overflow: bool = False
     """Events were lost (ENOBUFS): only a rescan can tell what changed."""
     links: set[int] = field(default_factory=set)
@@ -282,6 +288,8 @@ def drain_events(sock: socket.socket) -> Events:
                 ev.links.add(_IFINFO.unpack_from(data, a)[2])
             elif t in (RTM_NEWADDR, RTM_DELADDR) and b - a >= _IFADDR.size:
                 ev.links.add(_IFADDR.unpack_from(data, a)[4])
+            elif t in TC_EVENTS and b - a >= _TCMSG_HEAD.size:
+                ev.links.add(_TCMSG_HEAD.unpack_from(data, a)[1])
             elif t in (RTM_NEWROUTE, RTM_DELROUTE) and b - a >= _RTMSG.size:
                 oifs = _route(data, a, b).oifs
                 ev.links.update(oifs)

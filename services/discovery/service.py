@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import anyio
 from nats.aio.client import Client
@@ -24,6 +24,7 @@ from services.common import bus
 from services.discovery import rtnl
 from services.discovery.attributes import build_devices
 from services.discovery.claimed import ClaimedDevices
+from services.discovery.ebpf import EbpfReader
 from services.discovery.filter import DeviceFilter
 from services.discovery.model import LinkInfo
 from services.discovery.sysfs import NetdevHw, RdmaHw, Sysfs
@@ -114,19 +115,26 @@ class Scanner:
         self.hardware = HardwareCache(sysfs)
         self.filter = device_filter
         self.reader = rtnl.Reader(netns)
+        self.ebpf = EbpfReader(netns)
         self.links: list[LinkInfo] = []
         """The node's links at the last scan."""
         self.excluded: set[int] = set()
         """Their indexes that the last scan held back: uplinks and their ports."""
 
-    def scan(self, fresh: bool = False) -> list[Device]:
-        """``fresh`` rereads all of sysfs (the periodic resync)."""
+    def scan(self, fresh: bool = False, touched: set[int] | None = None) -> list[Device]:
+        """``fresh`` rereads all of sysfs (the periodic resync). ``touched``: the
+        interfaces netlink events named since the last scan, whose eBPF programs are
+        read again with those of new ones; None (and ``fresh``) reads every one's."""
         started = time.perf_counter()
         links = self.links = self.reader.links()
         self.hardware.refresh(links, force=fresh)
         excluded = self.excluded = excluded_indexes(links, self.reader.routes())
         candidates = [link for link in links
                       if link.index not in excluded and link.encapsulation != "loopback"]
+        programs = self.ebpf.read(self.reader, [link.index for link in candidates],
+                                  None if fresh else touched)
+        candidates = [replace(link, programs=programs[link.index])
+                      if link.index in programs else link for link in candidates]
         devices = [d for d in build_devices(candidates, self.hardware, self.driver)
                    if self.filter(d)]
         RESCANS.inc()
@@ -155,6 +163,9 @@ class Discovery:
         self._first_event = 0.0
         self._last_event = 0.0
         self._scan_lock = anyio.Lock()
+        self._touched: set[int] | None = set()
+        """Interfaces named by netlink events since the last scan; None: unknown (an
+        overflow), every interface is read again."""
         self.claimed = ClaimedDevices(nc, self.subjects, self._poke, self._last_published)
         self._first = anyio.Event()
         self._retry_at = 0.0
@@ -212,8 +223,11 @@ class Discovery:
             if ev.overflow:
                 NETLINK_OVERFLOWS.inc()
                 log.warning("netlink event queue overflowed; rescanning")
+                self._touched = None
             elif not ev.count:
                 continue
+            if self._touched is not None:
+                self._touched |= ev.links
             NETLINK_EVENTS.inc(ev.count)
             if ev.links and not (ev.overflow or ev.unplaced) and (
                     ev.links <= self._links_of_claimed()):
@@ -250,19 +264,23 @@ class Discovery:
                         break
                     await anyio.sleep(wait)
             self._dirty = anyio.Event()
-            await self.rescan(trigger_at=first, fresh=not first and not retry)
+            await self.rescan(trigger_at=first, fresh=not first and not retry, events=True)
 
-    async def rescan(self, trigger_at: float, fresh: bool = False) -> None:
+    async def rescan(self, trigger_at: float, fresh: bool = False, events: bool = False) -> None:
         """Scan; publish a snapshot if the devices changed. ``fresh`` (the periodic
         resync) also rereads sysfs and asks the plumber again, in case a claim event
-        was lost."""
+        was lost. ``events``: only the interfaces events named may have new eBPF
+        programs (else every interface's are read)."""
         async with self._scan_lock:
             if fresh:
                 await self.claimed.refresh()
+            touched, self._touched = self._touched, set()
             try:
-                devices = await anyio.to_thread.run_sync(self.scanner.scan, fresh)
+                devices = await anyio.to_thread.run_sync(
+                    self.scanner.scan, fresh, touched if events else None)
             except OSError as exc:
                 log.error("rescan failed, keeping the last inventory: %s", exc)
+                self._touched = None  # what the events named was not read: read all
                 return
             self._scanned = devices
             devices = await self._with_claimed(devices)

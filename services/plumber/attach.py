@@ -36,7 +36,7 @@ from schemas.netconfig import NetworkConfig, vrf_table
 from schemas.plumber import Attach, AttachedInterface, AttachReply, DetachReply
 from schemas.text import q
 from services.common.logs import fields
-from services.plumber import devconf, dhcp, features, nsfs, vrf
+from services.plumber import devconf, dhcp, ebpf, features, nsfs, vrf
 from services.plumber.checkpoint import Checkpoint
 from services.plumber.devconf import DevconfError
 from services.plumber.inventory import Inventory
@@ -388,6 +388,8 @@ class Attacher:
             att.private_flags = await devconf.private_flag_values(fd, name, list(wanted))
             self.store.put_attachment(att)
             await devconf.set_private_flags(fd, name, wanted)
+        if iface.disableEbpfPrograms:
+            await ebpf.detach_programs(fd, idx, name)
         await devconf.write_sysctls(fd, devconf.interface_sysctls(
             name, cfg.sysctls, iface.forwarding, iface.arpIgnore, iface.arpAnnounce))
         att.ips = [a.cidr for _, a in addrs]

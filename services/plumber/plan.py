@@ -72,15 +72,6 @@ def _iface(value: str) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface | No
         return None
 
 
-def capability_errors(cfg: NetworkConfig) -> list[str]:
-    """Valid settings that the plumber cannot apply (yet)."""
-    errs: list[str] = []
-    i = cfg.interface
-    if i.disableEbpfPrograms:
-        errs.append("interface.disableEbpfPrograms: not supported by knd")
-    return errs
-
-
 def schema_errors(cfg: NetworkConfig) -> list[str]:
     """The type-level rules: ``schemas.netconfig.validate`` (looked up at call time).
 
@@ -173,7 +164,7 @@ def _net(value: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
 
 def config_errors(cfg: NetworkConfig, link: LinkRec | None, host_addrs: Iterable[str],
                   host_routes: Iterable[RouteRec] = ()) -> list[str]:
-    errs = schema_errors(cfg) + capability_errors(cfg)
+    errs = schema_errors(cfg)
     if not errs and link is not None:
         errs += device_errors(cfg, link, host_addrs)
         errs += host_route_errors(cfg, link, host_routes)

@@ -97,6 +97,7 @@ def test_gpu_server_devices(gpu_sysfs: Sysfs) -> None:
         f"{D}/ifName": "cni0", f"{D}/type": "bridge", f"{D}/virtual": True,
         f"{D}/mac": "02:00:00:00:00:14", f"{D}/mtu": 1500, f"{D}/state": "up",
         f"{D}/encapsulation": "ether", f"{D}/ipv4": "10.244.0.1/24", f"{D}/rdma": False,
+        f"{D}/ebpf": False,
     }
 
 
