@@ -114,13 +114,14 @@ async def test_a_failure_after_them_rolls_everything_back(env: Env, plumber) -> 
     await env.inventory([netdev("dev-h", "ha0")])
     pod = env.pod()
     host_before, pod_before = netstate.snapshot(env.node.name), netstate.snapshot(pod.name)
-    # the last step of an attach fails: neighbours, routes and rules are in by then
+    # a late step of an attach fails (private flags are only known to the driver in
+    # the pod): neighbours, routes and rules are in by then
     bad = NetworkConfig(interface=InterfaceConfig(addresses=["10.70.0.5/24"]),
-                        ethtool=EthtoolConfig(features={"no-such-feature": True}))
+                        ethtool=EthtoolConfig(privateFlags={"no-such-flag": True}))
     claim, pod_uid = uid(), uid("pod")
     assert (await env.prepare(claim, [("dev-h", bad)], [pod_uid])).error == ""
     rep = await env.attach(pod_uid, pod)
-    assert "rolled back" in rep.error and "no-such-feature" in rep.error, rep.error
+    assert "rolled back" in rep.error and "no-such-flag" in rep.error, rep.error
     netstate.assert_same(env.node.name, host_before)
     assert netstate.snapshot(pod.name) == pod_before
 
