@@ -96,6 +96,7 @@ class EthtoolConfig(_Strict):
 
 
 class NetworkConfig(_Strict):
+    profile: str = ""  # DRANET: a profile provider's name for this config (knd.providers)
     interface: InterfaceConfig = msgspec.field(default_factory=InterfaceConfig)
     routes: list[RouteConfig] = []
     rules: list[RuleConfig] = []

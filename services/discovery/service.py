@@ -24,6 +24,7 @@ from services.common import bus
 from services.discovery import rtnl
 from services.discovery.attributes import build_devices
 from services.discovery.claimed import ClaimedDevices
+from services.discovery.cloud import CloudAttributes
 from services.discovery.filter import DeviceFilter
 from services.discovery.model import LinkInfo
 from services.discovery.sysfs import NetdevHw, RdmaHw, Sysfs
@@ -121,17 +122,24 @@ class Scanner:
 
     def scan(self, fresh: bool = False) -> list[Device]:
         """``fresh`` rereads all of sysfs (the periodic resync)."""
+        return self.select(self.collect(fresh))
+
+    def collect(self, fresh: bool = False) -> list[Device]:
+        """The node's devices before the filter (provider attributes go on in between,
+        so a filter can select on them)."""
         started = time.perf_counter()
         links = self.links = self.reader.links()
         self.hardware.refresh(links, force=fresh)
         excluded = self.excluded = excluded_indexes(links, self.reader.routes())
         candidates = [link for link in links
                       if link.index not in excluded and link.encapsulation != "loopback"]
-        devices = [d for d in build_devices(candidates, self.hardware, self.driver)
-                   if self.filter(d)]
+        devices = build_devices(candidates, self.hardware, self.driver)
         RESCANS.inc()
         SCAN_SECONDS.observe(time.perf_counter() - started)
         return devices
+
+    def select(self, devices: list[Device]) -> list[Device]:
+        return [d for d in devices if self.filter(d)]
 
     def close(self) -> None:
         self.reader.close()
@@ -141,8 +149,10 @@ class Discovery:
     """Holds the current snapshot, publishes changes and answers ``inventory.get``."""
 
     def __init__(self, nc: Client, node: str, scanner: Scanner,
-                 netns: str | None = None, tuning: Tuning | None = None) -> None:
+                 netns: str | None = None, tuning: Tuning | None = None,
+                 cloud: CloudAttributes | None = None) -> None:
         self.nc = nc
+        self.cloud = cloud
         self.node = node
         self.subjects = Subjects(node)
         self.scanner = scanner
@@ -260,10 +270,13 @@ class Discovery:
             if fresh:
                 await self.claimed.refresh()
             try:
-                devices = await anyio.to_thread.run_sync(self.scanner.scan, fresh)
+                devices = await anyio.to_thread.run_sync(self.scanner.collect, fresh)
             except OSError as exc:
                 log.error("rescan failed, keeping the last inventory: %s", exc)
                 return
+            if self.cloud is not None:
+                devices = await self.cloud.decorate(devices, fresh)
+            devices = self.scanner.select(devices)
             self._scanned = devices
             devices = await self._with_claimed(devices)
             old = self.snapshot
