@@ -69,7 +69,8 @@ async def test_gce_publishes_machine_type_topology_and_the_nic_network_by_mac() 
                 DeviceIds(name="eth0", mac="42:01:0a:80:00:46"))
             assert first["gce.dra.net/ipAliases"] == "10.24.3.0/24"
             # a device the metadata does not list gets only the node-wide attributes
-            other, _ = await found.cloud.device_attributes(DeviceIds(name="x", mac="02:00:00:00:00:01"))
+            other, _ = await found.cloud.device_attributes(
+                DeviceIds(name="x", mac="02:00:00:00:00:01"))
             assert set(other) == {"gce.dra.net/machineType", "gce.dra.net/block",
                                   "gce.dra.net/subBlock", "gce.dra.net/host"}
             assert await found.cloud.device_config(DeviceIds(name="eth1")) is None
