@@ -204,11 +204,10 @@ class Plumber:
     async def _plan(self, req: p.Prepare, old: ClaimPlan | None, inv: InventorySnapshot | None,
                     granted: list[Granted]) -> p.PrepareReply:
         original = req
-        if self.provided.active:
-            req, errors, given = await self.provided.resolve(req, inv)
-            granted += given
-            if errors:
-                return p.PrepareReply(claim_uid=req.claim_uid, error="; ".join(errors))
+        req, errors, given = await self.provided.resolve(req, inv)
+        granted += given
+        if errors:
+            return p.PrepareReply(claim_uid=req.claim_uid, error="; ".join(errors))
         held = {d.device: c.uid for c in self.store.claims() if c.uid != req.claim_uid
                 for d in c.devices}
         try:
