@@ -29,7 +29,7 @@ def _is_set(struct: msgspec.Struct, field: msgspec.structs.FieldInfo) -> bool:
 
 
 def _last_wins(items: list[T], key: Callable[[T], Hashable]) -> list[T]:
-    """``items`` with one entry per key, the last one, in the order keys first appeared."""
+    """``items`` with one entry per key, the last one, where it stands (DRANET's order)."""
     out: dict[Hashable, T] = {}
     for item in items:
         out.pop(key(item), None)
@@ -46,8 +46,8 @@ def merge_provider(user: NetworkConfig, provider: NetworkConfig | None) -> Netwo
         for cfg in (provider, user):
             if _is_set(cfg.interface, field):
                 iface[field.name] = getattr(cfg.interface, field.name)
-    addresses = list(dict.fromkeys([*provider.interface.addresses,
-                                    *user.interface.addresses]))
+    addresses = _last_wins([*provider.interface.addresses, *user.interface.addresses],
+                           lambda a: a)
     if addresses:
         iface["addresses"] = addresses
     ethtool = None
