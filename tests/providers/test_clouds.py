@@ -49,7 +49,7 @@ def gce_routes(topology: str | None = "/blockA/subblockB/hostC") -> dict:
 
 
 def settings(url: str, hint: str = "", **kw) -> Settings:
-    return Settings(hint=hint, metadata_url=url, metadata_timeout=2.0, **kw)
+    return Settings(hint=hint, metadata_url=url, metadata_timeout=5.0, **kw)
 
 
 async def test_gce_publishes_machine_type_topology_and_the_nic_network_by_mac() -> None:

@@ -51,11 +51,11 @@ def webhook(profile_answer: object = None, device_answer: object = None) -> dict
 
 
 @asynccontextmanager
-async def hooked(env: Env, tmp_path: Path, **answers: object
+async def hooked(env: Env, tmp_path: Path, patience: float = 10.0, **answers: object
                  ) -> AsyncIterator[tuple[Server, Providers]]:
     async with serve(webhook(**answers), unix=tmp_path / "hook.sock") as hook:
         found = await open_providers(Settings(hint="webhook", profile="webhook",
-                                              webhook_url=hook.url, webhook_timeout=0.5))
+                                              webhook_url=hook.url, webhook_timeout=patience))
         try:
             async with env.running(providers=found):
                 yield hook, found
@@ -104,6 +104,7 @@ async def test_a_denied_profile_fails_prepare_naming_webhook_and_field(
         rep = await env.prepare(uid(), [("dev-d", NetworkConfig(profile="deny"))], [uid("pod")])
         assert rep.error == (f'devices[0].config.profile: "deny": webhook {hook.url} POST '
                              "/GetProfileConfig: HTTP 409: 10.77.0.9 already in use")
+    async with hooked(env, tmp_path, patience=0.5) as (hook, _):
         slow = await env.prepare(uid(), [("dev-d", NetworkConfig(profile="slow"))],
                                  [uid("pod")])
         assert "POST /GetProfileConfig: no answer within 0.5 s" in slow.error
