@@ -114,7 +114,8 @@ class EthtoolConfig(_Strict):
 
 class NetworkConfig(_Strict):
     profile: str = ""
-    """DRANET's provider profile name; accepted and kept, resolved by a profile provider."""
+    """DRANET's provider profile name, resolved at prepare by the profile provider
+    (``--profile-provider webhook``: services.providers)."""
     interface: InterfaceConfig = msgspec.field(default_factory=InterfaceConfig)
     routes: list[RouteConfig] = []
     rules: list[RuleConfig] = []

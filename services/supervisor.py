@@ -28,6 +28,7 @@ from pathlib import Path
 import anyio
 from anyio.abc import Process
 
+from services import providers
 from services.common import agentlock, config, natsd, usage
 from services.common.runner import LAST_WORDS_ENV
 
@@ -50,15 +51,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help='device filter (CEL); "true" publishes every device [KND_FILTER]')
     p.add_argument("--netns", default=os.environ.get("KND_NETNS"),
                    help="treat this named netns as the node (tests, demos) [KND_NETNS]")
-    p.add_argument("--kubelet-root", default=config.env("KUBELET_ROOT", "/var/lib/kubelet"),
+    p.add_argument("--kubelet-root", "--kubelet-root-dir",
+                   default=config.env("KUBELET_ROOT", "/var/lib/kubelet"),
                    help="kubelet's root dir, where the DRA and registration sockets go "
-                        "[KND_KUBELET_ROOT]")
+                        "(--kubelet-root-dir: DRANET's name) [KND_KUBELET_ROOT]")
     p.add_argument("--nri-socket", default=config.env("NRI_SOCKET", "/var/run/nri/nri.sock"),
                    help="the container runtime's NRI socket [KND_NRI_SOCKET]")
     p.add_argument("--cdi-root", default=config.env("CDI_ROOT", "/var/run/cdi"),
                    help="where the plumber writes CDI specs for kubelet [KND_CDI_ROOT]")
     p.add_argument("--bus-port", type=int, default=config.env("BUS_PORT", "0"),
                    help="loopback port of the embedded bus (0: any free port) [KND_BUS_PORT]")
+    p.add_argument("--resync-interval", "--inventory-max-poll-interval", type=usage.duration,
+                   default=config.env("RESYNC_INTERVAL", "60"),
+                   help="discovery's seconds (or Go duration) between rescans without kernel "
+                        "events; --inventory-max-poll-interval is DRANET's name "
+                        "[KND_RESYNC_INTERVAL]")
+    providers.add_arguments(p)
     p.add_argument("--only", action="append", default=None, choices=list(SERVICES),
                    metavar="SERVICE",
                    help=f"run only this service (repeatable): {', '.join(SERVICES)}")
@@ -83,6 +91,8 @@ def child_env(args: argparse.Namespace, creds_path: Path,
         "KND_NRI_SOCKET": args.nri_socket,
         "KND_CDI_ROOT": args.cdi_root,
         "KND_STANDALONE": "1" if args.standalone else "",
+        "KND_RESYNC_INTERVAL": f"{args.resync_interval:g}",
+        **providers.Settings.from_args(args).env(),
     }
     for key, value in (("KND_FILTER", args.filter), ("KND_NETNS", args.netns),
                        ("KUBECONFIG", args.kubeconfig)):

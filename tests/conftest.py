@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +13,10 @@ from services.common.natsd import EmbeddedBus
 from tests.helpers.netns import NetNS
 
 NODE = "node-a.example.com"
+
+# An unset hint probes the clouds' metadata addresses (169.254.169.254, ...) from this
+# machine's own network: the agents the tests start must never reach a real one.
+os.environ.setdefault("KND_CLOUD_PROVIDER_HINT", "NONE")
 
 
 @pytest.fixture

@@ -31,6 +31,7 @@ BAD_FILTER = "attributes["
 def _clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KND_")}
     env.pop("KUBECONFIG", None)
+    env["KND_CLOUD_PROVIDER_HINT"] = "NONE"  # never probe a real cloud's metadata service
     env.update(extra)
     return env
 

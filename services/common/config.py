@@ -11,6 +11,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.common import features
 from services.common.usage import address, env_flag
 
 DEFAULT_DRIVER = "knd.dev"
@@ -48,8 +49,9 @@ def add_common(p: argparse.ArgumentParser, service: str | None = None) -> None:
     """The shared flags; ``service`` (default: the sub-command, from ``p.prog``) picks the
     default of ``--metrics-address``."""
     service = service or p.prog.split()[-1]
-    p.add_argument("--node", default=env("NODE", socket.gethostname()),
-                   help="node name (pool name, subject prefix) [KND_NODE]")
+    p.add_argument("--node", "--hostname-override", default=env("NODE", socket.gethostname()),
+                   help="node name (pool name, subject prefix); --hostname-override is "
+                        "DRANET's name [KND_NODE]")
     p.add_argument("--state-dir", type=Path, default=Path(env("STATE_DIR", DEFAULT_STATE_DIR)),
                    help="where credentials, checkpoints and standalone objects live "
                         "[KND_STATE_DIR]")
@@ -62,11 +64,13 @@ def add_common(p: argparse.ArgumentParser, service: str | None = None) -> None:
                    help="debug, info, warning or error (default info) [KND_LOG_LEVEL]")
     p.add_argument("--log-json", action="store_true", default=env_flag("LOG_JSON"),
                    help="structured JSON logs [KND_LOG_JSON]")
-    p.add_argument("--metrics-address", type=address,
+    p.add_argument("--metrics-address", "--bind-address", type=address,
                    default=env("METRICS_ADDRESS", metrics_default(service)),
                    help="host:port of /metrics, /healthz and /readyz; \"off\" serves none; "
                         "for `knd up`, discovery's, the others at +1..+3 "
-                        f"(default {metrics_default(service)}) [KND_METRICS_ADDRESS]")
+                        f"(default {metrics_default(service)}); --bind-address is DRANET's "
+                        "name [KND_METRICS_ADDRESS]")
+    features.add_argument(p)
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error")

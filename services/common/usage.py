@@ -63,6 +63,27 @@ def env_flag(name: str) -> bool:
                      f"{', '.join(v for v in FALSE if v)} (or unset)")
 
 
+_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(h|ms|m|s|us|µs|ns)")
+_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+
+
+def duration(text: str) -> float:
+    """``type=`` of an interval: seconds (``60``, ``0.5``) or a Go duration as DRANET's
+    flags take them (``1m``, ``1m30s``, ``500ms``)."""
+    text = text.strip()
+    try:
+        value = float(text)
+    except ValueError:
+        parts = _DURATION.findall(text)
+        if not parts or "".join(n + u for n, u in parts) != text:
+            raise argparse.ArgumentTypeError(
+                f"{q(text)}: expected seconds (60) or a duration (90s, 1m, 500ms)") from None
+        value = sum(float(n) * _UNITS[u] for n, u in parts)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{q(text)}: must not be negative")
+    return value
+
+
 def address(text: str) -> str:
     """``type=`` of ``--metrics-address``: ``host:port`` with an IP address (or
     ``localhost``, or no host for every interface), or ``off``."""
@@ -161,6 +182,11 @@ def check_privileges(command: str, caps: tuple[str, ...]) -> None:
 def preflight(args: argparse.Namespace) -> None:
     """Everything about ``args`` that can be known wrong before the command starts."""
     check_filter(getattr(args, "filter", None))
+    from services import providers
+
+    problem = providers.check(args)
+    if problem:
+        raise UsageError(problem)
     command = args.command
     once = getattr(args, "once", False)
     if getattr(args, "state_dir", None) is not None:

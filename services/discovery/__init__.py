@@ -8,6 +8,9 @@ from __future__ import annotations
 import argparse
 import os
 
+from services import providers
+from services.common.usage import duration
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sysfs-root", default=os.environ.get("KND_SYSFS_ROOT", "/sys"),
@@ -18,9 +21,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--netns", default=os.environ.get("KND_NETNS"),
                    help="watch this named network namespace as the node instead of our own "
                         "[KND_NETNS]")
-    p.add_argument("--resync-interval", type=float,
+    p.add_argument("--resync-interval", "--inventory-max-poll-interval", type=duration,
                    default=os.environ.get("KND_RESYNC_INTERVAL", "60"),
-                   help="seconds between rescans without kernel events [KND_RESYNC_INTERVAL]")
+                   help="seconds (or a Go duration: 90s, 1m) between rescans without kernel "
+                        "events; --inventory-max-poll-interval is DRANET's name "
+                        "[KND_RESYNC_INTERVAL]")
+    providers.add_arguments(p)
     p.add_argument("--once", action="store_true",
                    help="scan once, print the devices this node would publish (JSON) and exit; "
                         "needs no bus")
@@ -53,23 +59,28 @@ async def run(args: argparse.Namespace) -> None:
     from services.common import auth, bus
     from services.common.config import Common
     from services.common.httpserver import Health, serving
+    from services.discovery.cloud import CloudAttributes
     from services.discovery.filter import DeviceFilter, default_expression
     from services.discovery.service import Discovery, Scanner, Tuning
     from services.discovery.sysfs import Sysfs
+    from services.providers.choose import open_providers
 
     common = Common.from_args(args)
     health = Health("discovery", requires=("bus", "inventory"))
     async with serving(args.metrics_address, health):
+        found = await open_providers(providers.Settings.from_args(args))
+        cloud = CloudAttributes(found.cloud, common.driver_name) if found.cloud else None
         device_filter = DeviceFilter(args.filter or default_expression(common.driver_name))
         scanner = Scanner(common.driver_name, Sysfs(args.sysfs_root), device_filter, args.netns)
         nc = await bus.connect(auth.load(common.bus_creds), "discovery")
         health.check("bus", lambda: nc.is_connected)
         try:
             discovery = Discovery(nc, common.node, scanner, args.netns,
-                                  Tuning(resync=args.resync_interval))
+                                  Tuning(resync=args.resync_interval), cloud=cloud)
             health.check("inventory", lambda: discovery.snapshot is not None)
             health.info("devices", lambda: len(discovery.snapshot.devices)
                         if discovery.snapshot else 0)
             await discovery.run()
         finally:
             await bus.close(nc)
+            await found.aclose()

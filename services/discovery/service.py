@@ -24,6 +24,7 @@ from services.common import bus
 from services.discovery import rtnl
 from services.discovery.attributes import build_devices
 from services.discovery.claimed import ClaimedDevices
+from services.discovery.cloud import CloudAttributes
 from services.discovery.ebpf import EbpfReader
 from services.discovery.filter import DeviceFilter
 from services.discovery.model import LinkInfo
@@ -125,6 +126,11 @@ class Scanner:
         """``fresh`` rereads all of sysfs (the periodic resync). ``touched``: the
         interfaces netlink events named since the last scan, whose eBPF programs are
         read again with those of new ones; None (and ``fresh``) reads every one's."""
+        return self.select(self.collect(fresh, touched))
+
+    def collect(self, fresh: bool = False, touched: set[int] | None = None) -> list[Device]:
+        """The node's devices before the filter (provider attributes go on in between,
+        so a filter can select on them)."""
         started = time.perf_counter()
         links = self.links = self.reader.links()
         self.hardware.refresh(links, force=fresh)
@@ -135,11 +141,13 @@ class Scanner:
                                   None if fresh else touched)
         candidates = [replace(link, programs=programs[link.index])
                       if link.index in programs else link for link in candidates]
-        devices = [d for d in build_devices(candidates, self.hardware, self.driver)
-                   if self.filter(d)]
+        devices = build_devices(candidates, self.hardware, self.driver)
         RESCANS.inc()
         SCAN_SECONDS.observe(time.perf_counter() - started)
         return devices
+
+    def select(self, devices: list[Device]) -> list[Device]:
+        return [d for d in devices if self.filter(d)]
 
     def close(self) -> None:
         self.reader.close()
@@ -149,8 +157,10 @@ class Discovery:
     """Holds the current snapshot, publishes changes and answers ``inventory.get``."""
 
     def __init__(self, nc: Client, node: str, scanner: Scanner,
-                 netns: str | None = None, tuning: Tuning | None = None) -> None:
+                 netns: str | None = None, tuning: Tuning | None = None,
+                 cloud: CloudAttributes | None = None) -> None:
         self.nc = nc
+        self.cloud = cloud
         self.node = node
         self.subjects = Subjects(node)
         self.scanner = scanner
@@ -277,11 +287,14 @@ class Discovery:
             touched, self._touched = self._touched, set()
             try:
                 devices = await anyio.to_thread.run_sync(
-                    self.scanner.scan, fresh, touched if events else None)
+                    self.scanner.collect, fresh, touched if events else None)
             except OSError as exc:
                 log.error("rescan failed, keeping the last inventory: %s", exc)
                 self._touched = None  # what the events named was not read: read all
                 return
+            if self.cloud is not None:
+                devices = await self.cloud.decorate(devices, fresh)
+            devices = self.scanner.select(devices)
             self._scanned = devices
             devices = await self._with_claimed(devices)
             old = self.snapshot

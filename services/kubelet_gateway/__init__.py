@@ -13,9 +13,10 @@ from services.common.usage import env_flag
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--kubelet-root", default=env("KUBELET_ROOT", "/var/lib/kubelet"),
+    p.add_argument("--kubelet-root", "--kubelet-root-dir",
+                   default=env("KUBELET_ROOT", "/var/lib/kubelet"),
                    help="kubelet's root dir: sockets go in plugins/ and plugins_registry/ "
-                        "[KND_KUBELET_ROOT]")
+                        "(--kubelet-root-dir: DRANET's name) [KND_KUBELET_ROOT]")
     p.add_argument("--nri-socket", default=env("NRI_SOCKET", "/var/run/nri/nri.sock"),
                    help="the container runtime's NRI socket [KND_NRI_SOCKET]")
     p.add_argument("--nri-index", default=env("NRI_INDEX", "10"),

@@ -17,6 +17,8 @@ the claim overrides its class (see :func:`schemas.netconfig.merge`).
 
 from __future__ import annotations
 
+import msgspec
+
 from schemas.netconfig import ConfigError, NetworkConfig, decode_config, merge, validate
 from schemas.plumber import DeviceRequest, PodRef
 from schemas.text import one_line, q
@@ -128,7 +130,7 @@ def _requests(claim: dict, name: str, driver: str) -> list[DeviceRequest]:
         applied = [cfg for _, requests, cfg in ours if _applies(requests, result["request"])]
         config = None
         if applied:
-            config = merge(applied)
+            config = _with_profile(merge(applied), applied)
             problems = validate(config)
             if problems:
                 request = one_line(result["request"], 80)
@@ -137,6 +139,15 @@ def _requests(claim: dict, name: str, driver: str) -> list[DeviceRequest]:
         out.append(DeviceRequest(request=result["request"], pool=result["pool"],
                                  device=result["device"], share_id=share_id, config=config))
     return out
+
+
+def _with_profile(config: NetworkConfig, applied: list[NetworkConfig]) -> NetworkConfig:
+    """The last ``profile`` set wins, as any scalar field does, even where the merge
+    leaves it out: the plumber asks the profile provider for it at prepare."""
+    profile = next((c.profile for c in reversed(applied) if c.profile), "")
+    if profile and config.profile != profile:
+        config = msgspec.structs.replace(config, profile=profile)
+    return config
 
 
 def claim_pods(claim: dict) -> list[PodRef]:

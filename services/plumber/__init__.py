@@ -8,17 +8,21 @@ nsfs (namespaces), devconf (sysctls, ethtool) and rdma (RDMA netlink, /dev).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import logging
 import os
+from collections.abc import AsyncIterator
 
 import anyio
 
+from services import providers
 from services.common import agentlock, auth, bus
 from services.common.config import Common, env
 from services.common.httpserver import Health, serving
 from services.common.privileges import PLUMBER_NEEDS, missing_capabilities
 from services.plumber.service import serve
+from services.providers.choose import Providers, open_providers
 
 log = logging.getLogger("knd.plumber")
 
@@ -38,6 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    choices=["auto", "shared", "exclusive"],
                    help="RDMA subsystem netns mode; auto asks `rdma system show` "
                         "[KND_RDMA_NETNS_MODE]")
+    providers.add_arguments(p)
     p.add_argument("--sweep-interval", type=float, default=env("SWEEP_INTERVAL", "10"),
                    help="seconds between checks for vanished pod netns (0: never) "
                         "[KND_SWEEP_INTERVAL]")
@@ -64,7 +69,7 @@ async def _run(args: argparse.Namespace, common: Common) -> None:
     if missing:
         log.error("plumber lacks %s: not ready, it cannot move interfaces into pods; run it "
                   "as root or grant it these capabilities", ", ".join(missing))
-    async with serving(args.metrics_address, health):
+    async with serving(args.metrics_address, health), _providers(args) as found:
         nc = await bus.connect(auth.load(common.bus_creds), "plumber")
         health.check("bus", lambda: nc.is_connected)
         try:
@@ -72,10 +77,20 @@ async def _run(args: argparse.Namespace, common: Common) -> None:
                 await tg.start(functools.partial(
                     serve, nc, common, netns=args.netns, sysfs_root=args.sysfs_root,
                     dev_root=args.dev_root, cdi_root=args.cdi_root,
-                    rdma_mode=args.rdma_netns_mode, sweep_interval=args.sweep_interval))
+                    rdma_mode=args.rdma_netns_mode, sweep_interval=args.sweep_interval,
+                    providers=found))
                 health.check("reconciled", lambda: True)
         finally:
             await bus.close(nc)
+
+
+@contextlib.asynccontextmanager
+async def _providers(args: argparse.Namespace) -> AsyncIterator[Providers]:
+    found = await open_providers(providers.Settings.from_args(args))
+    try:
+        yield found
+    finally:
+        await found.aclose()
 
 
 __all__ = ["add_arguments", "run", "serve"]

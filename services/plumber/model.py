@@ -120,6 +120,10 @@ class PlannedDevice(_S):
     pod_ifname: str = ""
     rdma_device: str = ""
     config: NetworkConfig | None = None
+    asked: NetworkConfig | None = None
+    """With ``provided``: the claim's own configuration, before the providers' were
+    merged into ``config`` (what a kubelet retry is compared with)."""
+    provided: bool = False
     cdi_id: str = ""
     host_sysctls: dict[str, str] = {}
     """The node's own sysctls on the interface at prepare (see

@@ -24,6 +24,7 @@ from nats.aio.client import Client
 from schemas import plumber as p
 from schemas.base import Message, decode, encode
 from schemas.claims import ClaimStatus, ClaimStatusReply
+from schemas.inventory import InventorySnapshot
 from schemas.plumber import DeviceAttached, DeviceDetached, DeviceFailed
 from schemas.subjects import Subjects
 from schemas.text import q
@@ -40,10 +41,12 @@ from services.plumber.locks import KeyedLocks
 from services.plumber.model import GONE, PHASES, Attachment, ClaimPlan
 from services.plumber.netops import Rtnl
 from services.plumber.plan import HostFacts, PlanError, plan_claim
+from services.plumber.provided import Granted, Provided
 from services.plumber.rdma import CharDevice, Rdma, RdmaError, detect_mode
 from services.plumber.reconcile import reconcile, sweeper
 from services.plumber.restore import Host, Restorer
 from services.plumber.status import claim_status
+from services.providers.choose import Providers
 
 log = logging.getLogger("knd.plumber")
 
@@ -116,7 +119,7 @@ class Plumber:
 
     def __init__(self, common: Common, store: Checkpoint, host: Host, inventory: Inventory,
                  attacher: Attacher, cdi: CdiSpecs, rdma: Rdma, notifier: Notifier, *,
-                 inventory_wait: float = 2.0) -> None:
+                 inventory_wait: float = 2.0, provided: Provided | None = None) -> None:
         self.node = common.node
         self.driver = common.driver_name
         self.store = store
@@ -127,6 +130,7 @@ class Plumber:
         self.rdma = rdma
         self.notifier = notifier
         self.inventory_wait = inventory_wait
+        self.provided = provided or Provided(None, None, common.driver_name)
         self._claim_locks = KeyedLocks()
 
     def gauge(self) -> None:
@@ -161,40 +165,61 @@ class Plumber:
             old = self.store.claim(req.claim_uid)
             asked = [(d.request, d.pool, d.device, d.share_id, d.config) for d in req.devices]
             if old is not None:
-                have = [(d.request, d.pool, d.device, d.share_id, d.config) for d in old.devices]
+                have = [(d.request, d.pool, d.device, d.share_id,
+                         d.asked if d.provided else d.config) for d in old.devices]
                 if have == asked:  # kubelet retrying: same answer, no new rows
                     return self._again(old, req)
                 if any(a.phase != GONE for a in self.store.attachments(claim_uid=old.uid)):
                     return p.PrepareReply(claim_uid=req.claim_uid, error=(
                         "claim_uid: already prepared and attached with other devices"))
             inv = await self.inventory.current(self.inventory_wait)
-            held = {d.device: c.uid for c in self.store.claims() if c.uid != req.claim_uid
-                    for d in c.devices}
+            granted: list[Granted] = []
             try:
-                facts = await self._host_facts(req)
-                plan = plan_claim(req, node=self.node, driver=self.driver, inventory=inv,
-                                  host=facts, held=held)
-                nodes = self._char_devices(plan)
-            except PlanError as exc:
-                return p.PrepareReply(claim_uid=req.claim_uid, error="; ".join(exc.errors))
-            errs = await self._device_checks(plan)
-            if errs:
-                return p.PrepareReply(claim_uid=req.claim_uid, error="; ".join(errs))
-            for dev in plan.devices:  # here, not at attach: reading them costs a few ms
-                if dev.ifname:
-                    dev.host_sysctls = await devconf.own_sysctls(self.host.fd, dev.ifname)
-                    mode = facts.links[dev.ifname].addr_gen_mode
-                    if mode is not None:  # kept as it is; written back only if it differs
-                        dev.host_sysctls["ipv6.addr_gen_mode"] = str(mode)
-            self.store.put_claim(plan, replace=old is not None)
-            try:
-                self.cdi.write(plan, nodes, self.rdma.shared_devices() if nodes else [])
-            except OSError as exc:
-                self.store.drop_claim(plan.uid)
-                return p.PrepareReply(claim_uid=req.claim_uid,
-                                      error=f"cdi: cannot write the CDI spec: {exc}")
-            return p.PrepareReply(claim_uid=plan.uid,
-                                  devices=[d.prepared() for d in plan.devices])
+                reply = await self._plan(req, old, inv, granted)
+            except BaseException:
+                await self.provided.release(granted)
+                raise
+            if reply.error:
+                await self.provided.release(granted)
+            return reply
+
+    async def _plan(self, req: p.Prepare, old: ClaimPlan | None, inv: InventorySnapshot | None,
+                    granted: list[Granted]) -> p.PrepareReply:
+        original = req
+        req, errors, given = await self.provided.resolve(req, inv)
+        granted += given
+        if errors:
+            return p.PrepareReply(claim_uid=req.claim_uid, error="; ".join(errors))
+        held = {d.device: c.uid for c in self.store.claims() if c.uid != req.claim_uid
+                for d in c.devices}
+        try:
+            facts = await self._host_facts(req)
+            plan = plan_claim(req, node=self.node, driver=self.driver, inventory=inv,
+                              host=facts, held=held)
+            nodes = self._char_devices(plan)
+        except PlanError as exc:
+            return p.PrepareReply(claim_uid=req.claim_uid, error="; ".join(exc.errors))
+        errs = await self._device_checks(plan)
+        if errs:
+            return p.PrepareReply(claim_uid=req.claim_uid, error="; ".join(errs))
+        if self.provided.active:
+            for dev, dr in zip(plan.devices, original.devices, strict=True):
+                dev.asked, dev.provided = dr.config, True
+        for dev in plan.devices:  # here, not at attach: reading them costs a few ms
+            if dev.ifname:
+                dev.host_sysctls = await devconf.own_sysctls(self.host.fd, dev.ifname)
+                mode = facts.links[dev.ifname].addr_gen_mode
+                if mode is not None:  # kept as it is; written back only if it differs
+                    dev.host_sysctls["ipv6.addr_gen_mode"] = str(mode)
+        self.store.put_claim(plan, replace=old is not None)
+        try:
+            self.cdi.write(plan, nodes, self.rdma.shared_devices() if nodes else [])
+        except OSError as exc:
+            self.store.drop_claim(plan.uid)
+            return p.PrepareReply(claim_uid=req.claim_uid,
+                                  error=f"cdi: cannot write the CDI spec: {exc}")
+        return p.PrepareReply(claim_uid=plan.uid,
+                              devices=[d.prepared() for d in plan.devices])
 
     async def _device_checks(self, plan: ClaimPlan) -> list[str]:
         """What only the device itself can say, asked while it is at home: the ethtool
@@ -284,6 +309,8 @@ class Plumber:
                             extra=where)
                 return p.UnprepareReply(claim_uid=req.claim_uid, error="; ".join(errors))
             self.cdi.remove(req.claim_uid)
+            if plan is not None:  # DRANET: released once, failures logged, never retried
+                await self.provided.release(self.provided.granted(plan))
             self.store.drop_claim(req.claim_uid)
         self.gauge()
         if plan is not None:
@@ -349,7 +376,7 @@ async def serve(nc: Client, common: Common, *, netns: str | None = None,
                 sysfs_root: str | Path = "/sys", dev_root: str | Path = "/dev",
                 cdi_root: str | Path = "/var/run/cdi", rdma_mode: str = "auto",
                 sweep_interval: float = 10.0, inventory_wait: float = 2.0,
-                status_timeout: float = 2.0,
+                status_timeout: float = 2.0, providers: Providers | None = None,
                 task_status: TaskStatus[Plumber] = anyio.TASK_STATUS_IGNORED) -> None:
     """Run the plumber on ``nc`` until cancelled.
 
@@ -372,7 +399,10 @@ async def serve(nc: Client, common: Common, *, netns: str | None = None,
             attacher = Attacher(store, host, restorer, rdma, inventory, common.driver_name)
             plumber = Plumber(common, store, host, inventory, attacher,
                               CdiSpecs(cdi_root, common.driver_name), rdma, notifier,
-                              inventory_wait=inventory_wait)
+                              inventory_wait=inventory_wait, provided=Provided(
+                                  providers.cloud if providers else None,
+                                  providers.profile if providers else None,
+                                  common.driver_name))
             counts = await reconcile(attacher)
             plumber.reconcile_cdi()
             plumber.gauge()
