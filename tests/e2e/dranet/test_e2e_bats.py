@@ -8,16 +8,19 @@ from __future__ import annotations
 import re
 import sqlite3
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
+from services.common import bpf
 from services.peers import kubelet
 from services.peers.nri_runtime import FakeRuntime
 from services.plumber.netops import IFLA_GRO_IPV4_MAX_SIZE, IFLA_GSO_IPV4_MAX_SIZE
 from tests.e2e.dranet.cluster import DRIVER, Cluster
+from tests.helpers.bpf import BpfLab
 from tests.helpers.netns import NetNS
+from tests.plumber.test_ebpf import ifindex, in_ns, tcx_names
 from tests.plumber.test_link_knobs import link_attrs, u32
 
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]
@@ -145,6 +148,64 @@ async def test_big_tcp_network_configurations(cluster: Cluster):
     assert "tcp-segmentation-offload: on" in k
     assert "generic-receive-offload: on" in k
     assert "large-receive-offload: off" in k
+
+
+@pytest.fixture
+def lab() -> Iterator[BpfLab]:
+    with BpfLab() as lab:
+        yield lab
+
+
+def setup_bpf_device(cluster: Cluster, lab: BpfLab) -> str:
+    """DRANET's setup_bpf_device: dummy0 with a direct-action cls_bpf filter on its
+    clsact ingress, then up. The program is loaded with bpf() and pinned (DRANET's
+    comes from an ELF object); returns the filter's name as tc reports it."""
+    cluster.dummy("dummy0", up=False)
+    name = lab.tc_filter(cluster.node.name, "dummy0", "ingress", "dummy_bpf")
+    cluster.sh("ip", "link", "set", "up", "dev", "dummy0")
+    return name
+
+
+def setup_tcx_filter(cluster: Cluster, lab: BpfLab) -> None:
+    """DRANET's setup_tcx_filter: a program named handle_ingress attached as TCX ingress
+    (a pinned link), then the link cycled so discovery hears about the interface."""
+    in_ns(cluster.node, lab.tcx_link, ifindex(cluster.node, "dummy0"), bpf.BPF_TCX_INGRESS,
+          "handle_ingress", True)
+    cluster.sh("ip", "link", "set", "down", "dev", "dummy0")
+    cluster.sh("ip", "link", "set", "up", "dev", "dummy0")
+
+
+def string_attr(cluster: Cluster, device: str, name: str) -> object:
+    attr = cluster.devices().get(device, {}).get("attributes", {}).get(f"{DRIVER}/{name}")
+    return attr and next(iter(attr.values()))
+
+
+async def test_bpf_filter_attributes(cluster: Cluster, lab: BpfLab):
+    name = setup_bpf_device(cluster, lab)
+    assert f"{name} direct-action" in cluster.sh("tc", "filter", "show", "dev", "dummy0",
+                                                 "ingress")
+    await cluster.until(lambda: string_attr(cluster, "dummy0", "ebpf") is True, 20)
+    assert string_attr(cluster, "dummy0", "tcFilterNames") == name
+
+
+async def test_tcx_bpf_filter_attributes(cluster: Cluster, lab: BpfLab):
+    setup_bpf_device(cluster, lab)
+    setup_tcx_filter(cluster, lab)
+    assert tcx_names(cluster.node, "dummy0")["ingress"] == ["handle_ingress"]
+    await cluster.until(lambda: string_attr(cluster, "dummy0", "tcxProgramNames"), 20)
+    assert string_attr(cluster, "dummy0", "ebpf") is True
+    assert string_attr(cluster, "dummy0", "tcxProgramNames") == "handle_ingress"
+
+
+async def test_bpf_programs_are_removed(cluster: Cluster, lab: BpfLab):
+    name = setup_bpf_device(cluster, lab)
+    setup_tcx_filter(cluster, lab)
+    await cluster.apply("deviceclass")
+    await cluster.apply("resourceclaim_disable_ebpf")
+    pod_ns = cluster.pods["pod-ebpf"].netns
+    assert "handle_ingress" not in tcx_names(pod_ns, "dummy0")["ingress"]
+    shown = out(cluster.exec("pod-ebpf", "tc", "filter", "show", "dev", "dummy0", "ingress"))
+    assert name not in shown
 
 
 async def test_two_dummy_interfaces_with_ip_addresses_resourceclaimtemplate(cluster: Cluster):
