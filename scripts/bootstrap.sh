@@ -17,11 +17,13 @@ need=()
 python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v ping >/dev/null 2>&1 || need+=(iputils-ping)
-# the DHCP tests' server (the binary alone, no system service); in sbin, which a
-# user's PATH may lack
-PATH="$PATH:/usr/sbin:/sbin" command -v dnsmasq >/dev/null 2>&1 || need+=(dnsmasq-base)
-# the tests compare with ethtool -k (in /usr/sbin: not on every user's PATH)
-command -v ethtool >/dev/null 2>&1 || [ -x /usr/sbin/ethtool ] || need+=(ethtool)
+if [ -n "${knd_for_tests:-}" ]; then  # set by ./run-tests: what only the tests use
+    # the DHCP tests' server (the binary alone, no system service); in sbin, which a
+    # user's PATH may lack
+    PATH="$PATH:/usr/sbin:/sbin" command -v dnsmasq >/dev/null 2>&1 || need+=(dnsmasq-base)
+    # the tests compare with ethtool -k (in /usr/sbin: not on every user's PATH)
+    command -v ethtool >/dev/null 2>&1 || [ -x /usr/sbin/ethtool ] || need+=(ethtool)
+fi
 [ ${#need[@]} -eq 0 ] || knd_apt_install "${need[@]}"
 
 stamp="$here/.venv/.knd-installed"
