@@ -10,6 +10,7 @@ import pytest
 
 from services.common.auth import Credentials
 from services.common.natsd import EmbeddedBus
+from tests.helpers.bpf import BpfLab
 from tests.helpers.netns import NetNS
 
 NODE = "node-a.example.com"
@@ -48,3 +49,10 @@ def node_ns() -> Iterator[NetNS]:
         yield ns
     finally:
         ns.delete()
+
+
+@pytest.fixture
+def lab() -> Iterator[BpfLab]:
+    """Real BPF programs for one test, released (with their pins and mount) after it."""
+    with BpfLab() as lab:
+        yield lab

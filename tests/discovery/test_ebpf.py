@@ -9,40 +9,23 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
 import pytest
 
 from services.common.bpf import BPF_TCX_EGRESS, BPF_TCX_INGRESS
-from services.common.netns import path_of, run_in_netns
 from services.discovery.filter import DeviceFilter
 from services.discovery.service import Scanner
 from services.discovery.sysfs import Sysfs
 from tests.discovery.test_service import Running, running  # noqa: F401 (fixture)
-from tests.helpers.bpf import BpfLab
+from tests.helpers.bpf import BpfLab, ifindex, in_ns
 from tests.helpers.netns import NetNS
 
 D = "knd.dev"
 
 
-@pytest.fixture
-def lab() -> Iterator[BpfLab]:
-    with BpfLab() as lab:
-        yield lab
 
-
-def ifindex(ns: NetNS, name: str) -> int:
-    return int(ns.ip("-o", "link", "show", name).split(":", 1)[0])
-
-
-def in_ns(ns: NetNS, fn, *args):
-    fd = os.open(path_of(ns.name), os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        return run_in_netns(fd, fn, *args)
-    finally:
-        os.close(fd)
 
 
 def scan(ns: NetNS, tmp_path: Path) -> dict[str, dict]:

@@ -16,6 +16,7 @@ import subprocess
 import tempfile
 from types import TracebackType
 
+from services.common import bpf as kbpf
 from services.common.bpf import (
     BPF_LINK_CREATE,
     BPF_OBJ_PIN,
@@ -23,6 +24,7 @@ from services.common.bpf import (
     new_attr,
     sys_bpf,
 )
+from services.common.netns import path_of, run_in_netns
 
 BPF_PROG_TYPE_SCHED_CLS = 3
 BPF_PROG_ATTACH = 8
@@ -120,3 +122,29 @@ class BpfLab:
             os.rmdir(self.fsdir)
         except OSError:
             pass
+
+
+def ifindex(ns, name: str) -> int:
+    """The index of interface ``name`` in netns ``ns`` (a tests.helpers.netns.NetNS)."""
+    return int(ns.ip("-o", "link", "show", name).split(":", 1)[0])
+
+
+def in_ns(ns, fn, *args):
+    """``fn(*args)`` on a thread inside netns ``ns``: bpf() calls about an interface
+    must be made in its netns."""
+    fd = os.open(path_of(ns.name), os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return run_in_netns(fd, fn, *args)
+    finally:
+        os.close(fd)
+
+
+def tcx_names(ns, name: str) -> dict[str, list[str]]:
+    """TCX program names by direction, asked of the kernel with bpf() in ``ns``."""
+    idx = ifindex(ns, name)
+
+    def query() -> dict[str, list[str]]:
+        return {kbpf.TCX_DIRECTIONS[t]: sorted(kbpf.prog_name(e.prog_id)
+                                               for e in kbpf.tcx_query(idx, t))
+                for t in kbpf.TCX_ATTACH_TYPES}
+    return in_ns(ns, query)

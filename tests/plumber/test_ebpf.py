@@ -10,48 +10,22 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator
 
 import pytest
 
 from schemas.netconfig import InterfaceConfig, NetworkConfig
 from services.common import bpf
-from services.common.netns import path_of, run_in_netns
+from services.common.netns import path_of
 from services.plumber import ebpf, nsfs
-from tests.helpers.bpf import BpfLab
+from tests.helpers.bpf import BpfLab, ifindex, in_ns, tcx_names
 from tests.helpers.netns import NetNS
 from tests.plumber.conftest import Env, netdev, uid
 
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def lab() -> Iterator[BpfLab]:
-    with BpfLab() as lab:
-        yield lab
 
 
-def ifindex(ns: NetNS, name: str) -> int:
-    return int(ns.ip("-o", "link", "show", name).split(":", 1)[0])
-
-
-def in_ns(ns: NetNS, fn, *args):
-    fd = os.open(path_of(ns.name), os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        return run_in_netns(fd, fn, *args)
-    finally:
-        os.close(fd)
-
-
-def tcx_names(ns: NetNS, name: str) -> dict[str, list[str]]:
-    """TCX program names by direction, asked of the kernel with bpf() in ``ns``."""
-    idx = ifindex(ns, name)
-
-    def query() -> dict[str, list[str]]:
-        return {bpf.TCX_DIRECTIONS[t]: sorted(bpf.prog_name(e.prog_id)
-                                              for e in bpf.tcx_query(idx, t))
-                for t in bpf.TCX_ATTACH_TYPES}
-    return in_ns(ns, query)
 
 
 def tc(ns: NetNS, *args: str) -> str:

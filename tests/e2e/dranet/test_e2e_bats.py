@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -18,9 +18,8 @@ from services.peers import kubelet
 from services.peers.nri_runtime import FakeRuntime
 from services.plumber.netops import IFLA_GRO_IPV4_MAX_SIZE, IFLA_GSO_IPV4_MAX_SIZE
 from tests.e2e.dranet.cluster import DRIVER, Cluster
-from tests.helpers.bpf import BpfLab
+from tests.helpers.bpf import BpfLab, ifindex, in_ns, tcx_names
 from tests.helpers.netns import NetNS
-from tests.plumber.test_ebpf import ifindex, in_ns, tcx_names
 from tests.plumber.test_link_knobs import link_attrs, u32
 
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]
@@ -148,12 +147,6 @@ async def test_big_tcp_network_configurations(cluster: Cluster):
     assert "tcp-segmentation-offload: on" in k
     assert "generic-receive-offload: on" in k
     assert "large-receive-offload: off" in k
-
-
-@pytest.fixture
-def lab() -> Iterator[BpfLab]:
-    with BpfLab() as lab:
-        yield lab
 
 
 def setup_bpf_device(cluster: Cluster, lab: BpfLab) -> str:
