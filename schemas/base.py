@@ -14,7 +14,13 @@ import msgspec
 SCHEMA_VERSION = 1
 
 
-class Message(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
+class Strict(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
+    """Every knd struct: unknown fields are errors and defaults are left out when encoding.
+    (msgspec applies ``kw_only`` to the fields of the class that says it only: a subclass
+    whose required fields follow defaults says it again.)"""
+
+
+class Message(Strict, kw_only=True):
     """A bus message. Subclasses are JSON-encoded msgspec structs."""
 
     v: int = SCHEMA_VERSION

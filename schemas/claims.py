@@ -3,16 +3,10 @@ writer) to record a claim's per-device status (KEP-4817 ``status.devices``)."""
 
 from __future__ import annotations
 
-import msgspec
-
-from schemas.base import Message
+from schemas.base import Message, Strict
 
 
-class _S(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, kw_only=True):
-    pass
-
-
-class Condition(_S):
+class Condition(Strict):
     type: str
     status: str
     """"True", "False" or "Unknown"."""
@@ -20,13 +14,13 @@ class Condition(_S):
     message: str = ""
 
 
-class NetworkData(_S):
+class NetworkData(Strict):
     interface_name: str = ""
     ips: list[str] = []
     hardware_address: str = ""
 
 
-class DeviceStatus(_S):
+class DeviceStatus(Strict):
     driver: str
     pool: str
     device: str

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import msgspec
-
-from schemas.base import Message
+from schemas.base import Message, Strict
 
 AttrValue = bool | int | str
 """A device attribute value. bool is listed first so JSON true/false stay bools."""
 
 
-class Device(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
+class Device(Strict, kw_only=True):
     """One allocatable device, already shaped like a ResourceSlice device.
 
     ``attributes`` keys are fully qualified (``knd.dev/ifName``,

@@ -54,19 +54,17 @@ from typing import Any
 
 import msgspec
 
-
-class _Strict(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, kw_only=True):
-    pass
+from schemas.base import Strict
 
 
-class VRFConfig(_Strict):
+class VRFConfig(Strict):
     name: str = ""
     """The VRF device in the pod: created (with ``table``) or joined when it exists."""
     table: int | None = None
     """Absent: :func:`vrf_table` of the name, so devices naming one VRF share its table."""
 
 
-class InterfaceConfig(_Strict):
+class InterfaceConfig(Strict):
     # field names are DRANET's JSON names (camelCase), kept verbatim for compatibility
     name: str = ""
     """Name inside the pod (<= 15 chars, no '/'); default: the host name of the interface."""
@@ -86,7 +84,7 @@ class InterfaceConfig(_Strict):
     vrf: VRFConfig | None = None
 
 
-class RouteConfig(_Strict):
+class RouteConfig(Strict):
     destination: str = ""
     gateway: str = ""
     source: str = ""
@@ -95,24 +93,24 @@ class RouteConfig(_Strict):
     table: int = 0
 
 
-class RuleConfig(_Strict):
+class RuleConfig(Strict):
     priority: int = 0
     source: str = ""
     destination: str = ""
     table: int = 0
 
 
-class NeighborConfig(_Strict):
+class NeighborConfig(Strict):
     destination: str = ""
     hardwareAddr: str = ""
 
 
-class EthtoolConfig(_Strict):
+class EthtoolConfig(Strict):
     features: dict[str, bool] = {}
     privateFlags: dict[str, bool] = {}
 
 
-class NetworkConfig(_Strict):
+class NetworkConfig(Strict):
     profile: str = ""
     """DRANET's provider profile name, resolved at prepare by the profile provider
     (``--profile-provider webhook``: services.providers)."""

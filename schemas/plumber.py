@@ -6,24 +6,18 @@ the others of a call; errors name the field that was wrong.
 
 from __future__ import annotations
 
-import msgspec
-
-from schemas.base import Message
+from schemas.base import Message, Strict
 from schemas.inventory import Device
 from schemas.netconfig import NetworkConfig
 
 
-class _S(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, kw_only=True):
-    pass
-
-
-class PodRef(_S):
+class PodRef(Strict):
     uid: str
     namespace: str = ""
     name: str = ""
 
 
-class DeviceRequest(_S):
+class DeviceRequest(Strict):
     """One allocation result of this driver, with the configuration that applies to it."""
 
     request: str
@@ -45,7 +39,7 @@ class Prepare(Message):
     """The pods the claim is reserved for (``status.reservedFor``)."""
 
 
-class PreparedDevice(_S):
+class PreparedDevice(Strict):
     request: str
     pool: str
     device: str
@@ -84,7 +78,7 @@ class Attach(Message):
     that completes later is rolled back, so the node matches what the runtime believes."""
 
 
-class AttachedInterface(_S):
+class AttachedInterface(Strict):
     claim_uid: str
     device: str
     interface: str
@@ -113,7 +107,7 @@ class DetachReply(Message):
     error: str = ""
 
 
-class LinuxDevice(_S):
+class LinuxDevice(Strict):
     path: str
     type: str = "c"
     major: int = 0
@@ -180,7 +174,7 @@ class PlumberStatusGet(Message):
     """Request for the plumber's view of its checkpoint."""
 
 
-class ClaimView(_S):
+class ClaimView(Strict):
     uid: str
     namespace: str = ""
     name: str = ""
@@ -191,7 +185,7 @@ class ClaimView(_S):
     """Those devices as discovery published them when the claim was prepared."""
 
 
-class AttachmentView(_S):
+class AttachmentView(Strict):
     """One device of one pod, as the checkpoint records it."""
 
     claim_uid: str

@@ -9,13 +9,13 @@ pod (per ``knd up``) and written with mode 0600.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
 from schemas import routes
 from schemas.subjects import Subjects
+from services.common.files import write_atomic
 
 ROLES = routes.ROLES
 
@@ -67,11 +67,7 @@ class Credentials:
 def _write_private(path: Path, text: str) -> None:
     """Write ``text`` atomically to a file readable only by its owner."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    write_atomic(path, text, 0o600, fsync=False)
 
 
 def generate(bus_dir: Path, node: str, host: str, port: int) -> tuple[Credentials, Path]:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import json
-import os
 import secrets
 import socket
 import sys
@@ -30,6 +29,7 @@ from pathlib import Path
 from schemas.subjects import Subjects
 from services.common import auth
 from services.common.config import env
+from services.common.files import write_atomic
 
 DEFAULT_DIR = "/run/knd/bus"
 DEFAULT_PORT = 9500
@@ -51,12 +51,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _write(path: Path, text: str) -> None:
     """Replace ``path`` atomically with a FILE_MODE file (whatever the umask)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-    with os.fdopen(fd, "w") as f:
-        os.fchmod(f.fileno(), FILE_MODE)
-        f.write(text)
-    os.replace(tmp, path)
+    write_atomic(path, text, FILE_MODE, fsync=False)
 
 
 def _folder(path: Path) -> Path:

@@ -43,6 +43,7 @@ from schemas.subjects import Subjects
 from schemas.text import one_line, q
 from services.common.api.decode import ObjectError
 from services.common.api.port import ApiError, ApiPort, NotFound
+from services.common.locks import KeyedLocks
 from services.common.logs import fields
 from services.kubelet_gateway import rpc
 from services.kubelet_gateway.claims import NAME_LIMIT, ClaimError, claim_pods, claim_requests
@@ -117,26 +118,6 @@ class Prepared:
     error: str = ""
 
 
-class _KeyedLocks:
-    """One lock per key, dropped when nobody holds or waits for it."""
-
-    def __init__(self) -> None:
-        self._locks: dict[str, tuple[anyio.Lock, int]] = {}
-
-    async def run(self, key: str, fn: Callable[[], Awaitable[Any]]) -> Any:
-        lock, users = self._locks.get(key) or (anyio.Lock(), 0)
-        self._locks[key] = (lock, users + 1)
-        try:
-            async with lock:
-                return await fn()
-        finally:
-            lock, users = self._locks[key]
-            if users == 1:
-                del self._locks[key]
-            else:
-                self._locks[key] = (lock, users - 1)
-
-
 def _budget(context: grpc.aio.ServicerContext | None) -> float:
     """Seconds this call may spend, leaving kubelet time to read the answer."""
     remaining = context.time_remaining() if context is not None else None
@@ -155,7 +136,7 @@ class DraPlugin:
         self.plumber = plumber
         self.events = events
         """Where claim events go (None: nowhere); the gateway sets it once on the bus."""
-        self._locks = _KeyedLocks()
+        self._locks = KeyedLocks()
 
     # ---- the operations, free of gRPC ------------------------------------------------------
 
@@ -198,8 +179,8 @@ class DraPlugin:
             else:
                 with anyio.move_on_after(max(0.0, deadline - time.monotonic())) as scope:
                     try:
-                        results[ref.uid] = await self._locks.run(
-                            ref.uid, lambda: one(ref, deadline))
+                        async with self._locks.hold(ref.uid):
+                            results[ref.uid] = await one(ref, deadline)
                         return
                     except ClaimError as exc:
                         error = str(exc)

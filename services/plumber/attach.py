@@ -35,12 +35,12 @@ import msgspec
 from schemas.netconfig import NetworkConfig, vrf_table
 from schemas.plumber import Attach, AttachedInterface, AttachReply, DetachReply
 from schemas.text import q
+from services.common.locks import KeyedLocks
 from services.common.logs import fields
 from services.plumber import devconf, dhcp, ebpf, features, nsfs, vrf
 from services.plumber.checkpoint import Checkpoint
 from services.plumber.devconf import DevconfError
 from services.plumber.inventory import Inventory
-from services.plumber.locks import KeyedLocks
 from services.plumber.metrics import ROLLBACKS
 from services.plumber.model import (
     ATTACHED,

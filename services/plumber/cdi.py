@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 from pathlib import Path
 
+from services.common.files import write_atomic
 from services.plumber.model import ClaimPlan
 from services.plumber.plan import cdi_kind, cdi_name
 from services.plumber.rdma import CharDevice
@@ -68,15 +68,7 @@ class CdiSpecs:
               shared: list[CharDevice]) -> Path:
         self.root.mkdir(parents=True, exist_ok=True)
         path = self.path(plan.uid)
-        tmp = path.with_name(f".{path.name}.tmp")
-        data = json.dumps(self.spec(plan, nodes, shared), indent=2).encode()
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        write_atomic(path, json.dumps(self.spec(plan, nodes, shared), indent=2), 0o644)
         return path
 
     def remove(self, claim_uid: str) -> None:

@@ -8,8 +8,7 @@ Everything needed to give an interface back exactly as it was is in
 
 from __future__ import annotations
 
-import msgspec
-
+from schemas.base import Strict
 from schemas.inventory import Device
 from schemas.netconfig import NetworkConfig, RuleConfig
 from schemas.plumber import PodRef, PreparedDevice
@@ -21,11 +20,9 @@ RT_TABLE_MAIN = 254
 RTPROT_BOOT = 3
 
 
-class _S(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, kw_only=True):
-    pass
 
 
-class AddrRec(_S):
+class AddrRec(Strict):
     """One address of an interface, as the kernel reported it."""
 
     cidr: str
@@ -39,7 +36,7 @@ class AddrRec(_S):
     preferred: int = FOREVER
 
 
-class RouteRec(_S):
+class RouteRec(Strict):
     """One single-path route through an interface (kernel-made routes are not kept)."""
 
     family: int
@@ -55,14 +52,14 @@ class RouteRec(_S):
     onlink: bool = False
 
 
-class NeighRec(_S):
+class NeighRec(Strict):
     """A permanent neighbour of an interface (the kernel drops it when the link leaves)."""
 
     dst: str
     lladdr: str
 
 
-class RuleRec(_S):
+class RuleRec(Strict):
     """A host policy rule copied into a pod: what DRANET copies of one (priority,
     ``from``, ``to``, table), with its family (a rule without prefixes has one too)."""
 
@@ -79,7 +76,7 @@ class RuleRec(_S):
         return f"{fam}{self.priority}: {sel or 'from all'} lookup {self.table}"
 
 
-class LinkSnapshot(_S):
+class LinkSnapshot(Strict):
     """An interface's host configuration, taken before it is moved."""
 
     index: int
@@ -108,7 +105,7 @@ class LinkSnapshot(_S):
         return bool(self.kind)
 
 
-class PlannedDevice(_S):
+class PlannedDevice(Strict):
     """One device of a prepared claim, resolved against the node."""
 
     request: str
@@ -138,7 +135,7 @@ class PlannedDevice(_S):
                               share_id=self.share_id)
 
 
-class ClaimPlan(_S):
+class ClaimPlan(Strict):
     """A prepared claim: what kubelet asked for and how it maps onto this node."""
 
     uid: str
@@ -159,7 +156,7 @@ GONE = "gone"
 PHASES = (ATTACHING, ATTACHED, DETACHING, GONE)
 
 
-class Attachment(_S):
+class Attachment(Strict):
     """One device of one pod: where it went and how to give it back."""
 
     claim_uid: str

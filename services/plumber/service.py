@@ -30,6 +30,7 @@ from schemas.subjects import Subjects
 from schemas.text import q
 from services.common import bus
 from services.common.config import Common
+from services.common.locks import KeyedLocks
 from services.common.logs import fields
 from services.plumber import devconf, features, metrics
 from services.plumber.attach import Attacher
@@ -37,7 +38,6 @@ from services.plumber.cdi import CdiSpecs
 from services.plumber.checkpoint import Checkpoint
 from services.plumber.devconf import DevconfError
 from services.plumber.inventory import Inventory
-from services.plumber.locks import KeyedLocks
 from services.plumber.model import GONE, PHASES, Attachment, ClaimPlan
 from services.plumber.netops import Rtnl
 from services.plumber.plan import HostFacts, PlanError, plan_claim

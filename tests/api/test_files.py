@@ -126,18 +126,21 @@ async def test_failed_write_leaves_the_old_file(tmp_path: Path,
     path = tmp_path / "api" / "resourceslices" / "s.json"
     before = path.read_text()
 
-    real_dump = json.dump
+    import services.common.files as atomic
 
-    def broken_dump(obj: object, f: object, **kw: object) -> None:
-        if not isinstance(obj, dict):  # the resourceVersion counter: let it through
-            real_dump(obj, f, **kw)  # type: ignore[arg-type]
-            return
-        f.write('{"half": ')  # type: ignore[attr-defined]
+    real_fsync = atomic.os.fsync
+    written: list[int] = []
+
+    def broken_fsync(fd: int) -> None:  # the disk fills up as the new object is flushed
+        written.append(fd)
         raise OSError("disk full")
 
-    monkeypatch.setattr(files_module.json, "dump", broken_dump)
+    monkeypatch.setattr(atomic.os, "fsync", broken_fsync)
     with pytest.raises(OSError):
         await api.update_slice({**created, "spec": make_slice("s", devices=2)["spec"]})
+    monkeypatch.setattr(atomic.os, "fsync", real_fsync)
+    assert written
+    assert not list(path.parent.glob(".*.tmp"))  # no half-written file left behind
     monkeypatch.undo()
     assert path.read_text() == before
     assert _leftovers(tmp_path) == []

@@ -23,9 +23,7 @@ import contextlib
 import copy
 import fcntl
 import json
-import os
 import random
-import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -36,6 +34,7 @@ import anyio
 
 from services.common.api import decode
 from services.common.api.port import ApiError, Conflict, Invalid, NotFound
+from services.common.files import write_atomic
 
 T = TypeVar("T")
 
@@ -59,23 +58,7 @@ def _safe(name: Any, what: str) -> str:
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Write ``obj`` to ``path`` so that ``path`` holds either the old or the new content."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)  # make the rename itself durable
-    finally:
-        os.close(dfd)
+    write_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n", 0o644)
 
 
 class FileApi:
