@@ -1,7 +1,8 @@
 """Build hook: compile the project's own .proto files with grpcio-tools.
 
 The .proto files in ``protos/`` are written from ``shared/reference/wire-facts.md``;
-the Python modules generated from them (``services/kubelet_gateway/pb/``) are never
+the Python modules generated from them (``services/kubelet_gateway/pb/``, with ``.pyi``
+type stubs for the messages) are never
 edited by hand or committed. Every build, editable installs included, regenerates
 them (before package discovery); ``python setup.py build_protos`` does it alone.
 """
@@ -25,8 +26,9 @@ def compile_protos() -> None:
     (OUT / "__init__.py").write_text('"""Generated from protos/ at build time; do not edit."""\n')
     include = str(Path(protoc.__file__).parent / "_proto")
     for src in sources:
+        # --pyi_out: type stubs for the messages, so that mypy checks their use
         args = ["protoc", f"-I{PROTOS}", f"-I{include}", f"--python_out={OUT}",
-                f"--grpc_python_out={OUT}", str(src)]
+                f"--pyi_out={OUT}", f"--grpc_python_out={OUT}", str(src)]
         if protoc.main(args) != 0:
             raise SystemExit(f"protoc failed on {src.name}")
 

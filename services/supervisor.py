@@ -152,15 +152,15 @@ class Child:
         self.restarts = 0
         self.proc: Process | None = None
 
-    async def _start(self) -> int | None:
-        """Start the child; the read end of its last-words pipe, if it has one."""
+    async def _start(self) -> tuple[Process, int | None]:
+        """Start the child; it and the read end of its last-words pipe, if it has one."""
         words_r = words_w = None
         env = self.env
         if self.last_words:
             words_r, words_w = os.pipe2(os.O_CLOEXEC)
             env = {**env, LAST_WORDS_ENV: str(words_w)}
         try:
-            self.proc = await anyio.open_process(
+            proc = self.proc = await anyio.open_process(
                 [sys.executable, "-m", "services.common.pdeathsig", str(os.getpid()),
                  *self.argv],
                 env=env, stdin=subprocess.DEVNULL, stdout=None, stderr=None,
@@ -173,19 +173,19 @@ class Child:
         finally:
             if words_w is not None:
                 os.close(words_w)
-        return words_r
+        return proc, words_r
 
     async def supervise(self, started: anyio.Event | None = None) -> None:
         backoff = MIN_BACKOFF
         while True:
             began = time.monotonic()
-            words_r = await self._start()
+            proc, words_r = await self._start()
             if started is not None:
                 started.set()
                 started = None
             stopping = True
             try:
-                await self.proc.wait()
+                await proc.wait()
                 stopping = False
             finally:
                 with anyio.CancelScope(shield=True):

@@ -235,7 +235,7 @@ def decode_reply(service: str, subject: str, data: bytes, kind: type[Req]) -> Re
         return None
 
 
-FLUSH_SECONDS = 2.0
+FLUSH_SECONDS = 2  # whole seconds: what nats-py types flush(timeout=) as
 
 
 async def flush(nc: Client) -> None:

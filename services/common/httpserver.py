@@ -184,7 +184,7 @@ def _handler(health: Health) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
-                self._send(200, CONTENT_TYPE_LATEST, generate_latest(registry))  # type: ignore[arg-type]
+                self._send(200, CONTENT_TYPE_LATEST, generate_latest(registry))
             elif path in ("/healthz", "/livez"):
                 ok, body = health.live()
                 self._json(ok, body)

@@ -14,8 +14,9 @@ import argparse
 import ipaddress
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from schemas.text import one_line, q
 
@@ -37,10 +38,10 @@ class Parser(argparse.ArgumentParser):
     """``knd``'s parsers: no abbreviated flags (``--standalon`` must not silently mean
     ``--standalone``), and a usage error is one line naming the command it is about."""
 
-    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs["allow_abbrev"] = False
         super().__init__(*args, **kwargs)
-        self.commands: dict[str, argparse.ArgumentParser] = {}
+        self.commands: Mapping[str, argparse.ArgumentParser] = {}
         """Sub-command name -> its parser (set by the CLI on the top-level parser)."""
 
     def error(self, message: str) -> NoReturn:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
+from typing import Protocol
 
 from schemas.inventory import AttrValue, Device
 from schemas.limits import MAX_ATTRIBUTE_STRING, MAX_ATTRIBUTES_AND_CAPACITIES, qualified_name_error
@@ -36,7 +37,7 @@ from services.discovery.names import (
     rdma_device_name,
     short_hash,
 )
-from services.discovery.sysfs import NetdevHw, PciHw, RdmaHw, Sysfs
+from services.discovery.sysfs import NetdevHw, PciHw, RdmaHw
 
 log = logging.getLogger("knd.discovery.attributes")
 
@@ -144,7 +145,15 @@ def rdma_attributes(rdma: RdmaHw, driver: str) -> dict[str, AttrValue]:
     return a.done(rdma.name)
 
 
-def build_devices(links: Sequence[LinkInfo], sysfs: Sysfs, driver: str) -> list[Device]:
+class Hardware(Protocol):
+    """The sysfs facts devices are built from: a ``Sysfs``, or discovery's cache of one."""
+
+    def netdev(self, ifname: str) -> NetdevHw | None: ...
+
+    def rdma_devices(self) -> list[RdmaHw]: ...
+
+
+def build_devices(links: Sequence[LinkInfo], sysfs: Hardware, driver: str) -> list[Device]:
     """One device per link plus one per RDMA device without a netdev, sorted by name.
 
     Deterministic: the same links and sysfs give the same devices whatever the

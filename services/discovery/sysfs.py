@@ -48,7 +48,6 @@ SYSTEM_PCI_IDS = (Path("/usr/share/misc/pci.ids"), Path("/usr/share/hwdata/pci.i
 
 _MAX_HOPS = 40  # the kernel's own limit on symlinks followed in one lookup
 _READ_LIMIT = 4096  # a sysfs attribute is at most one page
-_UNREAD = object()
 _VIRTIO = re.compile(r"^virtio\d+$")
 _PCI_ADDR = re.compile(r"^[0-9a-f]{4,8}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
 _PCI_ROOT = re.compile(r"^pci[0-9a-f]{4,8}:[0-9a-f]{2}$")
@@ -127,7 +126,7 @@ class Sysfs:
         self._seen: set[tuple[str, str]] = set()
         self.problems: Tally[str] = Tally()
         """Distinct problems met by this instance, by kind (the metric is process-wide)."""
-        self._sole_node: int | object | None = _UNREAD
+        self._sole_node: tuple[int | None] | None = None  # (the node,) once read
 
     # ----------------------------------------------------------------- public
 
@@ -289,10 +288,10 @@ class Sysfs:
         also what ``nvidia-smi topo -m`` reports as the GPU's NUMA affinity.
         Leaving it out would make ``matchAttribute: numaNode`` fail on such nodes.
         """
-        if self._sole_node is _UNREAD:
+        if self._sole_node is None:
             online = self._text(self.root / "devices/system/node/online", required=False)
-            self._sole_node = int(online) if online and online.isdigit() else None
-        return self._sole_node  # type: ignore[return-value]
+            self._sole_node = (int(online) if online and online.isdigit() else None,)
+        return self._sole_node[0]
 
     def _pci_ids(self) -> PciIds:
         if self._ids is None:

@@ -42,7 +42,7 @@ class DeviceHealth:
         self.resend_interval = resend_interval
         self.check_timeout = check_timeout
         self.clock = clock
-        self.health: dict[tuple[str, str], int] = {}
+        self.health: dict[tuple[str, str], pb.HealthStatus] = {}
         """(pool, device) -> HEALTHY / UNHEALTHY."""
         self.version = 0
         """Bumped on every change; 0 until the first snapshot."""

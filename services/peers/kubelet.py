@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import grpc
@@ -80,7 +81,7 @@ def health_stream(ch: grpc.aio.Channel) -> Any:
 
 def make_claim(name: str, *, namespace: str = "default", uid: str | None = None,
                results: list[dict] | None = None, config: list[dict] | None = None,
-               allocated: bool = True, pods: list[tuple[str, str]] = (("pod-1", "pod-uid-1"),)
+               allocated: bool = True, pods: Sequence[tuple[str, str]] = (("pod-1", "pod-uid-1"),)
                ) -> dict:
     """An allocated ResourceClaim: by default one result for our driver on eth0."""
     if results is None:

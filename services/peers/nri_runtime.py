@@ -114,7 +114,7 @@ class PluginConn:
                                api.CreateContainerRequest(pod=sb, container=ctr),
                                api.CreateContainerResponse)
 
-    async def state_change(self, event: int, sb: api.PodSandbox,
+    async def state_change(self, event: api.Event, sb: api.PodSandbox,
                            ctr: api.Container | None = None) -> api.Empty:
         req = api.StateChangeEvent(event=event, pod=sb)
         if ctr is not None:

@@ -143,7 +143,7 @@ def interface_sysctls(ifname: str, sysctls: dict[str, str], forwarding: bool | N
     ``net.ipv4.conf.<ifname>.arp_ignore``. The key is checked again here, whatever
     validated it before, because it becomes a path under /proc/sys. DRANET's
     ``interface.arpIgnore``/``arpAnnounce`` come last: they win over ``sysctls``."""
-    out = []
+    out: list[tuple[str, str, str]] = []
     for key, value in sysctls.items():
         field = f"sysctls[{key}]"
         if not _SYSCTL_KEY.fullmatch(key):
@@ -156,10 +156,10 @@ def interface_sysctls(ifname: str, sysctls: dict[str, str], forwarding: bool | N
         flag = "1" if forwarding else "0"
         out.append(("interface.forwarding", f"net/ipv4/conf/{ifname}/forwarding", flag))
         out.append(("interface.forwarding", f"net/ipv6/conf/{ifname}/forwarding", flag))
-    for field, name, value in (("interface.arpIgnore", "arp_ignore", arp_ignore),
+    for field, name, level in (("interface.arpIgnore", "arp_ignore", arp_ignore),
                                ("interface.arpAnnounce", "arp_announce", arp_announce)):
-        if value is not None:
-            out.append((field, f"net/ipv4/conf/{ifname}/{name}", str(int(value))))
+        if level is not None:
+            out.append((field, f"net/ipv4/conf/{ifname}/{name}", str(int(level))))
     return out
 
 

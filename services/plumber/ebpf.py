@@ -99,7 +99,7 @@ def _detach_tc(ifindex: int) -> list[str]:
 
 
 def _detach_tcx(ifindex: int) -> list[str]:
-    done = []
+    done: list[str] = []
     for attach in bpf.TCX_ATTACH_TYPES:
         try:
             entries = bpf.tcx_query(ifindex, attach)

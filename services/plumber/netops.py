@@ -72,7 +72,7 @@ def _know_ipv4_offload_sizes() -> None:
     ifinfmsg.nla_map = (*ifinfmsg.nla_map, ("IFLA_DEVLINK_PORT", "hex"),
                         ("IFLA_GSO_IPV4_MAX_SIZE", "uint32"),
                         ("IFLA_GRO_IPV4_MAX_SIZE", "uint32"))
-    ifinfmsg._nlmsg_base__compiled_nla = False  # type: ignore[attr-defined]
+    ifinfmsg._nlmsg_base__compiled_nla = False
 
 
 _know_ipv4_offload_sizes()

@@ -135,8 +135,8 @@ def host_route_errors(cfg: NetworkConfig, link: LinkRec,
         return []  # the host's addresses move too: the routes work as they did
     nets = [a.network for a in addrs]
     routes = list(host_routes)
-    for r in cfg.routes:  # a config route without gateway reaches gateways too
-        if r.destination and not r.gateway and (net := _net(r.destination)):
+    for want in cfg.routes:  # a config route without gateway reaches gateways too
+        if want.destination and not want.gateway and (net := _net(want.destination)):
             nets.append(net)
     nets += [n for r in routes if not r.gateway and (n := _net(r.dst))]
     ips = {a.ip for a in addrs}

@@ -141,7 +141,7 @@ def _attr(kind: int, payload: bytes) -> bytes:
 def _request(sock: socket.socket, cmd: int, flags: int, body: bytes, seq: int) -> list[bytes]:
     mtype = (RDMA_NL_NLDEV << 10) | cmd
     sock.send(_HDR.pack(16 + len(body), mtype, NLM_F_REQUEST | flags, seq, 0) + body)
-    out = []
+    out: list[bytes] = []
     while True:
         data = sock.recv(1 << 16)
         off = 0

@@ -11,6 +11,7 @@ publisher.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from contextlib import AbstractAsyncContextManager
@@ -412,15 +413,17 @@ async def serve(nc: Client, common: Common, *, netns: str | None = None,
             tg.start_soon(inventory.ask_until_known)
             svc = await bus.serve(nc, SERVICE, "moves network interfaces into pods and back")
             group = svc.add_group(name=subjects.plumber_group)
-            for verb, kind, fn in (("prepare", p.Prepare, plumber.prepare),
-                                   ("unprepare", p.Unprepare, plumber.unprepare),
-                                   ("attach", p.Attach, plumber.attach),
-                                   ("detach", p.Detach, plumber.detach),
-                                   ("container-devices", p.ContainerDevices,
-                                    plumber.container_devices),
-                                   ("status", p.PlumberStatusGet, plumber.status)):
-                await group.add_endpoint(name=verb, handler=bus.typed_handler(
-                    SERVICE, verb, kind, fn, concurrent=tg))
+            # one typed() per endpoint: mypy checks each kind against its function
+            typed = functools.partial(bus.typed_handler, SERVICE, concurrent=tg)
+            for verb, handler in (
+                    ("prepare", typed("prepare", p.Prepare, plumber.prepare)),
+                    ("unprepare", typed("unprepare", p.Unprepare, plumber.unprepare)),
+                    ("attach", typed("attach", p.Attach, plumber.attach)),
+                    ("detach", typed("detach", p.Detach, plumber.detach)),
+                    ("container-devices", typed("container-devices", p.ContainerDevices,
+                                                plumber.container_devices)),
+                    ("status", typed("status", p.PlumberStatusGet, plumber.status))):
+                await group.add_endpoint(name=verb, handler=handler)
             await bus.flush(nc)
             if sweep_interval > 0:
                 tg.start_soon(sweeper, attacher, sweep_interval)

@@ -41,7 +41,7 @@ _BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei"
 _DECIMAL = {"n": -9, "u": -6, "m": -3, "k": 3, "M": 6, "G": 9, "T": 12, "P": 15, "E": 18}
 
 
-def parse_quantity(text: str) -> Fraction | None:
+def parse_quantity(text: object) -> Fraction | None:
     """The exact value of a Kubernetes quantity, or None when it is not one.
 
     Used both to validate capacities and to compare a capacity we wrote with
@@ -210,7 +210,8 @@ def validate(devices: Iterable[Device | Mapping[str, Any]], *,
     for raw in devices:
         dev = to_wire(raw)
         errors = device_errors(dev)
-        name = dev.get("name")
+        # a device without errors has a str name; any other is only logged (as %s would)
+        name = str(dev.get("name"))
         if not errors and name in seen:
             errors = [f"devices[{name}]: duplicate device name, the first one is kept"]
             why = "duplicate"

@@ -170,10 +170,10 @@ async def collect(args: argparse.Namespace, creds: auth.Credentials) -> dict[str
             for name in SERVICES:
                 for verb in ("PING", "INFO", "STATS"):
                     tg.start_soon(put, f"{verb}:{name}", ask.srv(verb, name))
-                if https[name]:
-                    tg.start_soon(readyz, name, https[name])
-            if https[GATEWAY]:
-                tg.start_soon(gateway_calls, https[GATEWAY])
+                if address := https[name]:
+                    tg.start_soon(readyz, name, address)
+            if address := https[GATEWAY]:
+                tg.start_soon(gateway_calls, address)
         info = getattr(nc, "_server_info", None) or {}
         out["bus"] = {"url": creds.url, "connected": nc.is_connected,
                       "server": info.get("server_name", ""),

@@ -282,15 +282,15 @@ def to_svg(aff: Affinity) -> str:
             _label(legend, MARGIN + 38, y, line)
             y += 14
         y += 6
-    head = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" '
+    svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" '
             f'height="{y + 10:.0f}" font-family="sans-serif">',
             f"<title>GPU/NIC topology of {escape(_clean(aff.tree.root, 80))}</title>",
             '<rect width="100%" height="100%" fill="white"/>']
     for i, line in enumerate(title):
-        _label(head, MARGIN, MARGIN + 10 + TITLE_LINE * i, line, size=TITLE_SIZE,
+        _label(svg, MARGIN, MARGIN + 10 + TITLE_LINE * i, line, size=TITLE_SIZE,
                weight="bold")
     body = [f'<g transform="translate(0 {shift})">', *out, "</g>"] if shift else out
-    return "\n".join([*head, *body, *legend, "</svg>"]) + "\n"
+    return "\n".join([*svg, *body, *legend, "</svg>"]) + "\n"
 
 
 TITLE_SIZE, TITLE_LINE = 13, 17

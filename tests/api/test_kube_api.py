@@ -10,8 +10,10 @@ from __future__ import annotations
 import socket
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from kubernetes_asyncio.client.exceptions import ApiException
 
 from services.common.api import kube as kube_module
 from services.common.api import open_api
@@ -128,6 +130,20 @@ async def test_injected_server_error_is_api_error(kube_api: KubeApiServer, api: 
     assert kube_api.objects("resourceslices") == []
     await api.create_slice(make_slice())  # the fault was for one request only
     assert kube_api.writes() == 1
+
+
+async def test_client_raised_error_reads_its_body_as_text() -> None:
+    """A client that raises ApiException for an answer (older kubernetes-asyncio, or with
+    preloaded content) holds its body as the bytes read: the error says the text."""
+    answer = SimpleNamespace(status=409, reason="Conflict", data=b'{"message":"taken"}',
+                             getheaders=dict)
+
+    async def create_resource_slice(**_: object) -> None:
+        raise ApiException(http_resp=answer)
+
+    with pytest.raises(Conflict) as err:
+        await KubeApi()._call(create_resource_slice)
+    assert str(err.value) == 'create_resource_slice: Conflict: {"message":"taken"}'
 
 
 async def test_hanging_server_times_out(kube_api: KubeApiServer, tmp_path: Path) -> None:

@@ -36,6 +36,17 @@ def test_generated_modules_import_only_protobuf() -> None:
         assert all(line.startswith("from google.protobuf") for line in imports), imports
 
 
+def test_every_message_module_has_its_type_stub() -> None:
+    """setup.py writes a .pyi beside each *_pb2 module: without it mypy (CI) sees the
+    messages as untyped and cannot check the fields the services set."""
+    protos = sorted(p.stem for p in (Path(__file__).parents[2] / "protos").glob("*.proto"))
+    pb = Path(dra_v1_pb2.__file__).parent
+    assert protos and sorted(p.name.removesuffix("_pb2.pyi")
+                             for p in pb.glob("*_pb2.pyi")) == protos
+    stub = (pb / "dra_v1_pb2.pyi").read_text()
+    assert "class NodePrepareResourcesRequest(_message.Message):" in stub
+
+
 @pytest.mark.parametrize("version", ["v1", "v1beta1"])
 def test_dra_plugin(version: str) -> None:
     pb = DRA[version]

@@ -83,7 +83,9 @@ class FileApi:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
-    def _path(self, resource: str, name: str, namespace: str | None = None) -> Path:
+    def _path(self, resource: str, name: object, namespace: object = None) -> Path:
+        """The file of an object; ``name`` and ``namespace`` (as a client sent them, of
+        any type) are checked here."""
         folder = self.root / resource
         if namespace is not None:
             folder = folder / _safe(namespace, "namespace")
@@ -137,7 +139,7 @@ class FileApi:
         meta["resourceVersion"] = self._next_rv()
 
     @staticmethod
-    def _check(what: str, name: str, stored: dict, uid: Any, rv: Any) -> None:
+    def _check(what: str, name: object, stored: dict, uid: Any, rv: Any) -> None:
         meta = stored["metadata"]
         if uid and uid != meta.get("uid"):
             raise Conflict(f'{what} "{name}": Precondition failed: UID in precondition: {uid}, '
@@ -154,7 +156,7 @@ class FileApi:
             return self._read(path, NODES)
         except NotFound:
             pass
-        node = {"apiVersion": "v1", "kind": "Node",
+        node: dict[str, Any] = {"apiVersion": "v1", "kind": "Node",
                 "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
                 "spec": {}, "status": {}}
         self._new_meta(node["metadata"])

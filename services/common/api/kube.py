@@ -80,7 +80,9 @@ class KubeApi:
         except decode.ObjectError as e:
             raise ApiError(f"{what}: the API server's answer {e}", 0) from None
         except ApiException as e:  # raised before sending (bad arguments) or by old clients
-            raise error_for(e.status or 0, f"{what}: {e.reason}: {e.body or ''}".strip()) from e
+            # the body of an answer is the bytes read from the socket: as text, not b'...'
+            body = e.body.decode(errors="replace") if isinstance(e.body, bytes) else e.body
+            raise error_for(e.status or 0, f"{what}: {e.reason}: {body or ''}".strip()) from e
         except (TimeoutError, aiohttp.ClientError, OSError) as e:
             raise ApiError(f"{what}: no answer from the API server: {e!r}") from e
         if not 200 <= status < 300:

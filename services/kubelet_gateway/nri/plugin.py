@@ -23,7 +23,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import TypedDict, TypeVar, Unpack
 
 import anyio
 from anyio.abc import TaskStatus
@@ -315,19 +315,28 @@ def _observe(service: str, method: str, code: int, seconds: float) -> None:
     NRI_LATENCY.labels(label, status).observe(seconds)
 
 
+class NriOptions(TypedDict, total=False):
+    """``NriPlugin``'s tuning, as keyword arguments of :func:`run_nri`."""
+
+    handler_timeout: float
+    register_timeout: float
+    backoff_initial: float
+    backoff_max: float
+    max_frame: int
+
+
 async def run_nri(*, socket_path: Path = DEFAULT_SOCKET, plugin_name: str = "knd",
                   plugin_idx: str = "10", handler: PodHandler, reconnect: bool = True,
                   task_status: TaskStatus[NriPlugin] = anyio.TASK_STATUS_IGNORED,
-                  **options: float) -> None:
+                  **options: Unpack[NriOptions]) -> None:
     """Run knd's NRI plugin until cancelled (or, without ``reconnect``, one connection).
 
     ``task_status.started`` gets the ``NriPlugin`` at once (the runtime may come later);
-    an invalid ``plugin_idx`` raises ``ValueError`` before that. ``options``:
-    ``handler_timeout``, ``register_timeout``, ``backoff_initial``, ``backoff_max``,
-    ``max_frame`` (see ``NriPlugin``).
+    an invalid ``plugin_idx`` raises ``ValueError`` before that. ``options``: see
+    ``NriPlugin``.
     """
     plugin = NriPlugin(socket_path=socket_path, handler=handler, plugin_name=plugin_name,
-                       plugin_idx=plugin_idx, **options)  # type: ignore[arg-type]
+                       plugin_idx=plugin_idx, **options)
     await plugin.run(reconnect=reconnect, task_status=task_status)
 
 

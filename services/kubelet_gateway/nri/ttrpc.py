@@ -199,7 +199,8 @@ class TtrpcServer:
     async def _handle(self, sid: int, payload: bytes) -> None:
         started = time.monotonic()
         service = method = ""
-        code, message, out = Code.OK, "", b""
+        code: int = Code.OK  # a handler's TtrpcError may carry a code Code does not name
+        message, out = "", b""
         try:
             try:
                 req = ttrpc_pb2.Request.FromString(payload)
