@@ -10,6 +10,8 @@ import copy
 import importlib.util
 import os
 import re
+import subprocess
+import tempfile
 from collections.abc import Iterable, Iterator
 from functools import cache
 from pathlib import Path
@@ -19,8 +21,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
-BASE = DEPLOY / "kubernetes" / "base"
-OVERLAYS = DEPLOY / "kubernetes" / "overlays"
+CHART = DEPLOY / "helm" / "knd"
 EXAMPLES = DEPLOY / "examples"
 INSTALL = DEPLOY / "install.yaml"
 COMPOSE = ROOT / "compose.yaml"
@@ -68,8 +69,10 @@ API_CONTAINERS = {"publisher", "kubelet-gateway"}
 
 
 @cache
-def renderer() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("knd_deploy_render", DEPLOY / "render.py")
+def render_deploy() -> ModuleType:
+    """scripts/render_deploy.py: the variants, and where helm and kubectl are."""
+    spec = importlib.util.spec_from_file_location("knd_render_deploy",
+                                                  ROOT / "scripts" / "render_deploy.py")
     assert spec and spec.loader
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
@@ -77,20 +80,30 @@ def renderer() -> ModuleType:
 
 
 def variants() -> dict[str, Path]:
-    """base and every overlay: name -> kustomization folder."""
-    out = {"base": BASE}
-    out.update({p.name: p for p in sorted(OVERLAYS.iterdir()) if p.is_dir()})
-    return out
+    """base and the other variants: name -> kustomization folder."""
+    return dict(render_deploy().VARIANTS)
 
 
 def render(name: str) -> list[dict]:
-    """The rendered kustomization (a fresh copy: tests may change it)."""
+    """What `kubectl kustomize` renders from the variant's folder (a fresh copy: tests
+    may change it)."""
     return copy.deepcopy(_rendered(name))
 
 
 @cache
 def _rendered(name: str) -> list[dict]:
-    return renderer().render(variants()[name])
+    return kustomize(variants()[name])
+
+
+def kustomize(folder: Path) -> list[dict]:
+    """The objects the real `kubectl kustomize <folder>` prints."""
+    rd = render_deploy()
+    with tempfile.TemporaryDirectory(prefix="knd-kubectl-") as home:
+        p = subprocess.run([str(rd.tool("kubectl")), "kustomize", str(folder)],
+                           env=rd.tool_env(Path(home)), text=True, capture_output=True,
+                           timeout=60, check=False)
+    assert p.returncode == 0, p.stderr
+    return [d for d in yaml.safe_load_all(p.stdout) if d is not None]
 
 
 def load_yaml(path: Path) -> list[dict]:
@@ -106,7 +119,7 @@ def all_manifests() -> Iterator[tuple[str, dict]]:
     for name in variants():
         for d in render(name):
             yield f"{name}:{d['kind']}/{d['metadata']['name']}", d
-    for path in [*example_files(), INSTALL]:
+    for path in example_files():
         for d in load_yaml(path):
             yield f"{path.name}:{d['kind']}/{d['metadata']['name']}", d
 

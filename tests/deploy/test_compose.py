@@ -6,6 +6,7 @@ import copy
 import re
 
 import pytest
+import yaml
 
 from tests.deploy import manifests as m
 
@@ -89,10 +90,21 @@ def test_compose_privileges_and_bus():
     assert set(doc["volumes"]) == {"bus", "state"}
 
 
-def test_compose_and_daemonset_use_one_nats_image():
-    spec = m.pod_spec(m.daemonset(m.render("base")))
-    (nats,) = [c for c in m.containers(spec) if c["name"] == "nats"]
-    assert m.compose()["services"]["nats"]["image"] == nats["image"]
+def test_compose_uses_the_charts_images_and_ports():
+    """compose.yaml is a dev tool, not a fourth deploy description: only what must be
+    the same as in the cluster (the nats image, the bus and metrics ports) is checked,
+    against the chart's values, the one source of the manifests."""
+    values = yaml.safe_load((m.CHART / "values.yaml").read_text())
+    svcs = m.compose()["services"]
+    nats = values["nats"]["image"]
+    assert svcs["nats"]["image"] == f"{nats['repository']}:{nats['tag']}"
+    assert svcs["bus-config"]["environment"]["KND_BUS_PORT"] == str(values["nats"]["port"])
+    key = {"discovery": "discovery", "publisher": "publisher", "plumber": "plumber",
+           "kubelet-gateway": "kubeletGateway"}
+    for name, svc in knd_services(m.compose()).items():
+        if name in key:
+            address = svc["environment"]["KND_METRICS_ADDRESS"]
+            assert m.address_port(address) == values[key[name]]["metricsPort"], name
 
 
 @pytest.mark.parametrize(("change", "expect"), [

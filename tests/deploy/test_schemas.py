@@ -41,7 +41,7 @@ def test_every_kind_of_every_variant_is_covered():
             "DeviceClass", "ResourceClaimTemplate", "ResourceClaim", "Pod",
             "ConfigMap"} <= kinds
     where = {w.split(":", 1)[0] for w, _ in DOCS}
-    assert {"base", "containerd17-nri", "dranet-compat", "install.yaml"} <= where
+    assert {"base", "containerd17-nri", "dranet-compat"} <= where
     assert {p.name for p in m.example_files()} <= where
 
 
