@@ -47,7 +47,6 @@ class Registration:
         self.registered: bool | None = None
         """None until kubelet reports; then whether it accepted the plugin."""
         self.registration_error = ""
-        self.info_requests = 0
 
     def info(self) -> pb.PluginInfo:
         return pb.PluginInfo(type=PLUGIN_TYPE, name=self.driver, endpoint=str(self.endpoint),
@@ -72,7 +71,6 @@ class Registration:
                 rpc.parse(pb.InfoRequest, data, "GetInfo")
             except rpc.BadRequest as exc:
                 await rpc.reject(context, exc)
-            self.info_requests += 1
             log.debug("kubelet asked for plugin info")
             return self.info()
 
