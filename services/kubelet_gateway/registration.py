@@ -5,7 +5,7 @@ GetInfo what the plugin is and where its DRA socket is, then reports the
 outcome with NotifyRegistrationStatus. The outcome is kept (``registered``,
 ``registration_error``) for the gateway's health and status.
 
-``supported_versions`` is exactly the list of wire-facts section 2: kubelet
+``supported_versions`` is exactly what kubelet's DRA plugin helper registers: kubelet
 takes the first version it supports, so v1 comes first. The device health
 service is served on the DRA socket whether or not it is listed (a kubelet that
 watches health calls it on the DRA socket); listing it as
