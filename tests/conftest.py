@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +10,6 @@ import pytest
 
 from services.common.auth import Credentials
 from services.common.natsd import EmbeddedBus
-from tests.helpers.blocking import BLOCKED_AFTER, BlockedLoop, debug_loop
 from tests.helpers.bpf import BpfLab
 from tests.helpers.netns import NetNS
 
@@ -23,25 +21,8 @@ os.environ.setdefault("KND_CLOUD_PROVIDER_HINT", "NONE")
 
 
 @pytest.fixture
-def anyio_backend() -> tuple[str, dict[str, object]]:
-    """asyncio in debug mode, as anyio's own suite runs: see tests/helpers/blocking.py."""
-    return "asyncio", {"debug": True, "loop_factory": debug_loop}
-
-
-@pytest.fixture(autouse=True)
-def blocked_loop(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Fail a test whose event loop a synchronous call held longer than BLOCKED_AFTER.
-    A test that blocks on purpose says why: ``@pytest.mark.blocks_loop("why")``."""
-    handler = BlockedLoop()
-    asyncio_log = logging.getLogger("asyncio")
-    asyncio_log.addHandler(handler)
-    try:
-        yield
-    finally:
-        asyncio_log.removeHandler(handler)
-    if handler.reports and request.node.get_closest_marker("blocks_loop") is None:
-        pytest.fail(f"the event loop was blocked for over {BLOCKED_AFTER} s:\n"
-                    + "\n".join(handler.reports), pytrace=False)
+def anyio_backend() -> str:
+    return "asyncio"
 
 
 @pytest.fixture(scope="session")

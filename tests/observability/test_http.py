@@ -62,7 +62,6 @@ def test_each_service_has_its_own_default_and_knd_up_spreads_them(monkeypatch) -
     assert set(children("--metrics-address", "off").values()) == {"off"}
 
 
-@pytest.mark.blocks_loop("a stuck loop is the scenario: its health thread must say so")
 async def test_healthz_fails_while_the_event_loop_is_stuck() -> None:
     health = Health("t", requires=(), stale_after=0.3)
     async with serving("127.0.0.1:0", health) as ep:
