@@ -1,8 +1,8 @@
 """Build hook: compile the project's own .proto files with grpcio-tools.
 
-The .proto files in ``protos/`` are written from ``shared/reference/wire-facts.md``;
-the Python modules generated from them (``services/kubelet_gateway/pb/``, with ``.pyi``
-type stubs for the messages) are never
+The .proto files in ``protos/`` are written after kubelet's and NRI's own (each names its
+source); the Python modules generated from them (``services/kubelet_gateway/pb/``, with
+``.pyi`` type stubs for the messages) are never
 edited by hand or committed. Every build, editable installs included, regenerates
 them (before package discovery); ``python setup.py build_protos`` does it alone.
 """

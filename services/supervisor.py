@@ -149,7 +149,6 @@ class Child:
         self.env = env
         self.keep_fds = keep_fds
         self.last_words = last_words
-        self.restarts = 0
         self.proc: Process | None = None
 
     async def _start(self) -> tuple[Process, int | None]:
@@ -195,7 +194,6 @@ class Child:
                     log.info("%s %s", self.name, ended(code, words))
             if time.monotonic() - began > STABLE_AFTER:
                 backoff = MIN_BACKOFF
-            self.restarts += 1
             log.warning("%s %s; restarting in %.1fs", self.name, ended(code, words), backoff)
             await anyio.sleep(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF)

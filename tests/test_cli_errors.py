@@ -14,7 +14,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -23,6 +22,7 @@ import pytest
 
 from services import cli
 from services.common import usage
+from tests.helpers.wait import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 BAD_FILTER = "attributes["
@@ -234,20 +234,17 @@ def test_up_without_privileges_is_not_ready_and_says_why(tmp_path: Path) -> None
 
 def _wait_ready_body(url: str, seconds: float = 20) -> dict:
     """/readyz once the plumber has connected and reconciled (whatever else it says)."""
-    deadline = time.monotonic() + seconds
-    body: dict = {}
-    while time.monotonic() < deadline:
+    def reconciled() -> dict | None:
         try:
             with urllib.request.urlopen(url, timeout=2) as resp:
                 body = json.loads(resp.read())
         except urllib.error.HTTPError as exc:
             body = json.loads(exc.read())
         except OSError:
-            body = {}
-        if body.get("checks", {}).get("reconciled"):
-            return body
-        time.sleep(0.1)
-    raise AssertionError(f"plumber never reconciled: {body}")
+            return None
+        return body if body.get("checks", {}).get("reconciled") else None
+
+    return wait_for(reconciled, timeout=seconds, what="the plumber to reconcile")
 
 
 # ---- the parsers themselves -----------------------------------------------------------------

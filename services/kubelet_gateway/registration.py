@@ -5,7 +5,7 @@ GetInfo what the plugin is and where its DRA socket is, then reports the
 outcome with NotifyRegistrationStatus. The outcome is kept (``registered``,
 ``registration_error``) for the gateway's health and status.
 
-``supported_versions`` is exactly the list of wire-facts section 2: kubelet
+``supported_versions`` is exactly what kubelet's DRA plugin helper registers: kubelet
 takes the first version it supports, so v1 comes first. The device health
 service is served on the DRA socket whether or not it is listed (a kubelet that
 watches health calls it on the DRA socket); listing it as
@@ -47,7 +47,6 @@ class Registration:
         self.registered: bool | None = None
         """None until kubelet reports; then whether it accepted the plugin."""
         self.registration_error = ""
-        self.info_requests = 0
 
     def info(self) -> pb.PluginInfo:
         return pb.PluginInfo(type=PLUGIN_TYPE, name=self.driver, endpoint=str(self.endpoint),
@@ -72,7 +71,6 @@ class Registration:
                 rpc.parse(pb.InfoRequest, data, "GetInfo")
             except rpc.BadRequest as exc:
                 await rpc.reject(context, exc)
-            self.info_requests += 1
             log.debug("kubelet asked for plugin info")
             return self.info()
 

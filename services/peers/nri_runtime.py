@@ -199,9 +199,6 @@ class FakeRuntime:
         with anyio.fail_after(wait):
             return await self._receive.receive()
 
-    def no_pending_plugin(self) -> bool:
-        return self._receive.statistics().current_buffer_used == 0
-
     async def _connection(self, stream: SocketStream) -> None:
         self.connections += 1
         mux = Mux(stream)

@@ -19,7 +19,6 @@ the host.
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import os
 import socket
@@ -128,7 +127,3 @@ def _netlink_socket(proto: int) -> socket.socket:
 async def netlink_socket(fd: int, proto: int = NETLINK_ROUTE) -> socket.socket:
     """A netlink socket that lives in the netns ``fd`` (it stays there once made)."""
     return await in_netns(fd, _netlink_socket, proto)
-
-
-def is_missing(exc: BaseException) -> bool:
-    return isinstance(exc, OSError) and exc.errno in (errno.ENOENT, errno.ENODEV)

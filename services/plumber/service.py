@@ -1,4 +1,5 @@
-"""The plumber on the bus: five endpoints over the checkpoint and the kernel.
+"""The plumber on the bus: its endpoints (prepare, unprepare, attach, detach,
+container-devices, status) over the checkpoint and the kernel.
 
 Every request runs as its own task in the service's task group
 (``typed_handler(concurrent=)``: a NATS subscription delivers its messages one

@@ -80,6 +80,11 @@ async def users(creds: Credentials, *roles: str) -> AsyncIterator[dict[str, User
 
 
 async def settle(*us: User) -> None:
+    """Every refusal of what ``us`` did so far is recorded once each flush returns (the
+    server answers in order, and nats.py awaits the error callback before it reads the
+    PONG). SETTLE stays a bounded wait on purpose: the tests assert that nothing *else*
+    is delivered, and a message the server forwarded may still be on its way to a
+    witness's callback."""
     for u in us:
         await u.nc.flush()
     await anyio.sleep(SETTLE)

@@ -43,12 +43,6 @@ FULL = {
 }
 
 
-def with_(base: dict, **sections: object) -> dict:
-    out = json.loads(json.dumps(base))
-    out.update(sections)
-    return out
-
-
 def iface(**fields: object) -> dict:
     return {"interface": fields}
 

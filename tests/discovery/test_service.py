@@ -21,6 +21,7 @@ from services.discovery.sysfs import Sysfs
 from tests.conftest import NODE
 from tests.helpers.netns import NetNS, ip
 from tests.helpers.plumber import StatusOnlyPlumber
+from tests.helpers.wait import until
 
 pytestmark = pytest.mark.anyio
 
@@ -35,9 +36,14 @@ class Running:
         return {d.name for d in self.snapshots[-1].devices} if self.snapshots else set()
 
     async def until(self, pred, limit: float = 5.0) -> None:
-        with anyio.fail_after(limit):
-            while not pred():
-                await anyio.sleep(0.005)
+        await until(pred, limit)
+
+    def attr(self, name: str, key: str) -> object:
+        """Attribute ``key`` of device ``name`` in the newest snapshot (None: not there)."""
+        for d in self.snapshots[-1].devices if self.snapshots else ():
+            if d.name == name:
+                return d.attributes.get(f"knd.dev/{key}")
+        return None
 
 
 @pytest.fixture
@@ -90,19 +96,23 @@ async def test_burst_is_coalesced(running: Running, node_ns):
 
 
 async def test_unchanged_inventory_publishes_nothing(running: Running, node_ns):
+    _no_ipv6(node_ns)  # no late autoconf addresses: the links settle once both are up
     node_ns.veth("nc-a", "nc-b")
     await running.until(lambda: "nc-a" in running.names())
     node_ns.ip("link", "set", "nc-a", "up")
     node_ns.ip("link", "set", "nc-b", "up")
-    await anyio.sleep(0.3)  # let the state changes settle into snapshots
+    await running.until(lambda: running.attr("nc-a", "state") == running.attr("nc-b", "state")
+                        == "up")
     count = len(running.snapshots)
-    rescans = REGISTRY.get_sample_value("knd_discovery_rescans_total")
+    rescans = _counter("knd_discovery_rescans_total")
     # a route that changes no device attribute: a rescan, but no new snapshot
     node_ns.ip("route", "add", "192.0.2.0/24", "dev", "nc-a")
-    await running.until(
-        lambda: REGISTRY.get_sample_value("knd_discovery_rescans_total") > rescans + 1)
-    await anyio.sleep(0.2)
-    assert len(running.snapshots) == count
+    await running.until(lambda: _counter("knd_discovery_rescans_total") > rescans)
+    # then a change that is published: rescans run one at a time, in order, so once its
+    # snapshot is here, the route's rescan has published whatever it was going to
+    node_ns.ip("link", "set", "nc-b", "mtu", "1400")
+    await running.until(lambda: running.attr("nc-b", "mtu") == 1400)
+    assert len(running.snapshots) == count + 1
 
 
 async def test_default_route_uplink_is_hidden_and_returns(running: Running, node_ns):
@@ -125,9 +135,7 @@ async def test_default_filter_hides_veth(bus, node_ns, tmp_path: Path):
     plumber = await StatusOnlyPlumber(NODE).start(bus)
     async with anyio.create_task_group() as tg:
         tg.start_soon(d.run)
-        with anyio.fail_after(5):
-            while d.snapshot is None:
-                await anyio.sleep(0.01)
+        await until(lambda: d.snapshot is not None, 5)
         assert [x.name for x in d.snapshot.devices] == ["df-mv"]
         tg.cancel_scope.cancel()
     await busmod.close(nc)
@@ -144,7 +152,7 @@ async def test_claimed_device_stays_published_while_in_a_pod(running: Running, n
     await gw.publish(s.event("claim.prepared"), encode(ClaimPrepared(
         node=NODE, claim_uid="c1", devices=["cl-a"])))
     await gw.flush()
-    await anyio.sleep(0.1)  # the event reaches discovery before the move
+    await running.until(lambda: "cl-a" in running.discovery.claimed.pinned())  # before the move
     pod = NetNS("knd-pod")
     try:
         node_ns.ip("link", "set", "cl-a", "netns", pod.name)  # the plumber's move
@@ -180,18 +188,14 @@ async def test_restarted_discovery_keeps_a_claimed_device_that_is_in_a_pod(
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(d.run)
-            with anyio.fail_after(5):
-                while d.snapshot is None:
-                    await anyio.sleep(0.01)
+            await until(lambda: d.snapshot is not None, 5)
             assert d.snapshot is not None
             assert {x.name for x in d.snapshot.devices} == {"rs-a", "rs-x", "rs-y"}
             assert away in d.snapshot.devices
             plumber.claims.clear()
             await gw.publish(s.event("claim.unprepared"), encode(ClaimUnprepared(
                 node=NODE, claim_uid="c1")))
-            with anyio.fail_after(5):
-                while "rs-a" in {x.name for x in d.snapshot.devices}:
-                    await anyio.sleep(0.01)
+            await until(lambda: "rs-a" not in {x.name for x in d.snapshot.devices}, 5)
             tg.cancel_scope.cancel()
     finally:
         for c in (gw, nc):
@@ -203,11 +207,15 @@ def _counter(name: str) -> float:
     return REGISTRY.get_sample_value(name) or 0.0
 
 
+def _no_ipv6(ns: NetNS) -> None:
+    for key in ("all", "default"):
+        ip("netns", "exec", ns.name, "sysctl", "-qw", f"net.ipv6.conf.{key}.disable_ipv6=1")
+
+
 async def test_moving_a_claimed_device_causes_no_rescan(running: Running, node_ns, bus):
     """The plumber's moves of claimed devices change nothing published: no rescan
     (each would dump the whole node while the moves need RTNL)."""
-    for key in ("all", "default"):  # no late IPv6 autoconf events on the other links
-        ip("netns", "exec", node_ns.name, "sysctl", "-qw", f"net.ipv6.conf.{key}.disable_ipv6=1")
+    _no_ipv6(node_ns)  # no late IPv6 autoconf events on the other links
     node_ns.veth("mv-a", "mv-b")
     node_ns.veth("st-a", "st-b")
     node_ns.ip("addr", "add", "192.0.2.1/24", "dev", "mv-a")
@@ -220,18 +228,19 @@ async def test_moving_a_claimed_device_causes_no_rescan(running: Running, node_n
         await gw.publish(s.event("claim.prepared"), encode(ClaimPrepared(
             node=NODE, claim_uid="c1", devices=["mv-a", "mv-b"])))
         await gw.flush()
-        await anyio.sleep(0.2)  # the event reaches discovery before the moves
+        await running.until(lambda: {"mv-a", "mv-b"} <= running.discovery.claimed.pinned())
         rescans = _counter("knd_discovery_rescans_total")
         skipped = _counter("knd_discovery_netlink_events_skipped_total")
         node_ns.ip("link", "set", "mv-a", "netns", pod.name)  # both ends of the pair, so
         node_ns.ip("link", "set", "mv-b", "netns", peer.name)  # no unclaimed link changes
         await running.until(
             lambda: _counter("knd_discovery_netlink_events_skipped_total") > skipped)
-        await anyio.sleep(0.3)
-        assert _counter("knd_discovery_rescans_total") == rescans
-        assert {"mv-a", "mv-b"} <= running.names()
+        # netlink delivers in order: once an unclaimed link's change is rescanned, every
+        # event of the moves before it was either skipped or rescanned too
         node_ns.ip("link", "set", "st-a", "mtu", "1400")  # an unclaimed one: rescanned
-        await running.until(lambda: _counter("knd_discovery_rescans_total") > rescans)
+        await running.until(lambda: running.attr("st-a", "mtu") == 1400)
+        assert _counter("knd_discovery_rescans_total") == rescans + 1
+        assert {"mv-a", "mv-b"} <= running.names()
     finally:
         pod.delete()
         peer.delete()
@@ -287,18 +296,14 @@ async def test_nothing_is_published_before_the_plumber_answers(bus, node_ns, tmp
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(d.run)
-            with anyio.fail_after(5):
-                while plumber.asked < 3:
-                    await anyio.sleep(0.01)
+            await until(lambda: plumber.asked >= 3, 5)
             reply = await asker.request(Subjects(NODE).inventory_get,
                                         encode(InventoryGet()), timeout=3)
             err = decode(reply.data, ErrorReply)
             assert err.code == "unavailable" and "plumber" in err.error
             assert d.snapshot is None
             plumber.answering = True
-            with anyio.fail_after(5):
-                while d.snapshot is None:
-                    await anyio.sleep(0.01)
+            await until(lambda: d.snapshot is not None, 5)
             assert {x.name for x in d.snapshot.devices} == {"wp-a", "wp-b", "wp-pod"}
             assert away in d.snapshot.devices
             tg.cancel_scope.cancel()
@@ -324,7 +329,7 @@ async def test_claimed_device_is_published_as_before_the_claim(running: Running,
         await gw.publish(s.event("claim.prepared"), encode(ClaimPrepared(
             node=NODE, claim_uid="c1", devices=["fz-a"])))
         await gw.flush()
-        await anyio.sleep(0.1)
+        await running.until(lambda: "fz-a" in running.discovery.claimed.pinned())
         node_ns.ip("link", "set", "fz-a", "mtu", "9000")
         node_ns.ip("link", "set", "fz-b", "up")
         node_ns.ip("link", "set", "fz-a", "up")  # state: down -> up at home
@@ -367,7 +372,8 @@ async def test_lost_claim_event_the_plumber_still_keeps_the_device(running: Runn
         count = len(running.snapshots)
         node_ns.ip("link", "set", "le-a", "netns", pod.name)
         await running.until(lambda: len(running.snapshots) > count)  # le-b's state changed
-        await anyio.sleep(0.2)
+        node_ns.ip("link", "set", "le-b", "mtu", "1400")  # rescans run in order: after this
+        await running.until(lambda: running.attr("le-b", "mtu") == 1400)  # one, all are in
         for snap in running.snapshots[count:]:
             assert before in snap.devices
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import anyio
+import nats.errors
 import pytest
 
 from schemas import plumber as p
@@ -11,18 +12,32 @@ from schemas.subjects import Subjects
 from services.common import bus as busmod
 from services.kubelet_gateway.plumber_client import PlumberClient, PlumberError
 from tests.conftest import NODE
+from tests.helpers.wait import until
 
 pytestmark = pytest.mark.anyio
 
 
-async def test_plumber_that_starts_late_still_answers_within_the_deadline(bus):
+async def test_plumber_that_starts_late_still_answers_within_the_deadline(
+        bus, monkeypatch: pytest.MonkeyPatch):
     gw = await busmod.connect(bus, "gateway")
     pl = await busmod.connect(bus, "plumber")
+    unanswered = 0
+    request = gw.request
+
+    async def counted(*args, **kwargs):
+        nonlocal unanswered
+        try:
+            return await request(*args, **kwargs)
+        except nats.errors.NoRespondersError:
+            unanswered += 1
+            raise
+
+    monkeypatch.setattr(gw, "request", counted)
     try:
         client = PlumberClient(gw, NODE)
 
         async def start_plumber_later() -> None:
-            await anyio.sleep(0.3)
+            await until(lambda: unanswered >= 2, 3, "the client to ask twice in vain")
 
             async def answer(msg) -> None:
                 await msg.respond(encode(p.UnprepareReply(claim_uid="c1")))

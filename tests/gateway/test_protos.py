@@ -1,4 +1,4 @@
-"""The generated messages match the wire contract (shared/reference/wire-facts.md 1, 2)."""
+"""The generated messages match kubelet's wire contract (DRA and plugin registration)."""
 
 from __future__ import annotations
 

@@ -27,7 +27,9 @@ async def main(mode: str) -> None:
             os.kill(os.getpid(), signal.SIGTERM)
             os._exit(0)
         await anyio.to_thread.run_sync(os.waitpid, pid, 0)
-        await anyio.sleep(0.2)  # time for a wakeup byte to be read
+        # a bounded wait on purpose: the test is that nothing happens once the loop
+        # has read the child's stray wakeup byte (already written: the child is gone)
+        await anyio.sleep(0.2)
     print("ready", flush=True)
     if ready := os.environ.get("FAKE_READY"):
         await anyio.Path(ready).write_text("ready")

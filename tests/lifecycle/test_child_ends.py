@@ -13,6 +13,7 @@ import pytest
 
 from services import supervisor
 from services.supervisor import Child, ended
+from tests.helpers.wait import until
 
 pytestmark = pytest.mark.anyio
 
@@ -33,8 +34,8 @@ async def test_a_child_that_returns_unasked_is_logged_with_its_reason(
     with anyio.fail_after(30):
         async with anyio.create_task_group() as tg:
             tg.start_soon(child.supervise)
-            while child.restarts == 0:
-                await anyio.sleep(0.05)
+            await until(lambda: any("restarting in" in r.getMessage() for r in caplog.records),
+                        limit=30, what="the supervisor to restart the child")
             tg.cancel_scope.cancel()
     lines = [r.getMessage() for r in caplog.records if r.name == "knd.up"]
     assert any(line.startswith(
@@ -51,8 +52,7 @@ async def test_a_child_stopped_by_knd_up_is_logged_as_stopped(
     with anyio.fail_after(30):
         async with anyio.create_task_group() as tg:
             tg.start_soon(child.supervise)
-            while not ready.exists():
-                await anyio.sleep(0.05)
+            await until(ready.exists, limit=30, what="the child to be ready")
             tg.cancel_scope.cancel()
     lines = [r.getMessage() for r in caplog.records if r.name == "knd.up"]
     assert "plumber exited with status 0 (stopped on SIGTERM)" in lines, lines

@@ -264,7 +264,10 @@ async def test_responses_and_data_sent_to_a_server_are_ignored():
 
 
 async def test_pending_calls_fail_when_the_connection_closes():
+    called = anyio.Event()
+
     async def never(req: api.Empty) -> api.Empty:
+        called.set()
         await anyio.sleep(10)
         return api.Empty()
 
@@ -272,7 +275,7 @@ async def test_pending_calls_fail_when_the_connection_closes():
         server.register(SVC, "Never", api.Empty, never)
         async with anyio.create_task_group() as tg:
             async def close_soon() -> None:
-                await anyio.sleep(0.05)
+                await called.wait()  # the call is pending
                 await right.aclose()
 
             tg.start_soon(close_soon)

@@ -10,6 +10,7 @@ import anyio.lowlevel
 import pytest
 
 from schemas.netconfig import InterfaceConfig, NetworkConfig
+from tests.helpers.wait import until
 from tests.plumber import netstate
 from tests.plumber.conftest import Env, netdev, uid
 from tests.plumber.test_attach import ping
@@ -165,12 +166,12 @@ async def test_together_unwraps_one_error_and_closes_what_it_opened(node_ns) -> 
     from services.plumber.attach import _together
     from services.plumber.netops import KernelError, Rtnl
 
-    async def refused() -> None:
-        await anyio.sleep(0.05)  # after the other one is open
-        raise KernelError("links", errno.EPERM, "no")
-
     fd = nsfs.open_netns(f"/var/run/netns/{node_ns.name}")
     opened: list[Rtnl] = []
+
+    async def refused() -> None:
+        await until(lambda: opened, 5, "the other socket")  # fails after it is open
+        raise KernelError("links", errno.EPERM, "no")
 
     async def open_one() -> Rtnl:
         rt = await Rtnl.open(fd)

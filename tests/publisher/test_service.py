@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -25,6 +26,7 @@ from services.publisher import add_arguments, run, serve
 from services.publisher.service import Publisher
 from services.publisher.slices import slice_name
 from tests.conftest import NODE
+from tests.helpers.wait import until
 from tests.publisher.helpers import DRIVER, devices, slice_devices
 
 pytestmark = pytest.mark.anyio
@@ -44,12 +46,6 @@ def common(tmp_path: Path) -> Common:
 
 def published(srv) -> set[str]:
     return {d for o in srv.objects("resourceslices") for d in slice_devices(o)}
-
-
-async def wait_for(pred: Callable[[], bool], limit: float = 5.0) -> None:
-    with anyio.fail_after(limit):
-        while not pred():
-            await anyio.sleep(0.01)
 
 
 @asynccontextmanager
@@ -108,7 +104,7 @@ async def test_snapshot_is_published_and_announced(bus, kube_api, kube, tmp_path
     async with events(bus) as got, publisher(bus, kube, tmp_path), discovery(bus) as pub:
         trigger = time.time() - 0.05
         await pub(snapshot(300, seq=4, trigger_at=trigger))
-        await wait_for(lambda: len(got) == 1)
+        await until(lambda: len(got) == 1)
         ev = got[0]
         assert (ev.node, ev.pool, ev.generation, ev.slices, ev.devices, ev.writes) == \
             (NODE, NODE, 0, 3, 300, 3)
@@ -119,7 +115,9 @@ async def test_snapshot_is_published_and_announced(bus, kube_api, kube, tmp_path
         assert not st.pending and st.last_error == ""
 
 
-async def test_publisher_started_before_discovery_converges(bus, kube_api, kube, tmp_path):
+async def test_publisher_started_before_discovery_converges(bus, kube_api, kube, tmp_path,
+                                                            caplog: pytest.LogCaptureFixture):
+    caplog.set_level(logging.DEBUG, "knd.publisher")
     asked = 0
 
     async def get(_: InventoryGet) -> InventorySnapshot:
@@ -128,7 +126,9 @@ async def test_publisher_started_before_discovery_converges(bus, kube_api, kube,
         return snapshot(5, seq=9)
 
     async with publisher(bus, kube, tmp_path):
-        await anyio.sleep(0.2)  # the publisher asks while nobody answers
+        await until(lambda: any(r.getMessage().startswith("inventory.get: ")
+                                for r in caplog.records), 5,
+                    "the publisher to ask while nobody answers")
         assert kube_api.objects("resourceslices") == []
         nc = await busmod.connect(bus, "discovery")
         svc = await busmod.serve(nc, "discovery", "fake inventory")
@@ -136,7 +136,7 @@ async def test_publisher_started_before_discovery_converges(bus, kube_api, kube,
         await group.add_endpoint(name="get", handler=busmod.typed_handler(
             "discovery", "get", InventoryGet, get))
         try:
-            await wait_for(lambda: published(kube_api) == {f"eth{i}" for i in range(5)})
+            await until(lambda: published(kube_api) == {f"eth{i}" for i in range(5)})
             assert asked == 1
         finally:
             await svc.stop()
@@ -155,23 +155,25 @@ async def test_malformed_snapshots_are_dropped_and_counted(bus, kube_api, kube, 
         await pub(b"not json")
         await pub(b'{"v":1,"node":"x","epoch":1,"seq":1,"devices":[],"taken_at":1,"bogus":1}')
         await pub(b'{"v":1,"node":"x"}')
-        await wait_for(lambda: _bus_drops() == before + 3)
+        await until(lambda: _bus_drops() == before + 3)
         await pub(snapshot(2))
-        await wait_for(lambda: published(kube_api) == {"eth0", "eth1"})
+        await until(lambda: published(kube_api) == {"eth0", "eth1"})
 
 
 async def test_bursts_collapse_into_one_sync_of_the_newest(bus, kube_api, kube, tmp_path):
     kube_api.inject("create", "resourceslices", delay=0.5)  # the first sync is slow
     async with events(bus) as got, publisher(bus, kube, tmp_path), discovery(bus) as pub:
         await pub(snapshot(1, seq=1))
-        await wait_for(lambda: any(v == "get" for v, _, _ in kube_api.requests))
+        await until(lambda: any(v == "get" for v, _, _ in kube_api.requests))
         for seq in range(2, 21):
             await pub(snapshot(seq, seq=seq))
-        await wait_for(lambda: published(kube_api) == {f"eth{i}" for i in range(20)})
-        await wait_for(lambda: len(got) == 2)
-        await anyio.sleep(0.1)
-        assert [e.devices for e in got] == [1, 20]
+        await until(lambda: published(kube_api) == {f"eth{i}" for i in range(20)})
+        await until(lambda: len(got) == 2)
         assert (await status(bus)).seq == 20
+        # one more snapshot: its event comes after any the burst still had in it
+        await pub(snapshot(21, seq=21))
+        await until(lambda: len(got) == 3)
+        assert [e.devices for e in got] == [1, 20, 21]
 
 
 async def test_old_snapshots_lose_and_a_new_epoch_wins(tmp_path):
@@ -193,7 +195,7 @@ async def test_api_errors_back_off_and_nothing_published_is_lost(bus, kube_api, 
     first = {f"eth{i}" for i in range(128)}
     async with events(bus) as got, publisher(bus, kube, tmp_path), discovery(bus) as pub:
         await pub(snapshot(128, seq=1))
-        await wait_for(lambda: len(got) == 1)
+        await until(lambda: len(got) == 1)
         kube_api.inject("*", "resourceslices", status=500, times=4)
         lost: list[set[str]] = []
 
@@ -207,7 +209,7 @@ async def test_api_errors_back_off_and_nothing_published_is_lost(bus, kube_api, 
         async with anyio.create_task_group() as tg:
             tg.start_soon(watch)
             await pub(snapshot(200, seq=2))  # a second slice: generation bump
-            await wait_for(lambda: len(got) == 2)
+            await until(lambda: len(got) == 2)
             tg.cancel_scope.cancel()
         assert lost == []
         assert sum(1 for *_, code in kube_api.requests if code == 500) == 4
@@ -223,11 +225,11 @@ async def test_hanging_api_is_cut_by_the_timeout(bus, kube_api, kubeconfig, tmp_
         async with events(bus) as got, publisher(bus, api, tmp_path, api_timeout=0.3), \
                 discovery(bus) as pub:
             await pub(snapshot(3, seq=1))
-            await wait_for(lambda: len(got) == 1)
+            await until(lambda: len(got) == 1)
             kube_api.inject("update", "resourceslices", delay=60)
             start = time.monotonic()
             await pub(snapshot(4, seq=2))
-            await wait_for(lambda: len(got) == 2, limit=5)
+            await until(lambda: len(got) == 2, limit=5)
             assert time.monotonic() - start < 3
             assert published(kube_api) == {f"eth{i}" for i in range(4)}
     finally:
@@ -239,7 +241,7 @@ async def test_invalid_device_is_reported_in_the_event(bus, kube_api, kube, tmp_
     snap.devices[1].attributes[f"{DRIVER}/alias"] = "z" * 65
     async with events(bus) as got, publisher(bus, kube, tmp_path), discovery(bus) as pub:
         await pub(snap)
-        await wait_for(lambda: len(got) == 1)
+        await until(lambda: len(got) == 1)
         assert got[0].devices == 2 and len(got[0].dropped) == 1
         assert got[0].dropped[0].startswith(f'devices[eth1].attributes["{DRIVER}/alias"]')
         assert published(kube_api) == {"eth0", "eth2"}

@@ -131,7 +131,6 @@ class Mux:
         self.closed = anyio.Event()
         self.error: str = ""
         """Why the connection ended ("" for a clean end of stream or a local close)."""
-        self.skipped_frames = 0
         self._send_lock = anyio.Lock()
         self._reading = False
         self._reader_done = anyio.Event()
@@ -207,7 +206,6 @@ class Mux:
                                    f"exceeds the {self.max_frame} byte limit")
                 conn = self.conns.get(conn_id)
                 if conn is None:
-                    self.skipped_frames += 1
                     log.warning("nri mux: skipping %d byte frame for unknown conn %d",
                                 length, conn_id)
                 while length:
