@@ -70,23 +70,28 @@ def _write_private(path: Path, text: str) -> None:
     write_atomic(path, text, 0o600, fsync=False)
 
 
-def generate(bus_dir: Path, node: str, host: str, port: int) -> tuple[Credentials, Path]:
-    """Create fresh credentials and a nats-server config; return both paths' contents."""
-    passwords = {role: secrets.token_urlsafe(24) for role in ROLES}
-    creds = Credentials(url=f"nats://{host}:{port}", node=node, passwords=passwords)
-    users = [
-        {"user": role, "password": pw, "permissions": permissions(role, node)}
-        for role, pw in passwords.items()
-    ]
-    conf = {
+def server_config(node: str, host: str, port: int, passwords: dict[str, str]) -> dict:
+    """The nats-server config, for ``knd up`` and ``knd bus-config`` alike: loopback only,
+    one user per role with the permissions of :func:`permissions`."""
+    return {
         "host": host,
         "port": port,
         "server_name": f"knd-{Subjects(node).root.split('.', 1)[1]}",
         "max_payload": 8 * 1024 * 1024,
-        # the server's own log goes beside its config, not into the agent's output
-        "log_file": str(bus_dir / "nats.log"),
-        "authorization": {"users": users},
+        "authorization": {"users": [
+            {"user": role, "password": pw, "permissions": permissions(role, node)}
+            for role, pw in passwords.items()
+        ]},
     }
+
+
+def generate(bus_dir: Path, node: str, host: str, port: int) -> tuple[Credentials, Path]:
+    """Create fresh credentials and a nats-server config; return both paths' contents."""
+    passwords = {role: secrets.token_urlsafe(24) for role in ROLES}
+    creds = Credentials(url=f"nats://{host}:{port}", node=node, passwords=passwords)
+    conf = server_config(node, host, port, passwords)
+    # the server's own log goes beside its config, not into the agent's output
+    conf["log_file"] = str(bus_dir / "nats.log")
     _write_private(bus_dir / "creds.json", json.dumps(
         {"url": creds.url, "node": node, "passwords": passwords}, indent=2))
     conf_path = bus_dir / "nats.conf"

@@ -26,7 +26,6 @@ import socket
 import sys
 from pathlib import Path
 
-from schemas.subjects import Subjects
 from services.common import auth
 from services.common.config import env
 from services.common.files import write_atomic
@@ -60,20 +59,6 @@ def _folder(path: Path) -> Path:
     return path
 
 
-def server_config(node: str, host: str, port: int, passwords: dict[str, str]) -> dict:
-    """The nats-server config: loopback only, one user per role; logs go to stdout."""
-    return {
-        "host": host,
-        "port": port,
-        "server_name": f"knd-{Subjects(node).root.split('.', 1)[1]}",
-        "max_payload": 8 * 1024 * 1024,
-        "authorization": {"users": [
-            {"user": role, "password": pw, "permissions": auth.permissions(role, node)}
-            for role, pw in passwords.items()
-        ]},
-    }
-
-
 def write(out: Path, node: str, host: str = "127.0.0.1",
           port: int = DEFAULT_PORT) -> auth.Credentials:
     """Fill ``out`` with fresh credentials; return them (every role)."""
@@ -90,7 +75,7 @@ def write(out: Path, node: str, host: str = "127.0.0.1",
             {"url": creds.url, "node": node, "passwords": {role: creds.passwords[role]}},
             indent=2))
     _write(_folder(out / "nats") / "nats.conf",
-           json.dumps(server_config(node, host, port, creds.passwords), indent=2))
+           json.dumps(auth.server_config(node, host, port, creds.passwords), indent=2))
     return creds
 
 
