@@ -30,6 +30,7 @@ from anyio.abc import Process
 
 from services import providers
 from services.common import agentlock, config, natsd, usage
+from services.common.backoff import Backoff
 from services.common.runner import LAST_WORDS_ENV
 
 log = logging.getLogger("knd.up")
@@ -175,7 +176,7 @@ class Child:
         return proc, words_r
 
     async def supervise(self, started: anyio.Event | None = None) -> None:
-        backoff = MIN_BACKOFF
+        backoff = Backoff(MIN_BACKOFF, MAX_BACKOFF)
         while True:
             began = time.monotonic()
             proc, words_r = await self._start()
@@ -193,10 +194,10 @@ class Child:
                 if stopping:  # knd up is stopping: an end, not a failure
                     log.info("%s %s", self.name, ended(code, words))
             if time.monotonic() - began > STABLE_AFTER:
-                backoff = MIN_BACKOFF
-            log.warning("%s %s; restarting in %.1fs", self.name, ended(code, words), backoff)
-            await anyio.sleep(backoff)
-            backoff = min(backoff * 2, MAX_BACKOFF)
+                backoff.reset()
+            log.warning("%s %s; restarting in %.1fs", self.name, ended(code, words),
+                        backoff.delay)
+            await backoff.sleep()
 
     async def stop(self) -> int | None:
         """Stop the child (SIGTERM, SIGKILL after 5 s); its exit status."""

@@ -37,6 +37,7 @@ from schemas.inventory import Device
 from schemas.plumber import PlumberStatus, PlumberStatusGet
 from schemas.subjects import Subjects
 from services.common import bus
+from services.common.backoff import Backoff
 
 log = logging.getLogger("knd.discovery.claimed")
 
@@ -108,7 +109,7 @@ class ClaimedDevices:
     async def wait_known(self) -> None:
         """Ask the plumber until it answers. Nothing is published meanwhile: without its
         answer a pool could lack a device that is in a pod."""
-        delay, started, nagged = 0.05, time.monotonic(), 0.0
+        backoff, started, nagged = Backoff(0.05, RETRY_MAX), time.monotonic(), 0.0
         while not await self.refresh():
             waited = time.monotonic() - started
             if not nagged or waited - nagged >= NAG_EVERY:
@@ -116,8 +117,7 @@ class ClaimedDevices:
                 log.log(level, "waiting for the plumber's prepared claims before publishing "
                                "(%.0f s so far)", waited)
                 nagged = waited or 1e-9
-            await anyio.sleep(delay)
-            delay = min(delay * 2, RETRY_MAX)
+            await backoff.sleep()
 
     # ---- the gateway's events, the fast path ------------------------------------------
 

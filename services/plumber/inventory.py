@@ -19,6 +19,7 @@ from schemas.base import encode
 from schemas.inventory import Device, InventoryGet, InventorySnapshot
 from schemas.subjects import Subjects
 from services.common import bus
+from services.common.backoff import Backoff
 from services.common.snapshots import NewestSnapshot
 
 log = logging.getLogger("knd.plumber.inventory")
@@ -75,10 +76,9 @@ class Inventory:
         """Ask until discovery answers: at start, and again after every reconnect to the
         bus (a snapshot published while we were away never reaches us)."""
         while True:
-            delay = 0.05
+            backoff = Backoff(0.05, max_delay)
             while not await self.ask():
-                await anyio.sleep(delay)
-                delay = min(delay * 2, max_delay)
+                await backoff.sleep()
             await bus.reconnected(self.nc)
 
     async def current(self, wait: float) -> InventorySnapshot | None:

@@ -14,7 +14,6 @@ import argparse
 import functools
 import logging
 import os
-import random
 import time
 
 import anyio
@@ -30,6 +29,7 @@ from schemas.publisher import PublisherStatus, StatusGet
 from schemas.subjects import Subjects
 from services.common import auth, bus
 from services.common.api import ApiError, ApiPort, open_api
+from services.common.backoff import Backoff
 from services.common.config import Common, env
 from services.common.httpserver import Health, serving
 from services.common.snapshots import NewestSnapshot
@@ -45,11 +45,6 @@ BACKOFF_MIN = 0.05
 BACKOFF_MAX = 10.0
 ASK_MAX = 2.0
 """Longest wait between two ``inventory.get`` tries while discovery is not up."""
-
-
-def _jitter(delay: float) -> float:
-    """Between half and all of ``delay``, so restarted publishers do not retry in step."""
-    return delay / 2 + random.uniform(0, delay / 2)
 
 
 class Publisher:
@@ -99,20 +94,19 @@ class Publisher:
         every reconnect to the bus (a snapshot published while we were away is lost)."""
         subject = self.subjects.inventory_get
         while True:
-            delay = self.backoff_min
+            backoff = Backoff(self.backoff_min, ASK_MAX, jitter=True)
             while True:
                 try:
                     reply = await self.nc.request(subject, encode(InventoryGet()),
                                                   timeout=reply_wait)
                 except (nats.errors.Error, TimeoutError) as exc:
-                    log.debug("inventory.get: %r; asking again in %.2fs", exc, delay)
+                    log.debug("inventory.get: %r; asking again in %.2fs", exc, backoff.delay)
                 else:
                     snap = bus.decode_reply(SERVICE, subject, reply.data, InventorySnapshot)
                     if snap is not None:
                         self.offer(snap)
                         break
-                await anyio.sleep(_jitter(delay))
-                delay = min(delay * 2, ASK_MAX)
+                await backoff.sleep()
             await bus.reconnected(self.nc)
 
     # ---- syncing -------------------------------------------------------------------------
@@ -128,7 +122,7 @@ class Publisher:
             await self._sync_newest()
 
     async def _sync_newest(self) -> None:
-        delay = self.backoff_min
+        backoff = Backoff(self.backoff_min, self.backoff_max, jitter=True)
         while True:
             snap = self.latest
             assert snap is not None
@@ -143,12 +137,11 @@ class Publisher:
             except Exception as exc:  # ApiError, or a bug: keep serving, retry later
                 metrics.SYNCS.labels("error").inc()
                 self.status.last_error = str(exc) or repr(exc)
-                wait = _jitter(delay)
+                wait = backoff.next()
                 log.warning("pool %s: sync failed (%s); retrying in %.2fs", self.node,
                             self.status.last_error, wait,
                             exc_info=not isinstance(exc, ApiError))
                 await anyio.sleep(wait)
-                delay = min(delay * 2, self.backoff_max)
                 continue
             self._synced = (snap.epoch, snap.seq)
             await self._published(snap, result)

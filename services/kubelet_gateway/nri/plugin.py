@@ -29,6 +29,7 @@ import anyio
 from anyio.abc import TaskStatus
 from prometheus_client import Counter, Histogram
 
+from services.common.backoff import Backoff
 from services.common.logs import fields
 from services.kubelet_gateway.nri.handler import PlumberPodHandler, PodHandler, PodInfo
 from services.kubelet_gateway.nri.mux import MAX_FRAME, PLUGIN_CONN, RUNTIME_CONN, Mux
@@ -123,7 +124,7 @@ class NriPlugin:
                   task_status: TaskStatus[NriPlugin] = anyio.TASK_STATUS_IGNORED) -> None:
         """Stay registered with the runtime; without ``reconnect``, one connection only."""
         task_status.started(self)
-        backoff = self.backoff_initial
+        backoff = Backoff(self.backoff_initial, self.backoff_max)
         while True:
             before = self.registrations
             try:
@@ -136,7 +137,8 @@ class NriPlugin:
                 if not reconnect:
                     raise
                 (log.debug if repeated else log.info)(
-                    "nri: cannot use %s (%s); retrying in %.1f s", self.socket_path, exc, backoff)
+                    "nri: cannot use %s (%s); retrying in %.1f s", self.socket_path, exc,
+                    backoff.delay)
             except Exception as exc:  # a bug must not end the plugin for good
                 self.last_error = repr(exc)
                 if not reconnect:
@@ -145,9 +147,8 @@ class NriPlugin:
             if not reconnect:
                 return
             if self.registrations > before:
-                backoff = self.backoff_initial
-            await anyio.sleep(backoff)
-            backoff = min(backoff * 2, self.backoff_max)
+                backoff.reset()
+            await backoff.sleep()
 
     async def session(self) -> str:
         """One connection: register, serve until it ends; returns why it ended."""
