@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import anyio
 import pytest
 
 from schemas.netconfig import InterfaceConfig, NetworkConfig, RouteConfig
@@ -18,6 +17,7 @@ from services.plumber.status import claim_status
 from services.publisher.claims import ClaimStatusWriter
 from tests.claims.test_claim_status import publisher
 from tests.conftest import NODE
+from tests.helpers.wait import until as wait_until
 from tests.kubeapi.server import KubeApiServer
 from tests.plumber.conftest import DRIVER, Env, env, netdev, uid  # noqa: F401
 
@@ -42,12 +42,10 @@ def written(srv: KubeApiServer, claim_uid: str) -> list[dict]:
 
 async def until(srv: KubeApiServer, claim_uid: str, reason: str) -> dict:
     """Our device entry, once its first condition has ``reason``."""
-    with anyio.fail_after(5):
-        while True:
-            devices = written(srv, claim_uid)
-            if devices and devices[0]["conditions"][0]["reason"] == reason:
-                return devices[0]
-            await anyio.sleep(0.02)
+    def ours() -> dict | None:
+        devices = written(srv, claim_uid)
+        return devices[0] if devices and devices[0]["conditions"][0]["reason"] == reason else None
+    return await wait_until(ours, 5, f"claim {claim_uid} status {reason}")
 
 
 def plain(conditions: list[dict]) -> list[tuple]:

@@ -16,6 +16,7 @@ from services.peers import kubelet
 from services.peers.nri_runtime import FakeRuntime, PluginConn, pod
 from tests.e2e.agent import Agent
 from tests.helpers.netns import NetNS
+from tests.helpers.wait import until
 
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]
 
@@ -39,14 +40,7 @@ class Node:
         self.plugin: PluginConn | None = None
 
     async def until(self, probe, seconds: float = 20.0, what: str = ""):
-        """``probe()``'s first truthy value; TimeoutError naming ``what`` after ``seconds``."""
-        try:
-            with anyio.fail_after(seconds):
-                while not (value := probe()):
-                    await anyio.sleep(0.02)
-        except TimeoutError:
-            raise TimeoutError(f"timed out waiting for {what or probe}") from None
-        return value
+        return await until(probe, seconds, what)
 
     async def claim(self, name: str, device: str, params: dict, pod_uid: str) -> dict:
         await self.until(lambda: device in self.agent.devices())

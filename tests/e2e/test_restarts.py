@@ -70,7 +70,7 @@ class Node(ClaimsNode):
         plumber's word. No sample may have lacked or changed a claimed device."""
         try:
             await self._recovered(pids)
-        except TimeoutError:
+        except AssertionError:
             log = self.agent.log.read_text(errors="replace").splitlines()
             raise AssertionError(f"not recovered after {what}; agent log:\n"
                                  + "\n".join(log[-60:])) from None

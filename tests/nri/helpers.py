@@ -13,6 +13,7 @@ import anyio
 from schemas.plumber import LinuxDevice
 from services.kubelet_gateway.nri import NriPlugin, PodInfo, run_nri
 from services.peers.nri_runtime import FakeRuntime, PluginConn
+from tests.helpers.wait import until
 
 
 @dataclass
@@ -82,6 +83,4 @@ async def nri_setup(sock: Path, handler, *, handshake: bool = True, **options
 
 
 async def wait_for(pred: Callable[[], bool], limit: float = 5.0) -> None:
-    with anyio.fail_after(limit):
-        while not pred():
-            await anyio.sleep(0.01)
+    await until(pred, limit)

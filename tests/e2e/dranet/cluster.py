@@ -28,6 +28,7 @@ from services.peers import kubelet
 from services.peers.nri_runtime import FakeRuntime, PluginConn, pod
 from tests.e2e.agent import Agent
 from tests.helpers.netns import NetNS
+from tests.helpers.wait import until
 
 DRIVER = "dra.net"
 NODE = "kind-worker"
@@ -257,10 +258,4 @@ class Cluster:
         return json.loads(path.read_text()).get("status", {}) if path.exists() else {}
 
     async def until(self, probe, seconds: float = 20.0, what: str = ""):
-        try:
-            with anyio.fail_after(seconds):
-                while not (v := probe()):
-                    await anyio.sleep(0.05)
-        except TimeoutError:
-            raise TimeoutError(f"timed out waiting for {what or probe}") from None
-        return v
+        return await until(probe, seconds, what)
