@@ -16,6 +16,7 @@ COPY pyproject.toml setup.py README.md ./
 COPY protos/ protos/
 COPY schemas/ schemas/
 COPY services/ services/
+COPY kndpeers/ kndpeers/
 # setup.py compiles protos/ into services/kubelet_gateway/pb before package discovery;
 # the import check (from outside /src) fails the build if the generated modules are
 # missing from the installed package.

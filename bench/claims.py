@@ -182,9 +182,9 @@ def conc_net(j: int, k: int) -> tuple[str, str, list[str]]:
 
 
 async def run(b: Bench) -> dict:
+    from kndpeers import kubelet
+    from kndpeers.nri_runtime import FakeRuntime, pod
     from services.common.api.files import FileApi
-    from services.peers import kubelet
-    from services.peers.nri_runtime import FakeRuntime, pod
 
     args, api, pb, svc = b.args, FileApi(b.state), kubelet.PB["v1"], kubelet.DRA_SERVICE["v1"]
     for ns in (b.host, b.fhost, b.wire, b.fwire):

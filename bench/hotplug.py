@@ -153,7 +153,7 @@ def full_scan(total: int) -> dict:
     """Median rescan time at ``total`` interfaces in this netns (sysfs included)."""
     from services.discovery.filter import DeviceFilter
     from services.discovery.service import Scanner
-    from services.discovery.sysfs import Sysfs
+    from services.kernel.sysfs import Sysfs
 
     have = len(os.listdir("/sys/class/net"))
     missing = max(0, total - have)

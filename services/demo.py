@@ -24,9 +24,9 @@ from typing import Any
 
 import anyio
 
+from kndpeers import kubelet
+from kndpeers.nri_runtime import FakeRuntime, pod
 from services.common.api.files import FileApi
-from services.peers import kubelet
-from services.peers.nri_runtime import FakeRuntime, pod
 
 POD_ADDR, PEER_ADDR = "10.77.0.2/24", "10.77.0.1/24"
 

@@ -9,7 +9,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-PATH = re.compile(r"`((?:services|schemas|tests|deploy|docs|scripts|bench|protos)/[\w./-]*)`")
+PATH = re.compile(
+    r"`((?:services|schemas|kndpeers|tests|deploy|docs|scripts|bench|protos)/[\w./-]*)`")
 LINK = re.compile(r"\]\((?!https?://|#)([^)#]+)")
 
 

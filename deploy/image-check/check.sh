@@ -238,8 +238,8 @@ for m in sorted(pkgutil.iter_modules(pb.__path__), key=lambda m: m.name):
 
 check_pci_ids() {
   mbrun --entrypoint python -- -c '
-from services.discovery.sysfs import SYSTEM_PCI_IDS
-from services.discovery.pciids import load_pci_ids
+from services.kernel.sysfs import SYSTEM_PCI_IDS
+from services.kernel.pciids import load_pci_ids
 path = next(p for p in SYSTEM_PCI_IDS if p.exists())
 ids = load_pci_ids(str(path))
 print(path, len(ids.vendors), "vendors,", len(ids.devices), "devices")

@@ -120,7 +120,7 @@ async def until_signalled(main: Callable[[], Awaitable[None]],
 
     The signal is taken by a handler of this process, not read back from the event
     loop's self-pipe: a forked child shares that pipe, and what it wrote there was
-    once read as our own SIGTERM (services.common.netns). The pipe here only wakes
+    once read as our own SIGTERM (services.kernel.netns). The pipe here only wakes
     the loop. Without ``stopping`` (tests) the handlers are put back afterwards."""
     own = stopping is None
     if stopping is None:

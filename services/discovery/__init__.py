@@ -38,7 +38,7 @@ def once(args: argparse.Namespace) -> int:
 
     from services.discovery.filter import DeviceFilter, default_expression
     from services.discovery.service import Scanner
-    from services.discovery.sysfs import Sysfs
+    from services.kernel.sysfs import Sysfs
 
     device_filter = DeviceFilter(args.filter or default_expression(args.driver_name))
     scanner = Scanner(args.driver_name, Sysfs(args.sysfs_root), device_filter, args.netns)
@@ -62,7 +62,7 @@ async def run(args: argparse.Namespace) -> None:
     from services.discovery.cloud import CloudAttributes
     from services.discovery.filter import DeviceFilter, default_expression
     from services.discovery.service import Discovery, Scanner, Tuning
-    from services.discovery.sysfs import Sysfs
+    from services.kernel.sysfs import Sysfs
     from services.providers.choose import open_providers
 
     common = Common.from_args(args)

@@ -30,14 +30,14 @@ from typing import Protocol
 
 from schemas.inventory import AttrValue, Device
 from schemas.limits import MAX_ATTRIBUTE_STRING, MAX_ATTRIBUTES_AND_CAPACITIES, qualified_name_error
-from services.discovery.model import LinkInfo, Programs
 from services.discovery.names import (
     assign_pci_port_names,
     netdev_device_name,
     rdma_device_name,
     short_hash,
 )
-from services.discovery.sysfs import NetdevHw, PciHw, RdmaHw
+from services.kernel.links import LinkInfo, Programs
+from services.kernel.sysfs import NetdevHw, PciHw, RdmaHw
 
 log = logging.getLogger("knd.discovery.attributes")
 

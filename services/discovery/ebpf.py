@@ -25,66 +25,20 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import socket
-import struct
 
-from services.common import bpf
-from services.common.netns import path_of, run_in_netns
-from services.discovery import rtnl
-from services.discovery.model import Programs
+from services.kernel import bpf, rtnl
+from services.kernel.links import Programs
+from services.kernel.netns import path_of, run_in_netns
+from services.kernel.tc import (
+    PARENT_EGRESS,
+    PARENT_INGRESS,
+    bpf_filter_names,
+    ingress_qdisc_links,
+)
 
 log = logging.getLogger("knd.discovery.ebpf")
 
-RTM_GETQDISC, RTM_GETTFILTER = 38, 46
-TCA_KIND, TCA_OPTIONS = 1, 2
-TCA_BPF_NAME = 7
-TC_H_MAJ_MASK = 0xFFFF0000
-TC_H_INGRESS_MAJ = 0xFFFF0000
-"""The major handle of both the ``ingress`` and the ``clsact`` qdisc."""
-PARENT_INGRESS, PARENT_EGRESS = 0xFFFFFFF2, 0xFFFFFFF3
-"""clsact's ingress and egress hooks (``tc filter ... ingress|egress``)."""
-
-_TCMSG = struct.Struct("=BxxxiIII")
 NONE = Programs()
-
-
-def _tcmsg(ifindex: int = 0, parent: int = 0) -> bytes:
-    return _TCMSG.pack(socket.AF_UNSPEC, ifindex, 0, parent, 0)
-
-
-def ingress_qdisc_links(sock: socket.socket, seq: int) -> set[int]:
-    """Interfaces that have an ``ingress`` or ``clsact`` qdisc."""
-    out: set[int] = set()
-    for data, t, a, _b in rtnl._dump(sock, RTM_GETQDISC, _tcmsg(), seq):
-        if t == rtnl.RTM_NEWQDISC:
-            _f, ifindex, handle, _parent, _info = _TCMSG.unpack_from(data, a)
-            if handle & TC_H_MAJ_MASK == TC_H_INGRESS_MAJ:
-                out.add(ifindex)
-    return out
-
-
-def bpf_filter_names(sock: socket.socket, ifindex: int, parent: int, seq: int) -> list[str]:
-    """The names of the cls_bpf filters at ``parent`` of ``ifindex``.
-
-    A dump also lists each filter chain's header (kind only, no options): only
-    messages with options are filters, as DRANET (vishvananda/netlink) counts them.
-    """
-    names = []
-    for data, t, a, b in rtnl._dump(sock, RTM_GETTFILTER, _tcmsg(ifindex, parent), seq):
-        if t != rtnl.RTM_NEWTFILTER:
-            continue
-        kind, name, detailed = "", "", False
-        for at, s, e in rtnl._attrs(data, a + _TCMSG.size, b):
-            if at == TCA_KIND:
-                kind = rtnl._cstr(data, s, e)
-            elif at == TCA_OPTIONS:
-                detailed = True
-                for ot, os_, oe in rtnl._attrs(data, s, e):
-                    if ot == TCA_BPF_NAME:
-                        name = rtnl._cstr(data, os_, oe)
-        if kind == "bpf" and detailed:
-            names.append(name)
-    return names
 
 
 SMALL = 16

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 from schemas.limits import MAX_DNS_LABEL, is_dns_label
 
 if TYPE_CHECKING:
-    from services.discovery.sysfs import RdmaHw
+    from services.kernel.sysfs import RdmaHw
 
 _RESERVED = ("pci-", "rdma-")
 _ENCODED_TAIL = re.compile(r"-[0-9a-f]{8}$")

@@ -21,15 +21,15 @@ from schemas.base import encode
 from schemas.inventory import Device, DeviceEvent, InventoryGet, InventorySnapshot
 from schemas.subjects import Subjects
 from services.common import bus
-from services.discovery import rtnl
 from services.discovery.attributes import build_devices
 from services.discovery.claimed import ClaimedDevices
 from services.discovery.cloud import CloudAttributes
 from services.discovery.ebpf import EbpfReader
 from services.discovery.filter import DeviceFilter
-from services.discovery.model import LinkInfo
-from services.discovery.sysfs import NetdevHw, RdmaHw, Sysfs
-from services.discovery.uplinks import excluded_indexes
+from services.kernel import rtnl
+from services.kernel.links import LinkInfo
+from services.kernel.sysfs import NetdevHw, RdmaHw, Sysfs
+from services.kernel.uplinks import excluded_indexes
 
 log = logging.getLogger("knd.discovery")
 

@@ -23,44 +23,28 @@ import logging
 import socket
 import struct
 
-from services.common import bpf
-from services.discovery import rtnl
-from services.discovery.ebpf import PARENT_EGRESS, PARENT_INGRESS, RTM_GETTFILTER, TCA_KIND
+from services.kernel import bpf, rtnl
+from services.kernel.tc import (
+    PARENT_EGRESS,
+    PARENT_INGRESS,
+    TCA_CHAIN,
+    TCA_KIND,
+    TCMSG,
+    bpf_filters,
+)
 from services.plumber import nsfs
 from services.plumber.netops import KernelError
 
 log = logging.getLogger("knd.plumber.ebpf")
 
 STEP = "config.interface.disableEbpfPrograms"
-TCA_CHAIN = 11
 NLM_F_ACK = 0x4
-_TCMSG = struct.Struct("=BxxxiIII")
-
-
-def _bpf_filters(sock: socket.socket, ifindex: int, parent: int,
-                 seq: int) -> list[tuple[int, int, int]]:
-    """(handle, info, chain) of each cls_bpf filter at ``parent``; chain headers skipped."""
-    out = []
-    for data, t, a, b in rtnl._dump(sock, RTM_GETTFILTER,
-                                    _TCMSG.pack(0, ifindex, 0, parent, 0), seq):
-        if t != rtnl.RTM_NEWTFILTER:
-            continue
-        _f, _i, handle, _p, info = _TCMSG.unpack_from(data, a)
-        kind, chain = "", 0
-        for at, s, e in rtnl._attrs(data, a + _TCMSG.size, b):
-            if at == TCA_KIND:
-                kind = rtnl._cstr(data, s, e)
-            elif at == TCA_CHAIN:
-                chain = struct.unpack_from("=I", data, s)[0]
-        if kind == "bpf" and handle:
-            out.append((handle, info, chain))
-    return out
 
 
 def _delete_filter(sock: socket.socket, ifindex: int, parent: int, handle: int, info: int,
                    chain: int, seq: int) -> None:
     kind = b"bpf\0"
-    body = (_TCMSG.pack(0, ifindex, handle, parent, info)
+    body = (TCMSG.pack(0, ifindex, handle, parent, info)
             + struct.pack("=HH", 4 + len(kind), TCA_KIND) + kind
             + struct.pack("=HHI", 8, TCA_CHAIN, chain))
     sock.send(struct.pack("=IHHII", 16 + len(body), rtnl.RTM_DELTFILTER,
@@ -84,7 +68,7 @@ def _detach_tc(ifindex: int) -> list[str]:
         for parent, where in ((PARENT_INGRESS, "ingress"), (PARENT_EGRESS, "egress")):
             seq += 1
             try:
-                found = _bpf_filters(sock, ifindex, parent, seq)
+                found = bpf_filters(sock, ifindex, parent, seq)
             except OSError as exc:
                 if exc.errno in (errno.EINVAL, errno.ENOENT):  # no clsact hook here
                     continue

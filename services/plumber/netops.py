@@ -29,8 +29,8 @@ from pyroute2.netlink.rtnl.ndmsg import ndmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from schemas.netconfig import RuleConfig
-from services.discovery import rtnl
-from services.discovery.uplinks import default_route_oifs
+from services.kernel import rtnl
+from services.kernel.uplinks import default_route_oifs
 from services.plumber import nsfs
 from services.plumber.model import FOREVER, AddrRec, LinkSnapshot, NeighRec, RouteRec, RuleRec
 from services.plumber.nlrecs import (

@@ -10,7 +10,7 @@ Code that must run inside another netns (creating a netlink socket there,
 writing ``/proc/sys/net/...`` sysctls, ethtool ioctls) runs on a fresh thread
 that ``setns()``s and then ends: netns membership is per thread, so the event
 loop and the worker pool never change namespace and nothing has to be put
-back (services.common.netns). This avoids both ``ip netns exec`` and pyroute2's
+back (services.kernel.netns). This avoids both ``ip netns exec`` and pyroute2's
 fork-per-socket path (a few ms each, and a stray signal: see that module). The
 plumber never keeps a pod netns fd open after a call: holding one would keep a
 dead pod's netns alive and stop the kernel from handing physical devices back to
@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 import anyio
 
 from schemas.text import q
-from services.common.netns import CLONE_NEWNET, path_of, run_in_netns
+from services.kernel.netns import CLONE_NEWNET, path_of, run_in_netns
 
 NS_GET_NSTYPE = 0xB703
 NETLINK_ROUTE = 0

@@ -23,7 +23,7 @@ import os
 import sys
 from pathlib import Path
 
-from services.discovery.sysfs import Sysfs
+from services.kernel.sysfs import Sysfs
 from services.topology import affinity, capture, pci, render
 
 

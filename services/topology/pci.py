@@ -11,7 +11,7 @@ parsing, no lspci) is needed, which is what lets a fixture tree stand in for a
 real machine.
 
 The facts about each function (class, vendor, NUMA node) come from
-:class:`~services.discovery.sysfs.Sysfs`, which already contains sysfs'
+:class:`~services.kernel.sysfs.Sysfs`, which already contains sysfs'
 failure modes (missing, malformed, looping or escaping entries); interface
 and RDMA names come from the same reader, so this view and the published
 ResourceSlices agree. The bridge path is taken from the fully resolved link
@@ -38,7 +38,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.discovery.sysfs import PciHw, Sysfs
+from services.kernel.sysfs import PciHw, Sysfs
 
 _PCI_ADDR = re.compile(r"^[0-9a-f]{4,8}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
 _PCI_ROOT = re.compile(r"^pci[0-9a-f]{4,8}:[0-9a-f]{2}$")

@@ -13,7 +13,7 @@ JSON schema (``schema: "knd.dev/topology/v1"``; fields are only ever added)::
       "nics": [NIC, ...],                 # by PCI address; NICk is nics[k]
       "gpus": [GPU, ...],                 # by PCI address; GPUk is gpus[k]
       "skipped": [{"pciAddress": str, "reason": str}],
-      "sysfsProblems": {"<kind>": int}    # see services.discovery.sysfs.PROBLEMS
+      "sysfsProblems": {"<kind>": int}    # see services.kernel.sysfs.PROBLEMS
     }
     NIC = {"name": "NIC0", "pciAddress": "0000:1a:00.0", "class": "020000",
            "vendorId": "15b3" | null, "deviceId": "1021" | null,

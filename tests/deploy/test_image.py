@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import tomllib
 
 from tests.deploy import manifests as m
 
@@ -65,8 +66,12 @@ def test_build_context_holds_what_the_build_copies_and_nothing_else():
     copies = [rest.split()[:-1] for word, rest in instructions(DOCKERFILE.read_text())
               if word == "COPY" and "--from" not in rest]
     sources = [s.rstrip("/") for c in copies for s in c]
-    assert set(sources) == {"pyproject.toml", "setup.py", "README.md", "protos", "schemas",
-                            "services"}
+    # every package the wheel holds (pyproject's packages.find), and the files that build it
+    packages = {p.rstrip("*") for p in
+                tomllib.loads((m.ROOT / "pyproject.toml").read_text())
+                ["tool"]["setuptools"]["packages"]["find"]["include"]}
+    assert packages >= {"services", "schemas", "kndpeers"}
+    assert set(sources) == {"pyproject.toml", "setup.py", "README.md", "protos", *packages}
     for s in sources:
         assert (m.ROOT / s).exists(), s
         assert in_context(s, patterns), f"{s} is left out of the build context"

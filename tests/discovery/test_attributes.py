@@ -18,8 +18,8 @@ from schemas.limits import (
     qualified_name_error,
 )
 from services.discovery.attributes import build_devices, cut, join_cut
-from services.discovery.model import LinkInfo
-from services.discovery.sysfs import Sysfs
+from services.kernel.links import LinkInfo
+from services.kernel.sysfs import Sysfs
 from tests.helpers.sysfs_tree import (
     GPU_SERVER_NICS,
     ODD_NETDEVS,

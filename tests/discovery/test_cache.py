@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from services.discovery.model import LinkInfo
 from services.discovery.service import HardwareCache
-from services.discovery.sysfs import Sysfs
+from services.kernel.links import LinkInfo
+from services.kernel.sysfs import Sysfs
 from tests.helpers.sysfs_tree import sriov_nic
 
 

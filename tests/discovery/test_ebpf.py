@@ -14,10 +14,10 @@ from pathlib import Path
 import anyio
 import pytest
 
-from services.common.bpf import BPF_TCX_EGRESS, BPF_TCX_INGRESS
 from services.discovery.filter import DeviceFilter
 from services.discovery.service import Scanner
-from services.discovery.sysfs import Sysfs
+from services.kernel.bpf import BPF_TCX_EGRESS, BPF_TCX_INGRESS
+from services.kernel.sysfs import Sysfs
 from tests.discovery.test_service import Running, running  # noqa: F401 (fixture)
 from tests.helpers.bpf import BpfLab, ifindex, in_ns
 from tests.helpers.netns import NetNS

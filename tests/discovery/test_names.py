@@ -18,7 +18,7 @@ from services.discovery.names import (
     pci_port_name,
     rdma_device_name,
 )
-from services.discovery.sysfs import PciHw, RdmaHw
+from services.kernel.sysfs import PciHw, RdmaHw
 
 
 def test_pci_names() -> None:

@@ -17,7 +17,7 @@ from schemas.subjects import Subjects
 from services.common import bus as busmod
 from services.discovery.filter import DeviceFilter, default_expression
 from services.discovery.service import Discovery, Scanner, Tuning
-from services.discovery.sysfs import Sysfs
+from services.kernel.sysfs import Sysfs
 from tests.conftest import NODE
 from tests.helpers.netns import NetNS, ip
 from tests.helpers.plumber import StatusOnlyPlumber

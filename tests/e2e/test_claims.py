@@ -11,9 +11,9 @@ from pathlib import Path
 import anyio
 import pytest
 
+from kndpeers import kubelet
+from kndpeers.nri_runtime import FakeRuntime, PluginConn, pod
 from services.common.api.files import FileApi
-from services.peers import kubelet
-from services.peers.nri_runtime import FakeRuntime, PluginConn, pod
 from tests.e2e.agent import Agent
 from tests.helpers.netns import NetNS
 from tests.helpers.wait import until

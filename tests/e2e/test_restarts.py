@@ -17,8 +17,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from services.peers import kubelet
-from services.peers.nri_runtime import FakeRuntime, pod
+from kndpeers import kubelet
+from kndpeers.nri_runtime import FakeRuntime, pod
 from tests.e2e.agent import Agent
 from tests.e2e.test_claims import Node as ClaimsNode
 from tests.helpers.netns import NetNS

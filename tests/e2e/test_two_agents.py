@@ -13,7 +13,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from services.peers import kubelet
+from kndpeers import kubelet
 from tests.e2e.agent import Agent, wait_for
 from tests.e2e.test_supervisor import EXPECTED
 from tests.helpers.netns import NetNS

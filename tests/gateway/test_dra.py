@@ -8,7 +8,7 @@ import grpc
 import pytest
 from prometheus_client import REGISTRY
 
-from services.peers.kubelet import make_claim, opaque, prepare, ref, result, unprepare
+from kndpeers.kubelet import make_claim, opaque, prepare, ref, result, unprepare
 from tests.gateway.conftest import FakePlumber, Gateway
 from tests.kubeapi.server import KubeApiServer
 

@@ -11,7 +11,7 @@ import anyio
 import grpc
 import pytest
 
-from services.peers.kubelet import channel, get_info, make_claim, prepare, ref
+from kndpeers.kubelet import channel, get_info, make_claim, prepare, ref
 from tests.gateway.conftest import FakePlumber, Gateway
 from tests.kubeapi.server import KubeApiServer
 

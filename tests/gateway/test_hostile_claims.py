@@ -8,8 +8,8 @@ import json
 
 import pytest
 
+from kndpeers.kubelet import make_claim, prepare, ref
 from services.common.api.decode import MAX_DEPTH, MAX_OBJECT_BYTES
-from services.peers.kubelet import make_claim, prepare, ref
 from tests.gateway.conftest import FakePlumber, Gateway
 from tests.kubeapi.server import KubeApiServer
 

@@ -10,13 +10,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from schemas.inventory import Device, InventorySnapshot
-from services.common.api.kube import KubeApi
-from services.kubelet_gateway.grpc_server import serve_grpc
-from services.kubelet_gateway.health import DeviceHealth
-from services.kubelet_gateway.pb import dra_health_v1alpha1_pb2 as hpb
-from services.kubelet_gateway.plumber_client import PlumberClient
-from services.peers.kubelet import (
+from kndpeers.kubelet import (
     channel,
     get_info,
     health_stream,
@@ -25,6 +19,12 @@ from services.peers.kubelet import (
     prepare,
     ref,
 )
+from schemas.inventory import Device, InventorySnapshot
+from services.common.api.kube import KubeApi
+from services.kubelet_gateway.grpc_server import serve_grpc
+from services.kubelet_gateway.health import DeviceHealth
+from services.kubelet_gateway.pb import dra_health_v1alpha1_pb2 as hpb
+from services.kubelet_gateway.plumber_client import PlumberClient
 from tests.conftest import NODE
 from tests.gateway.conftest import DRIVER, FakePlumber, Gateway
 from tests.kubeapi.server import KubeApiServer

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 
+from kndpeers.kubelet import make_claim, prepare, ref, unprepare
+from kndpeers.nri_runtime import pod
 from services.cli import build_parser
 from services.common.auth import Credentials
 from services.common.httpserver import Health, serving
 from services.common.natsd import free_port
-from services.peers.kubelet import make_claim, prepare, ref, unprepare
-from services.peers.nri_runtime import pod
 from services.tools import calls, status
 from tests.conftest import NODE
 from tests.gateway.conftest import Gateway

@@ -16,15 +16,15 @@ import subprocess
 import tempfile
 from types import TracebackType
 
-from services.common import bpf as kbpf
-from services.common.bpf import (
+from services.kernel import bpf as kbpf
+from services.kernel.bpf import (
     BPF_LINK_CREATE,
     BPF_OBJ_PIN,
     BPF_PROG_LOAD,
     new_attr,
     sys_bpf,
 )
-from services.common.netns import path_of, run_in_netns
+from services.kernel.netns import path_of, run_in_netns
 
 BPF_PROG_TYPE_SCHED_CLS = 3
 BPF_PROG_ATTACH = 8

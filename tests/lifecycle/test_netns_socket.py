@@ -13,7 +13,7 @@ import signal
 
 import anyio
 
-from services.discovery import rtnl
+from services.kernel import rtnl
 from tests.helpers.netns import NetNS
 
 OPENS = 60

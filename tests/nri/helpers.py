@@ -10,9 +10,9 @@ from pathlib import Path
 
 import anyio
 
+from kndpeers.nri_runtime import FakeRuntime, PluginConn
 from schemas.plumber import LinuxDevice
 from services.kubelet_gateway.nri import NriPlugin, PodInfo, run_nri
-from services.peers.nri_runtime import FakeRuntime, PluginConn
 from tests.helpers.wait import until
 
 

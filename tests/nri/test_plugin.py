@@ -10,6 +10,7 @@ import anyio
 import pytest
 from prometheus_client import REGISTRY
 
+from kndpeers.nri_runtime import NETNS, FakeRuntime, container, pod
 from schemas.plumber import LinuxDevice
 from services.kubelet_gateway.nri import NriPlugin, RegistrationError, run_nri
 from services.kubelet_gateway.nri.mux import PLUGIN_CONN
@@ -18,7 +19,6 @@ from services.kubelet_gateway.nri.ttrpc import HEADER as TTRPC_HEADER
 from services.kubelet_gateway.nri.ttrpc import Code, MsgType, TtrpcError
 from services.kubelet_gateway.pb import nri_pb2 as api
 from services.kubelet_gateway.pb import ttrpc_pb2
-from services.peers.nri_runtime import NETNS, FakeRuntime, container, pod
 from tests.nri.helpers import FAST, FakeHandler, nri_setup, wait_for
 
 pytestmark = pytest.mark.anyio

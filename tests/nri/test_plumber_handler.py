@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 import anyio
 import pytest
 
+from kndpeers.nri_runtime import NETNS, container, pod
 from schemas import plumber as p
 from schemas.base import decode, encode
 from schemas.subjects import Subjects
@@ -16,7 +17,6 @@ from services.common import bus as busmod
 from services.kubelet_gateway.nri import PlumberPodHandler, PodInfo
 from services.kubelet_gateway.nri.ttrpc import Code, TtrpcError
 from services.kubelet_gateway.plumber_client import PlumberClient
-from services.peers.nri_runtime import NETNS, container, pod
 from tests.conftest import NODE
 from tests.nri.helpers import nri_setup
 

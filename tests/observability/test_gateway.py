@@ -9,6 +9,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+from kndpeers import kubelet
 from schemas import plumber as p
 from schemas.base import decode, encode
 from schemas.events import ClaimPrepared, ClaimUnprepared
@@ -17,7 +18,6 @@ from services.common import bus as busmod
 from services.common.api.files import FileApi
 from services.kubelet_gateway.dra import ClaimEvents, ClaimRef, DraPlugin
 from services.kubelet_gateway.plumber_client import PlumberClient
-from services.peers import kubelet
 from tests.conftest import NODE
 
 pytestmark = pytest.mark.anyio

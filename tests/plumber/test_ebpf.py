@@ -14,8 +14,8 @@ import subprocess
 import pytest
 
 from schemas.netconfig import InterfaceConfig, NetworkConfig
-from services.common import bpf
-from services.common.netns import path_of
+from services.kernel import bpf
+from services.kernel.netns import path_of
 from services.plumber import ebpf, nsfs
 from tests.helpers.bpf import BpfLab, ifindex, in_ns, tcx_names
 from tests.helpers.netns import NetNS

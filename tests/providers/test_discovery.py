@@ -19,7 +19,7 @@ from services.common import bus as busmod
 from services.discovery.cloud import CloudAttributes
 from services.discovery.filter import DeviceFilter
 from services.discovery.service import Discovery, Scanner, Tuning
-from services.discovery.sysfs import Sysfs
+from services.kernel.sysfs import Sysfs
 from services.providers import Settings
 from services.providers.choose import open_providers
 from tests.conftest import NODE

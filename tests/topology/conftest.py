@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from services.discovery.sysfs import Sysfs
+from services.kernel.sysfs import Sysfs
 from services.topology import affinity, pci
 from services.topology.affinity import Affinity
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from services.cli import main as cli_main
-from services.discovery.sysfs import Sysfs
+from services.kernel.sysfs import Sysfs
 from services.topology import capture
 from tests.helpers.sysfs_tree import (
     SysfsTree,

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from services.cli import main as cli_main
-from services.discovery.sysfs import Sysfs
+from services.kernel.sysfs import Sysfs
 from services.topology import capture
 
 HERE = Path(__file__).parent / "hardware"

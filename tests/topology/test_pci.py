@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from services.discovery.sysfs import Sysfs
+from services.kernel.sysfs import Sysfs
 from services.topology.affinity import Affinity, Relation
 from services.topology.pci import placement, read_tree
 from tests.helpers.sysfs_tree import (

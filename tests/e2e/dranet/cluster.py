@@ -23,9 +23,9 @@ import anyio
 import cel
 import yaml
 
+from kndpeers import kubelet
+from kndpeers.nri_runtime import FakeRuntime, PluginConn, pod
 from services.common.api.files import FileApi
-from services.peers import kubelet
-from services.peers.nri_runtime import FakeRuntime, PluginConn, pod
 from tests.e2e.agent import Agent
 from tests.helpers.netns import NetNS
 from tests.helpers.wait import until

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from services.common import bpf
-from services.peers import kubelet
-from services.peers.nri_runtime import FakeRuntime
+from kndpeers import kubelet
+from kndpeers.nri_runtime import FakeRuntime
+from services.kernel import bpf
 from services.plumber.netops import IFLA_GRO_IPV4_MAX_SIZE, IFLA_GSO_IPV4_MAX_SIZE
 from tests.e2e.dranet.cluster import DRIVER, Cluster
 from tests.helpers.bpf import BpfLab, ifindex, in_ns, tcx_names

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from services.peers.nri_runtime import FakeRuntime
+from kndpeers.nri_runtime import FakeRuntime
 from tests.e2e.dranet.cluster import DRIVER, Cluster
 from tests.helpers.netns import NetNS
 from tests.helpers.wait import wait_for

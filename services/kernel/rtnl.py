@@ -5,7 +5,7 @@ configuration...), about 250 us a link: a 1000-interface node would cost a
 quarter of a second per rescan. Discovery needs nine attributes, so it asks
 the kernel to skip statistics and decodes only those, about 100x faster.
 The plumber uses pyroute2 for everything that changes the kernel; a socket inside a
-named network namespace is made on a thread (services.common.netns), never by
+named network namespace is made on a thread (services.kernel.netns), never by
 pyroute2's fork.
 """
 
@@ -19,8 +19,8 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from services.common.netns import socket_in
-from services.discovery.model import LinkInfo
+from services.kernel.links import LinkInfo
+from services.kernel.netns import socket_in
 
 NETLINK_ROUTE = 0
 NLMSG_ERROR, NLMSG_DONE = 2, 3

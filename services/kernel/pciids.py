@@ -7,6 +7,7 @@ import logging
 from dataclasses import dataclass
 from functools import lru_cache
 
+# the logger sysfs.py uses, under the name it had in discovery (sysfs.py says why)
 log = logging.getLogger("knd.discovery.sysfs")
 
 

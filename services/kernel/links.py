@@ -1,4 +1,5 @@
-"""What discovery reads from the kernel, before it becomes inventory devices."""
+"""A network interface as the kernel reports it (netlink, its eBPF programs), before
+discovery makes inventory devices of it."""
 
 from __future__ import annotations
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from services.discovery.model import LinkInfo
-from services.discovery.rtnl import RT_TABLE_MAIN, RTN_UNICAST, Route
+from services.kernel.links import LinkInfo
+from services.kernel.rtnl import RT_TABLE_MAIN, RTN_UNICAST, Route
 
 
 def default_route_oifs(routes: Iterable[Route]) -> set[int]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from services.discovery import rtnl
-from services.discovery.uplinks import default_route_oifs, excluded_indexes
+from services.kernel import rtnl
+from services.kernel.uplinks import default_route_oifs, excluded_indexes
 
 
 def by_name(links):

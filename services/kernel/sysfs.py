@@ -31,8 +31,10 @@ from typing import TypeVar
 
 from prometheus_client import Counter
 
-from services.discovery.pciids import PciIds, load_pci_ids
+from services.kernel.pciids import PciIds, load_pci_ids
 
+# The logger and the metric keep the names they had when this module was discovery's:
+# log filters and dashboards already select them by those names.
 log = logging.getLogger("knd.discovery.sysfs")
 
 SYSFS_ERRORS = Counter(

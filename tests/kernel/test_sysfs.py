@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from prometheus_client import REGISTRY
 
-from services.discovery import sysfs as sysfs_mod
-from services.discovery.sysfs import NetdevHw, Sysfs
+from services.kernel import sysfs as sysfs_mod
+from services.kernel.sysfs import NetdevHw, Sysfs
 from tests.helpers.sysfs_tree import (
     GPU_SERVER_NICS,
     ODD_NETDEVS,

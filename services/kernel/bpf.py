@@ -5,7 +5,7 @@ No BPF library is involved: the attribute layouts below are the kernel's stable
 uapi (``union bpf_attr``, ``struct bpf_prog_info``), and every command used
 exists since Linux 6.6 (TCX). An interface index is resolved in the network
 namespace of the calling thread, so callers that look at another netns call
-these from a thread that entered it (services.common.netns).
+these from a thread that entered it (services.kernel.netns).
 """
 
 from __future__ import annotations
