@@ -15,18 +15,12 @@ from services.providers.http import Client
 
 DEFAULT_URL = "http://100.100.100.200"
 PREFIX = "alibaba.dra.net"
-TOKEN_TTL = "21600"
-
-
-async def _token(client: Client) -> dict[str, str]:
-    token = await client.text("PUT", "/latest/api/token",
-                              headers={"X-aliyun-ecs-metadata-token-ttl-seconds": TOKEN_TTL})
-    return {"X-aliyun-ecs-metadata-token": token}
+TOKEN_HEADER = "X-aliyun-ecs-metadata-token"
 
 
 async def detect(client: Client) -> bool:
     status, _ = await client.request("GET", "/latest/meta-data/instance-id",
-                                     headers=await _token(client))
+                                     headers=await client.session_token(TOKEN_HEADER))
     return status == 200
 
 
@@ -62,5 +56,5 @@ class AlibabaInstance(StaticInstance):
 
 async def fetch(client: Client, sysfs_root: str | Path = "/sys") -> AlibabaInstance:
     kind = await client.text("GET", "/latest/meta-data/instance/instance-type",
-                             headers=await _token(client))
+                             headers=await client.session_token(TOKEN_HEADER))
     return AlibabaInstance(kind, erdma_functions(sysfs_root))

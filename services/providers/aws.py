@@ -12,18 +12,13 @@ from services.providers.base import StaticInstance
 from services.providers.http import Client, ProviderError
 
 DEFAULT_URL = "http://169.254.169.254"
-TOKEN_TTL = "21600"
 IDENTITY = "/latest/dynamic/instance-identity/document"
-
-
-async def _token(client: Client) -> dict[str, str]:
-    token = await client.text("PUT", "/latest/api/token",
-                              headers={"X-aws-ec2-metadata-token-ttl-seconds": TOKEN_TTL})
-    return {"X-aws-ec2-metadata-token": token}
+TOKEN_HEADER = "X-aws-ec2-metadata-token"
 
 
 async def detect(client: Client) -> bool:
-    status, _ = await client.request("GET", IDENTITY, headers=await _token(client))
+    token = await client.session_token(TOKEN_HEADER)
+    status, _ = await client.request("GET", IDENTITY, headers=token)
     return status == 200
 
 
@@ -34,7 +29,7 @@ class AwsInstance(StaticInstance):
 
 
 async def fetch(client: Client) -> AwsInstance:
-    doc = await client.json("GET", IDENTITY, headers=await _token(client))
+    doc = await client.json("GET", IDENTITY, headers=await client.session_token(TOKEN_HEADER))
     if not isinstance(doc, dict):
         raise ProviderError(client.name, "instance identity: expected an object")
     return AwsInstance(str(doc.get("instanceType") or ""))

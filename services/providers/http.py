@@ -21,6 +21,9 @@ __all__ = ["Client", "ProviderError", "Target"]
 MAX_BODY = 1 << 20
 """Bytes of one answer read at most: a provider that streams forever must not eat memory."""
 
+TOKEN_TTL = "21600"
+"""Seconds a metadata session token lives (the longest both clouds allow)."""
+
 
 class Client:
     """Requests to one :class:`Target`, each bounded by ``timeout`` seconds."""
@@ -93,3 +96,10 @@ class Client:
         if status != 200:
             raise ProviderError(f"{self.name} {method} {path}", f"HTTP {status}", status)
         return raw.decode(errors="replace").strip()
+
+    async def session_token(self, header: str) -> dict[str, str]:
+        """An IMDSv2-style session token (AWS, Alibaba): ``PUT /latest/api/token`` with
+        ``<header>-ttl-seconds``; returns the ``<header>`` to send with each read."""
+        token = await self.text("PUT", "/latest/api/token",
+                                headers={f"{header}-ttl-seconds": TOKEN_TTL})
+        return {header: token}
