@@ -282,8 +282,6 @@ class Discovery:
         was lost. ``events``: only the interfaces events named may have new eBPF
         programs (else every interface's are read)."""
         async with self._scan_lock:
-            if fresh:
-                await self.claimed.refresh()
             touched, self._touched = self._touched, set()
             try:
                 devices = await anyio.to_thread.run_sync(
@@ -296,7 +294,7 @@ class Discovery:
                 devices = await self.cloud.decorate(devices, fresh)
             devices = self.scanner.select(devices)
             self._scanned = devices
-            devices = await self._with_claimed(devices)
+            devices = await self._with_claimed(devices, ask=fresh)
             old = self.snapshot
             if old is not None and old.devices == devices:
                 return
@@ -326,15 +324,18 @@ class Discovery:
                     return dev
         return None
 
-    async def _with_claimed(self, live: list[Device]) -> list[Device]:
+    async def _with_claimed(self, live: list[Device], ask: bool = False) -> list[Device]:
         """The devices to publish: ``live`` with every claimed device as it was frozen
         (home or in a pod); and any other device the last snapshot had, gone now, kept
-        until the plumber says no claim holds it."""
+        until the plumber says no claim holds it. The plumber is asked after the scan
+        (what it says then covers every move the scan saw) when a device vanished, or
+        with ``ask`` (the periodic resync, in case a claim event was lost)."""
         by_name = {d.name: d for d in live}
         last = {d.name: d for d in self.snapshot.devices} if self.snapshot else {}
         vanished = last.keys() - by_name.keys() - self.claimed.pinned()
         held: set[str] = set()
-        if vanished and not await self.claimed.refresh():
+        answered = await self.claimed.refresh() if vanished or ask else True
+        if vanished and not answered:
             held = vanished - self.claimed.pinned()
             log.warning("the plumber does not answer: keeping %s published until it says "
                         "whether a claim holds %s", ", ".join(sorted(held)),
