@@ -117,7 +117,8 @@ class Cluster:
         return res
 
     def devices(self) -> dict[str, dict]:
-        return {name: d for name, d in self.agent.devices().items()}
+        """Device name -> device, in the published slices."""
+        return self.agent.devices()
 
     # ---- the scheduler -------------------------------------------------------------------
 
