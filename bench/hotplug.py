@@ -53,7 +53,8 @@ async def inner(args: argparse.Namespace) -> dict:
     state = Path(tempfile.mkdtemp(prefix="knd-bench-"))
     procs: list[subprocess.Popen] = []
     knd = [sys.executable, "-m", "services.cli", "up", "--node", NODE, "--state-dir",
-           str(state), "--filter", "true", "--log-level", "warning"]
+           str(state), "--kubelet-root", str(state / "kubelet"), "--filter", "true",
+           "--log-level", "warning"]
     if args.mode == "api":
         kubeconfig = state / "kubeconfig"
         api = subprocess.Popen([sys.executable, "-m", "tests.kubeapi", "--node", NODE,

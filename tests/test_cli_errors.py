@@ -213,7 +213,7 @@ def test_up_without_privileges_is_not_ready_and_says_why(tmp_path: Path) -> None
     # KND_STANDALONE=1 must be honoured as --standalone is (the up line says "standalone")
     proc = subprocess.Popen(
         [sys.executable, "-m", "services.cli", "up", "--only", "plumber", "--state-dir",
-         str(state), "--metrics-address", address],
+         str(state), "--kubelet-root", str(tmp_path / "kubelet"), "--metrics-address", address],
         cwd=ROOT, env=_clean_env(KND_STANDALONE="1"), stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE, text=True, preexec_fn=_without_capabilities)
     try:
