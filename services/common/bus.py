@@ -239,12 +239,20 @@ FLUSH_SECONDS = 2  # whole seconds: what nats-py types flush(timeout=) as
 
 
 async def flush(nc: Client) -> None:
-    """``nc.flush()`` that a shutdown cannot cancel halfway: nats-py keeps the PONG
-    future of a cancelled flush queued, and its reader then fails on it with an
-    ``InvalidStateError`` traceback (seen when Ctrl-C met a starting plumber)."""
+    """Return once the server has processed everything sent on ``nc`` so far.
+
+    ``nc.flush()`` alone does not promise that: nats-py (2.15, 2.16) writes its PING
+    straight to the socket, ahead of the SUBs and PUBs still queued for its flusher
+    task, so a request sent on another connection right after could find no
+    subscriber (a NoRespondersError about one start in five). The flusher runs
+    before any PONG can be read, so a second PING follows everything queued before
+    the first. Shielded, because nats-py keeps the PONG future of a cancelled flush
+    queued and its reader then fails on it with an ``InvalidStateError`` traceback
+    (seen when Ctrl-C met a starting plumber)."""
     import anyio
 
     with anyio.CancelScope(shield=True):
+        await nc.flush(timeout=FLUSH_SECONDS)
         await nc.flush(timeout=FLUSH_SECONDS)
 
 

@@ -60,13 +60,13 @@ async def test_publisher_cannot_publish_inventory(bus):
                              inbox_prefix=b"_INBOX_publisher")
     forged = InventorySnapshot(node=NODE, epoch=1, seq=1, devices=[], taken_at=0.0)
     await pub.publish(s.inventory_snapshot, encode(forged))
-    await pub.flush()
+    await busmod.flush(pub)
     # the server says so once it has refused the message: it was routed nowhere
     await until(lambda: any("permissions violation" in str(e).lower() for e in errors), 5,
                 "the publisher's refusal")
     # the same message from discovery's user is delivered, and only that one
     await watcher.publish(s.inventory_snapshot, encode(forged))
-    await watcher.flush()
+    await busmod.flush(watcher)
     await until(lambda: got, 5, "discovery's snapshot")
     assert len(got) == 1
     await sub.unsubscribe()
@@ -83,13 +83,13 @@ async def test_observer_may_only_subscribe_to_events(bus):
     user, pw = bus.user("observer")
     obs = await nats.connect(bus.url, user=user, password=pw, error_cb=on_error)
     await obs.subscribe(f"knd.{Subjects(NODE).root.split('.')[1]}.inventory.snapshot")
-    await obs.flush()
+    await busmod.flush(obs)
     await until(lambda: any("permissions violation" in str(e).lower() for e in errors), 5,
                 "the observer's refused subscription")
     errors.clear()
     await obs.subscribe(Subjects(NODE).event("device.added"))
     await obs.publish(Subjects(NODE).event("device.added"), b"{}")
-    await obs.flush()
+    await busmod.flush(obs)
     # the server answers in order: once the publish is refused, the subscription before
     # it would have been refused already too
     await until(lambda: any("publish" in str(e).lower() for e in errors), 5,

@@ -40,18 +40,7 @@ async def _serve_pair(bus, concurrent: bool) -> bool:
                                    handler=busmod.typed_handler(
                                        "t", "get", InventoryGet, handler,
                                        concurrent=tg if concurrent else None))
-            await nc.flush()
-            # the service answers its PING before the pair is sent: all its
-            # subscriptions are live on the server (avoids a no-responders race)
-            admin = await busmod.connect(bus, "admin")
-            with anyio.fail_after(3):
-                while True:
-                    try:
-                        await admin.request("$SRV.PING.discovery", b"", timeout=0.5)
-                        break
-                    except Exception:
-                        await anyio.sleep(0.01)
-            await busmod.close(admin)
+            await busmod.flush(nc)
             results: list[int] = []
 
             async def ask() -> None:

@@ -20,6 +20,7 @@ from schemas.base import encode
 from schemas.events import ClaimUnprepared
 from schemas.subjects import Subjects
 from services.common import auth, busconfig
+from services.common import bus as busmod
 from services.common.auth import Credentials
 from tests.conftest import NODE
 
@@ -86,7 +87,7 @@ async def settle(*us: User) -> None:
     is delivered, and a message the server forwarded may still be on its way to a
     witness's callback."""
     for u in us:
-        await u.nc.flush()
+        await busmod.flush(u.nc)
     await anyio.sleep(SETTLE)
 
 

@@ -122,9 +122,9 @@ async def test_a_real_nats_server_runs_the_config_and_keeps_roles_apart(served):
         got.append(msg.data)
 
     await plumber.subscribe(s.inventory_snapshot, cb=on_msg)
-    await plumber.flush()
+    await bus.flush(plumber)
     await discovery.publish(s.inventory_snapshot, b"{}")
-    await discovery.flush()
+    await bus.flush(discovery)
     with anyio.fail_after(5):
         while not got:
             await anyio.sleep(0.02)

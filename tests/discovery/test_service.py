@@ -59,7 +59,7 @@ async def running(bus, node_ns, tmp_path: Path) -> AsyncIterator[Running]:
         state.snapshots.append(decode(msg.data, InventorySnapshot))
 
     await listener.subscribe(Subjects(NODE).inventory_snapshot, cb=collect)
-    await listener.flush()
+    await busmod.flush(listener)
     scanner = Scanner("knd.dev", Sysfs(tmp_path / "empty-sysfs"), DeviceFilter("true"),
                       node_ns.name)
     state.discovery = Discovery(nc, NODE, scanner, node_ns.name, Tuning(resync=3600))
@@ -151,7 +151,7 @@ async def test_claimed_device_stays_published_while_in_a_pod(running: Running, n
     running.plumber.hold("c1", ["cl-a"])  # the plumber's checkpoint first, then the event
     await gw.publish(s.event("claim.prepared"), encode(ClaimPrepared(
         node=NODE, claim_uid="c1", devices=["cl-a"])))
-    await gw.flush()
+    await busmod.flush(gw)
     await running.until(lambda: "cl-a" in running.discovery.claimed.pinned())  # before the move
     pod = NetNS("knd-pod")
     try:
@@ -162,7 +162,7 @@ async def test_claimed_device_stays_published_while_in_a_pod(running: Running, n
         running.plumber.claims.clear()
         await gw.publish(s.event("claim.unprepared"), encode(ClaimUnprepared(
             node=NODE, claim_uid="c1")))
-        await gw.flush()
+        await busmod.flush(gw)
         await running.until(lambda: "cl-a" not in running.names())
     finally:
         pod.delete()
@@ -227,7 +227,7 @@ async def test_moving_a_claimed_device_causes_no_rescan(running: Running, node_n
         running.plumber.hold("c1", ["mv-a", "mv-b"])
         await gw.publish(s.event("claim.prepared"), encode(ClaimPrepared(
             node=NODE, claim_uid="c1", devices=["mv-a", "mv-b"])))
-        await gw.flush()
+        await busmod.flush(gw)
         await running.until(lambda: {"mv-a", "mv-b"} <= running.discovery.claimed.pinned())
         rescans = _counter("knd_discovery_rescans_total")
         skipped = _counter("knd_discovery_netlink_events_skipped_total")
@@ -328,7 +328,7 @@ async def test_claimed_device_is_published_as_before_the_claim(running: Running,
         running.plumber.hold("c1", ["fz-a"])
         await gw.publish(s.event("claim.prepared"), encode(ClaimPrepared(
             node=NODE, claim_uid="c1", devices=["fz-a"])))
-        await gw.flush()
+        await busmod.flush(gw)
         await running.until(lambda: "fz-a" in running.discovery.claimed.pinned())
         node_ns.ip("link", "set", "fz-a", "mtu", "9000")
         node_ns.ip("link", "set", "fz-b", "up")
@@ -349,7 +349,7 @@ async def test_claimed_device_is_published_as_before_the_claim(running: Running,
         running.plumber.claims.clear()
         await gw.publish(s.event("claim.unprepared"), encode(ClaimUnprepared(
             node=NODE, claim_uid="c1")))
-        await gw.flush()
+        await busmod.flush(gw)
         # unprepared: the live device again (its MTU is 9000 now)
         await running.until(lambda: any(
             d.name == "fz-a" and d.attributes["knd.dev/mtu"] == 9000

@@ -101,7 +101,7 @@ async def plumber(bus: Credentials) -> AsyncIterator[FakePlumber]:
     async with anyio.create_task_group() as tg:
         subs = [await nc.subscribe(s.plumber("prepare"), cb=on_prepare),
                 await nc.subscribe(s.plumber("unprepare"), cb=on_unprepare)]
-        await nc.flush()
+        await busmod.flush(nc)
         try:
             yield fake
         finally:

@@ -43,7 +43,7 @@ async def test_plumber_that_starts_late_still_answers_within_the_deadline(
                 await msg.respond(encode(p.UnprepareReply(claim_uid="c1")))
 
             await pl.subscribe(Subjects(NODE).plumber("unprepare"), cb=answer)
-            await pl.flush()
+            await busmod.flush(pl)
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(start_plumber_later)

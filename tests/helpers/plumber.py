@@ -35,7 +35,7 @@ class StatusOnlyPlumber:
                                                        claims=list(self.claims.values()))))
 
         await nc.subscribe(Subjects(self.node).plumber("status"), cb=status)
-        await nc.flush()
+        await busmod.flush(nc)
         return self
 
     async def close(self) -> None:

@@ -65,7 +65,7 @@ async def plumbed(bus) -> AsyncIterator[tuple[TinyPlumber, PlumberPodHandler]]:
         await plumber_nc.subscribe(S.plumber("attach"), cb=tiny.on_attach)
         await plumber_nc.subscribe(S.plumber("detach"), cb=tiny.on_detach)
         await plumber_nc.subscribe(S.plumber("container-devices"), cb=tiny.on_devices)
-        await plumber_nc.flush()
+        await busmod.flush(plumber_nc)
         yield tiny, PlumberPodHandler(PlumberClient(gateway_nc, NODE), deadline=1.0)
     finally:
         await busmod.close(gateway_nc)

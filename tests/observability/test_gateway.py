@@ -51,7 +51,7 @@ async def test_claim_events_and_logs(bus, tmp_path: Path, json_logs) -> None:
         for kind in ("claim.prepared", "claim.unprepared"):  # the observer's, one by one
             await observer.subscribe(s.event(kind), cb=on_event)
         for c in (plumber, observer):
-            await c.flush()
+            await busmod.flush(c)
         claim = await api.create_claim(kubelet.make_claim(
             f"c-{uuid.uuid4().hex[:6]}", results=[kubelet.result("nic", "eth9", pool=NODE)]))
         ns, name, cuid = kubelet.ref(claim)

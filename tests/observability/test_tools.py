@@ -66,8 +66,8 @@ async def test_malformed_and_unknown_payloads_are_printed_raw(bus, bus_state: Pa
         await disc.publish(s.event("device.added"), b'{"v": 1, "node": "x", "devi')
         await disc.publish(s.event("device.added"), added("ok-dev"))
         await gw.publish(s.event("claim.prepared"), b'{"v": 1}')
-        await disc.flush()
-        await gw.flush()
+        await busmod.flush(disc)
+        await busmod.flush(gw)
         out, err = await anyio.to_thread.run_sync(lambda: proc.communicate(timeout=20))
     finally:
         if proc.poll() is None:
@@ -102,7 +102,7 @@ async def test_kind_filter_and_readable_lines(bus, bus_state: Path) -> None:
             node=NODE, device="gone-dev", kind="removed")))
         await disc.publish(s.event("device.added"), added("new-dev"))
         await disc.publish(s.event("device.added"), b"not json")
-        await disc.flush()
+        await busmod.flush(disc)
         out, err = await anyio.to_thread.run_sync(lambda: proc.communicate(timeout=20))
     finally:
         if proc.poll() is None:

@@ -161,7 +161,7 @@ async def env(bus: Credentials, node_ns: NetNS, tmp_path: Path) -> AsyncIterator
         await msg.respond(encode(e.snapshot()))
 
     await disc.subscribe(Subjects(NODE).inventory_get, cb=answer)
-    await disc.flush()
+    await busmod.flush(disc)
     try:
         yield e
     finally:

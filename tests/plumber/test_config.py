@@ -129,8 +129,8 @@ async def test_events_and_claim_status(env: Env, plumber) -> None:
     for kind in ("device.attached", "device.detached", "device.failed"):
         await observer.subscribe(subjects.event(kind), cb=on_event)
     await publisher.subscribe(subjects.claim_status, cb=on_status)
-    await observer.flush()
-    await publisher.flush()
+    await busmod.flush(observer)
+    await busmod.flush(publisher)
     try:
         pod = env.pod()
         claim, pod_uid = uid(), uid("pod")

@@ -132,7 +132,7 @@ async def test_lease_configures_the_pod_and_detach_restores_the_host(
         await msg.respond(encode(ClaimStatusReply()))
 
     await publisher.subscribe(Subjects(NODE).claim_status, cb=on_status)
-    await publisher.flush()
+    await busmod.flush(publisher)
     try:
         with dnsmasq(server, tmp_path) as leases:
             claim, pod_uid = uid(), uid("pod")

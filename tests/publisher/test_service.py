@@ -68,7 +68,7 @@ async def events(bus) -> AsyncIterator[list[SlicePublished]]:
         got.append(decode(msg.data, SlicePublished))
 
     await nc.subscribe(S.event("slice.published"), cb=on_msg)
-    await nc.flush()
+    await busmod.flush(nc)
     try:
         yield got
     finally:
@@ -83,7 +83,7 @@ async def discovery(bus) -> AsyncIterator[Callable]:
     async def publish(payload: InventorySnapshot | bytes) -> None:
         await nc.publish(S.inventory_snapshot,
                          payload if isinstance(payload, bytes) else encode(payload))
-        await nc.flush()
+        await busmod.flush(nc)
 
     try:
         yield publish
