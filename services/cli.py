@@ -11,7 +11,7 @@ import importlib
 import sys
 from types import ModuleType
 
-from services.common import config, logs, runner, usage
+from services.common import logs, runner, settings, usage
 
 SERVICES = {
     "discovery": "services.discovery",
@@ -39,8 +39,8 @@ def _load(path: str, *attrs: str) -> ModuleType | None:
 
 
 def load_service(name: str) -> ModuleType | None:
-    """The service's module if it provides the CLI contract (add_arguments, run)."""
-    return _load(SERVICES[name], "add_arguments", "run")
+    """The service's module if it provides the CLI contract (``run(args)``)."""
+    return _load(SERVICES[name], "run")
 
 
 def available_services() -> list[str]:
@@ -56,11 +56,8 @@ def build_parser(only: str | None = None) -> usage.Parser:
                                 parser_class=usage.Parser)
     parser.commands = sub.choices
     if only in (None, "up"):
-        from services import supervisor
-
         up = sub.add_parser("up", help="run the bus and every service, supervised")
-        config.add_common(up)
-        supervisor.add_arguments(up)
+        settings.add_to(up, "up")
     for name in SERVICES:
         if only not in (None, name):
             continue
@@ -68,8 +65,7 @@ def build_parser(only: str | None = None) -> usage.Parser:
         if mod is None:
             continue
         p = sub.add_parser(name, help=(mod.__doc__ or "").strip().splitlines()[0])
-        config.add_common(p)
-        mod.add_arguments(p)
+        settings.add_to(p, name)
     for name, path in TOOLS.items():
         if only not in (None, name):
             continue
@@ -77,6 +73,7 @@ def build_parser(only: str | None = None) -> usage.Parser:
         if mod is None:
             continue
         p = sub.add_parser(name, help=(mod.__doc__ or "").strip().splitlines()[0])
+        settings.add_to(p, name)
         mod.add_arguments(p)
     return parser
 
@@ -86,6 +83,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     known = {"up", *SERVICES, *TOOLS}
     only = argv[0] if argv and argv[0] in known else None  # else: full help / usage error
     try:
+        retired = settings.retired_flag(argv)
+        if retired:
+            raise usage.UsageError(retired)
         parser = build_parser(only)
         args, extra = parser.parse_known_args(argv)
         if extra:  # the sub-command's own parser says so, with its own name

@@ -28,8 +28,7 @@ from pathlib import Path
 import anyio
 from anyio.abc import Process
 
-from services import providers
-from services.common import agentlock, config, natsd, usage
+from services.common import agentlock, config, natsd, settings
 from services.common.backoff import Backoff
 from services.common.runner import LAST_WORDS_ENV
 
@@ -38,70 +37,18 @@ log = logging.getLogger("knd.up")
 MIN_BACKOFF, MAX_BACKOFF, STABLE_AFTER = 0.5, 30.0, 60.0
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    from services.cli import SERVICES
-
-    p.add_argument("--standalone", action="store_true", default=usage.env_flag("STANDALONE"),
-                   help="no cluster: write API objects as JSON files under <state-dir>/api "
-                        "[KND_STANDALONE]")
-    p.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"),
-                   help="kubeconfig of the cluster (default: in-cluster) [KUBECONFIG]")
-    p.add_argument("--sysfs-root", default=config.env("SYSFS_ROOT", "/sys"),
-                   help="sysfs to read hardware topology from [KND_SYSFS_ROOT]")
-    p.add_argument("--filter", default=os.environ.get("KND_FILTER"),
-                   help='device filter (CEL); "true" publishes every device [KND_FILTER]')
-    p.add_argument("--netns", default=os.environ.get("KND_NETNS"),
-                   help="treat this named netns as the node (tests, demos) [KND_NETNS]")
-    p.add_argument("--kubelet-root", "--kubelet-root-dir",
-                   default=config.env("KUBELET_ROOT", "/var/lib/kubelet"),
-                   help="kubelet's root dir, where the DRA and registration sockets go "
-                        "(--kubelet-root-dir: DRANET's name) [KND_KUBELET_ROOT]")
-    p.add_argument("--nri-socket", default=config.env("NRI_SOCKET", "/var/run/nri/nri.sock"),
-                   help="the container runtime's NRI socket [KND_NRI_SOCKET]")
-    p.add_argument("--cdi-root", default=config.env("CDI_ROOT", "/var/run/cdi"),
-                   help="where the plumber writes CDI specs for kubelet [KND_CDI_ROOT]")
-    p.add_argument("--bus-port", type=int, default=config.env("BUS_PORT", "0"),
-                   help="loopback port of the embedded bus (0: any free port) [KND_BUS_PORT]")
-    p.add_argument("--resync-interval", "--inventory-max-poll-interval", type=usage.duration,
-                   default=config.env("RESYNC_INTERVAL", "60"),
-                   help="discovery's seconds (or Go duration) between rescans without kernel "
-                        "events; --inventory-max-poll-interval is DRANET's name "
-                        "[KND_RESYNC_INTERVAL]")
-    providers.add_arguments(p)
-    p.add_argument("--only", action="append", default=None, choices=list(SERVICES),
-                   metavar="SERVICE",
-                   help=f"run only this service (repeatable): {', '.join(SERVICES)}")
-
-
 def child_env(args: argparse.Namespace, creds_path: Path,
               service: str | None = None) -> dict[str, str]:
-    """The environment of one child. Each service gets its own ``KND_METRICS_ADDRESS``
-    (``--metrics-address`` is discovery's; the others follow at +1..+3), never one
-    shared address that only the first could bind."""
-    env = dict(os.environ)
-    env.pop("KND_METRICS_ADDRESS", None)
-    settings = {
-        "KND_NODE": args.node,
-        "KND_STATE_DIR": str(args.state_dir),
-        "KND_BUS_CREDS": str(creds_path),
-        "KND_DRIVER_NAME": args.driver_name,
-        "KND_LOG_LEVEL": args.log_level,
-        "KND_LOG_JSON": "1" if args.log_json else "",
-        "KND_SYSFS_ROOT": args.sysfs_root,
-        "KND_KUBELET_ROOT": args.kubelet_root,
-        "KND_NRI_SOCKET": args.nri_socket,
-        "KND_CDI_ROOT": args.cdi_root,
-        "KND_STANDALONE": "1" if args.standalone else "",
-        "KND_RESYNC_INTERVAL": f"{args.resync_interval:g}",
-        **providers.Settings.from_args(args).env(),
-    }
-    for key, value in (("KND_FILTER", args.filter), ("KND_NETNS", args.netns),
-                       ("KUBECONFIG", args.kubeconfig)):
-        if value:
-            settings[key] = value
+    """The environment of one child (``service``; None: the nats-server): ours, less
+    every knd setting, plus the settings that service reads as ``knd up`` was given
+    them. Each service gets its own ``KND_METRICS_ADDRESS`` (``--metrics-address`` is
+    discovery's; the others follow at +1..+3), never one that only the first could
+    bind."""
+    env = {k: v for k, v in os.environ.items() if k not in settings.by_env()}
     if service is not None:
-        settings["KND_METRICS_ADDRESS"] = config.metrics_address(args.metrics_address, service)
-    env.update(settings)
+        env.update(settings.child_env(args, service))
+        env["KND_BUS_CREDS"] = str(creds_path)
+        env["KND_METRICS_ADDRESS"] = config.metrics_address(args.metrics_address, service)
     return env
 
 

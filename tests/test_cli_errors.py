@@ -20,8 +20,6 @@ from pathlib import Path
 
 import pytest
 
-from services import cli
-from services.common import usage
 from tests.helpers.wait import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -112,9 +110,10 @@ def test_an_unknown_flag_is_reported_by_its_own_command() -> None:
 
 @pytest.mark.parametrize(("env", "needle"), [
     ({"KND_STANDALONE": "maybe"}, 'KND_STANDALONE="maybe"'),
-    ({"KND_METRICS_ADDRESS": "nowhere:port"}, "--metrics-address"),
-    ({"KND_LOG_LEVEL": "loud"}, "--log-level"),
-    ({"KND_BUS_PORT": "many"}, "--bus-port"),
+    ({"KND_METRICS_ADDRESS": "nowhere:port"}, 'KND_METRICS_ADDRESS="nowhere:port"'),
+    ({"KND_LOG_LEVEL": "loud"}, 'KND_LOG_LEVEL="loud": expected one of debug'),
+    ({"KND_BUS_PORT": "many"}, 'KND_BUS_PORT="many": expected a port'),
+    ({"KND_RESYNC_INTERVAL": "60"}, "set KND_RESCAN_INTERVAL (discovery's rescans"),
 ])
 def test_bad_environment_values_are_usage_errors(env: dict[str, str], needle: str,
                                                  tmp_path: Path) -> None:
@@ -245,64 +244,3 @@ def _wait_ready_body(url: str, seconds: float = 20) -> dict:
         return body if body.get("checks", {}).get("reconciled") else None
 
     return wait_for(reconciled, timeout=seconds, what="the plumber to reconcile")
-
-
-# ---- the parsers themselves -----------------------------------------------------------------
-
-
-class _RecordingEnviron(dict):
-    """os.environ that remembers which names were asked for."""
-
-    def __init__(self, base: dict[str, str]) -> None:
-        super().__init__(base)
-        self.asked: list[str] = []
-
-    def get(self, key, default=None):  # type: ignore[no-untyped-def, override]
-        self.asked.append(key)
-        return super().get(key, default)
-
-    def __getitem__(self, key):  # type: ignore[no-untyped-def]
-        self.asked.append(key)
-        return super().__getitem__(key)
-
-    def __contains__(self, key) -> bool:  # type: ignore[no-untyped-def]
-        self.asked.append(key)
-        return super().__contains__(key)
-
-
-def test_every_flag_has_help_naming_its_environment_variable(monkeypatch) -> None:
-    """Walk every command's parser: each flag has help; a flag whose default comes from an
-    environment variable names it in its help, and a help names no variable it ignores."""
-    cli.build_parser()  # import every module first: import-time reads are not flags'
-    env = _RecordingEnviron({})
-    original = usage.Parser.add_argument
-
-    def add_argument(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        action = original(self, *args, **kwargs)
-        action.env_names = [n for n in env.asked if n.startswith("KND_") or n == "KUBECONFIG"]
-        env.asked.clear()
-        return action
-
-    monkeypatch.setattr(os, "environ", env)
-    monkeypatch.setattr(usage.Parser, "add_argument", add_argument)
-    parser = cli.build_parser()
-    problems = []
-    for name, sub in parser.commands.items():
-        assert sub.allow_abbrev is False, name
-        for action in sub._actions:
-            if action.dest == "help":
-                continue
-            flag = f"knd {name} {action.option_strings[0]}"
-            text = action.help or ""
-            if not text.strip():
-                problems.append(f"{flag}: no help")
-            for var in action.env_names:
-                if var not in text:
-                    problems.append(f"{flag}: reads {var} but its help does not say so")
-            for word in text.replace("[", " ").replace("]", " ").replace(",", " ").split():
-                if word.startswith("KND_") and word.rstrip(")") not in action.env_names:
-                    problems.append(f"{flag}: help names {word}, which it does not read")
-    assert parser.allow_abbrev is False
-    assert problems == []
-    only = next(a for a in parser.commands["up"]._actions if a.dest == "only")
-    assert all(service in only.help for service in cli.SERVICES)

@@ -22,12 +22,10 @@ import argparse
 import ipaddress
 import json
 import secrets
-import socket
 import sys
 from pathlib import Path
 
 from services.common import auth
-from services.common.config import env
 from services.common.files import write_atomic
 
 DEFAULT_DIR = "/run/knd/bus"
@@ -38,14 +36,8 @@ FILE_MODE, DIR_MODE = 0o640, 0o750
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--node", default=env("NODE", socket.gethostname()),
-                   help="node name: the bus subjects and permissions are scoped to it [KND_NODE]")
-    p.add_argument("--out", type=Path, default=Path(env("BUS_DIR", DEFAULT_DIR)),
-                   help=f"folder to fill (default {DEFAULT_DIR}) [KND_BUS_DIR]")
-    p.add_argument("--bus-host", default=env("BUS_HOST", "127.0.0.1"),
-                   help="loopback address the bus listens on [KND_BUS_HOST]")
-    p.add_argument("--bus-port", type=int, default=env("BUS_PORT", str(DEFAULT_PORT)),
-                   help=f"port the bus listens on (default {DEFAULT_PORT}) [KND_BUS_PORT]")
+    """None of its own: ``--node``, ``--out``, ``--bus-host`` and ``--bus-port`` are in
+    services.common.settings."""
 
 
 def _write(path: Path, text: str) -> None:

@@ -32,12 +32,3 @@ def feature_gates(text: str) -> dict[str, bool]:
                 f"{name}={value.strip()}: not supported by knd (no list-typed attributes)")
         out[name] = on
     return out
-
-
-def add_argument(p: argparse.ArgumentParser) -> None:
-    import os
-
-    p.add_argument("--feature-gates", type=feature_gates,
-                   default=os.environ.get("KND_FEATURE_GATES", ""),
-                   help=f"DRANET's feature gates, Name=true|false,... ({', '.join(GATES)}); "
-                        "checked, knd's behaviour is fixed [KND_FEATURE_GATES]")

@@ -51,16 +51,15 @@ class Parser(argparse.ArgumentParser):
 TRUE, FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
 
 
-def env_flag(name: str) -> bool:
-    """The boolean ``KND_<name>``; a value that is neither yes nor no is a usage error (a
-    typo must not turn a feature off silently)."""
-    raw = os.environ.get(f"KND_{name}", "")
+def parse_flag(variable: str, raw: str) -> bool:
+    """The boolean variable ``variable`` set to ``raw``; a value that is neither yes nor
+    no is a usage error (a typo must not turn a feature off silently)."""
     value = raw.strip().lower()
     if value in TRUE:
         return True
     if value in FALSE:
         return False
-    raise UsageError(f"KND_{name}={q(raw)}: expected one of {', '.join(TRUE)} or "
+    raise UsageError(f"{variable}={q(raw)}: expected one of {', '.join(TRUE)} or "
                      f"{', '.join(v for v in FALSE if v)} (or unset)")
 
 
@@ -83,6 +82,35 @@ def duration(text: str) -> float:
     if value < 0:
         raise argparse.ArgumentTypeError(f"{q(text)}: must not be negative")
     return value
+
+
+def timeout(text: str) -> float:
+    """``type=`` of how long one request may take: seconds, more than 0, at most 600."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 600:
+        raise argparse.ArgumentTypeError(f"{q(text)}: expected seconds, more than 0, at most 600")
+    return value
+
+
+def port(text: str) -> int:
+    """``type=`` of a TCP port (0: any free one)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{q(text)}: expected a port, 0 to 65535")
+    return value
+
+
+def plugin_index(text: str) -> str:
+    """``type=`` of ``--nri-index``: the two digits NRI orders plugins by."""
+    if not re.fullmatch(r"\d\d", text):
+        raise argparse.ArgumentTypeError(f"{q(text)}: expected two digits, 00 to 99")
+    return text
 
 
 def address(text: str) -> str:

@@ -1,35 +1,14 @@
 """discovery: the node's network devices and their hardware topology, as an inventory.
 
-``knd discovery`` flags and entry point; the work is in service.py.
+``knd discovery``'s entry point (its flags are in services.common.settings); the work
+is in service.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 
 from services import providers
-from services.common.usage import duration
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--sysfs-root", default=os.environ.get("KND_SYSFS_ROOT", "/sys"),
-                   help="sysfs to read hardware topology from [KND_SYSFS_ROOT]")
-    p.add_argument("--filter", default=os.environ.get("KND_FILTER"),
-                   help='CEL expression over a device\'s attributes; "true" publishes every '
-                        "device (default hides veth host ends) [KND_FILTER]")
-    p.add_argument("--netns", default=os.environ.get("KND_NETNS"),
-                   help="watch this named network namespace as the node instead of our own "
-                        "[KND_NETNS]")
-    p.add_argument("--resync-interval", "--inventory-max-poll-interval", type=duration,
-                   default=os.environ.get("KND_RESYNC_INTERVAL", "60"),
-                   help="seconds (or a Go duration: 90s, 1m) between rescans without kernel "
-                        "events; --inventory-max-poll-interval is DRANET's name "
-                        "[KND_RESYNC_INTERVAL]")
-    providers.add_arguments(p)
-    p.add_argument("--once", action="store_true",
-                   help="scan once, print the devices this node would publish (JSON) and exit; "
-                        "needs no bus")
 
 
 def once(args: argparse.Namespace) -> int:
@@ -76,7 +55,7 @@ async def run(args: argparse.Namespace) -> None:
         health.check("bus", lambda: nc.is_connected)
         try:
             discovery = Discovery(nc, common.node, scanner, args.netns,
-                                  Tuning(resync=args.resync_interval), cloud=cloud)
+                                  Tuning(resync=args.rescan_interval), cloud=cloud)
             health.check("inventory", lambda: discovery.snapshot is not None)
             health.info("devices", lambda: len(discovery.snapshot.devices)
                         if discovery.snapshot else 0)

@@ -1,6 +1,7 @@
 """plumber: moves allocated interfaces into pods and gives them back (``knd plumber``).
 
-The only service that changes the host network. Flags and entry point here;
+The only service that changes the host network. Its entry point is here (its flags
+are in services.common.settings);
 the bus wiring is in service.py; the kernel is touched only by netops (rtnetlink),
 nsfs (namespaces), devconf (sysctls, ethtool) and rdma (RDMA netlink, /dev).
 """
@@ -11,41 +12,19 @@ import argparse
 import contextlib
 import functools
 import logging
-import os
 from collections.abc import AsyncIterator
 
 import anyio
 
 from services import providers
 from services.common import agentlock, auth, bus
-from services.common.config import Common, env
+from services.common.config import Common
 from services.common.httpserver import Health, serving
 from services.common.privileges import PLUMBER_NEEDS, missing_capabilities
 from services.plumber.service import serve
 from services.providers.choose import Providers, open_providers
 
 log = logging.getLogger("knd.plumber")
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--netns", default=os.environ.get("KND_NETNS"),
-                   help="treat this named network namespace as the node instead of our own "
-                        "(tests, demos) [KND_NETNS]")
-    p.add_argument("--sysfs-root", default=env("SYSFS_ROOT", "/sys"),
-                   help="sysfs to map RDMA char devices from [KND_SYSFS_ROOT]")
-    p.add_argument("--dev-root", default=env("DEV_ROOT", "/dev"),
-                   help="where the RDMA device nodes live (infiniband/uverbsN...) "
-                        "[KND_DEV_ROOT]")
-    p.add_argument("--cdi-root", default=env("CDI_ROOT", "/var/run/cdi"),
-                   help="folder for the per-claim CDI spec files [KND_CDI_ROOT]")
-    p.add_argument("--rdma-netns-mode", default=env("RDMA_NETNS_MODE", "auto"),
-                   choices=["auto", "shared", "exclusive"],
-                   help="RDMA subsystem netns mode; auto asks `rdma system show` "
-                        "[KND_RDMA_NETNS_MODE]")
-    providers.add_arguments(p)
-    p.add_argument("--sweep-interval", type=float, default=env("SWEEP_INTERVAL", "10"),
-                   help="seconds between checks for vanished pod netns (0: never) "
-                        "[KND_SWEEP_INTERVAL]")
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -93,4 +72,4 @@ async def _providers(args: argparse.Namespace) -> AsyncIterator[Providers]:
         await found.aclose()
 
 
-__all__ = ["add_arguments", "run", "serve"]
+__all__ = ["run", "serve"]

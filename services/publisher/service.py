@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
-import os
 import time
 
 import anyio
@@ -30,10 +29,9 @@ from schemas.subjects import Subjects
 from services.common import auth, bus
 from services.common.api import ApiError, ApiPort, open_api
 from services.common.backoff import Backoff
-from services.common.config import Common, env
+from services.common.config import Common
 from services.common.httpserver import Health, serving
 from services.common.snapshots import NewestSnapshot
-from services.common.usage import env_flag
 from services.publisher import metrics
 from services.publisher.claims import ClaimStatusWriter
 from services.publisher.reconcile import PoolReconciler, SliceRejected, SyncResult
@@ -223,21 +221,6 @@ async def serve(creds: auth.Credentials, common: Common, api: ApiPort, *,
         await bus.close(nc)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The publisher's own flags (the common ones come from services.common.config)."""
-    parser.add_argument("--standalone", action="store_true", default=env_flag("STANDALONE"),
-                        help="publish into JSON files under <state-dir>/api instead of a "
-                             "cluster [KND_STANDALONE]")
-    parser.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG") or None,
-                        help="kubeconfig file (default: in-cluster) [KUBECONFIG]")
-    parser.add_argument("--api-timeout", type=float, default=env("API_TIMEOUT", "10"),
-                        help="seconds one API call may take [KND_API_TIMEOUT]")
-    parser.add_argument("--resync-interval", type=float,
-                        default=env("RESYNC_INTERVAL", "300"),
-                        help="seconds between full re-reads of the pool (0: never) "
-                             "[KND_RESYNC_INTERVAL]")
-
-
 async def run(args: argparse.Namespace) -> None:
     """``knd publisher``: run until cancelled (the CLI's runner cancels on SIGTERM)."""
     common = Common.from_args(args)
@@ -249,7 +232,7 @@ async def run(args: argparse.Namespace) -> None:
         async with serving(args.metrics_address, health), anyio.create_task_group() as tg:
             pub: Publisher = await tg.start(functools.partial(
                 serve, creds, common, api, api_timeout=args.api_timeout,
-                resync_interval=args.resync_interval))
+                resync_interval=args.pool_resync_interval))
             # ready once the pool was written (API or standalone files) since start
             health.check("bus", lambda: pub.nc.is_connected)
             health.check("synced", lambda: pub.status.synced)

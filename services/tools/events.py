@@ -44,7 +44,6 @@ RAW_MAX = 2000
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    config.add_bus_client(p)
     p.add_argument("--node", default=None,
                    help="this node's events (default: the node of the credentials)")
     p.add_argument("--kind", action="append", default=[], metavar="KIND",

@@ -41,7 +41,6 @@ GATEWAY = "kubelet-gateway"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    config.add_bus_client(p)
     p.add_argument("--node", default=None,
                    help="node to ask about (default: the node of the credentials)")
     p.add_argument("--json", action="store_true", help="one JSON object, for machines")

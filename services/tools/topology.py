@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -28,9 +27,6 @@ from services.topology import affinity, capture, pci, render
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--sysfs-root", default=os.environ.get("KND_SYSFS_ROOT", "/sys"),
-                   help="sysfs to read: a directory, or a capture written by --save-sysfs "
-                        "(default: /sys, or KND_SYSFS_ROOT)")
     p.add_argument("--save-sysfs", metavar="FILE", type=Path,
                    help="also write the parts of sysfs knd reads to FILE (.tar.gz) for a "
                         "bug report; no MACs, GUIDs or serial numbers")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import importlib.util
-import os
 import re
 import subprocess
 import tempfile
@@ -410,28 +409,23 @@ def cli_names() -> tuple[set[str], set[str]]:
     return set(cli.SERVICES), set(cli.TOOLS)
 
 
-def cli_env_vars(command: str, candidates: Iterable[str]) -> set[str]:
-    """Those of ``candidates`` that ``knd <command>``'s options read.
+def env_problems(command: str, env: dict[str, str | None]) -> list[str]:
+    """What is wrong with the variables a container running ``knd <command>`` sets,
+    judged by the settings table: a ``KND_*`` (or ``KUBECONFIG``) name that command
+    does not read, or a value its flag would refuse (``valueFrom``: not known here)."""
+    from services.common import settings, usage
 
-    Parses ``knd <command>`` with no KND_* variable set, then with each candidate set
-    to a probe value: a variable is read when the defaults change (or fail to parse).
-    """
-    from services.cli import build_parser
-
-    saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("KND_")}
-    try:
-        base = vars(build_parser().parse_args([command]))
-        found = set()
-        for name in candidates:
-            os.environ[name] = "7"
+    mine = {s.env: s for s in settings.for_command(command) if s.env}
+    problems = []
+    for name, value in sorted(env.items()):
+        if not (name.startswith("KND_") or name == "KUBECONFIG"):
+            continue
+        setting = mine.get(name)
+        if setting is None:
+            problems.append(f"`knd {command}` does not read {name}")
+        elif value is not None:
             try:
-                probed = vars(build_parser().parse_args([command]))
-            except (ValueError, SystemExit):
-                probed = None
-            finally:
-                del os.environ[name]
-            if probed != base:
-                found.add(name)
-        return found
-    finally:
-        os.environ.update(saved)
+                settings.parse_env(setting, value)
+            except usage.UsageError as exc:
+                problems.append(f"`knd {command}`: {exc}")
+    return problems

@@ -40,10 +40,7 @@ def check_compose(doc: dict) -> list[str]:
             problems.append(f"{name}: command {command} is not a knd service or tool")
             continue
         env = {k: str(v) for k, v in (svc.get("environment") or {}).items()}
-        names = {k for k in env if k.startswith("KND_")}
-        unread = names - m.cli_env_vars(what, names)
-        if unread:
-            problems.append(f"{name}: `knd {what}` does not read {sorted(unread)}")
+        problems += [f"{name}: {p}" for p in m.env_problems(what, dict(env))]
         if what in services:
             ran.append(what)
             role = m.SERVICE_ROLE[what]
@@ -110,7 +107,7 @@ def test_compose_uses_the_charts_images_and_ports():
 @pytest.mark.parametrize(("change", "expect"), [
     (lambda d: d["services"]["publisher"].update(command=["publish"]), "not a knd service"),
     (lambda d: d["services"]["plumber"]["environment"].update(KND_NO_SUCH="1"),
-     "does not read ['KND_NO_SUCH']"),
+     "does not read KND_NO_SUCH"),
     (lambda d: d["volumes"].pop("state"), "volume 'state' is not declared"),
     (lambda d: d["services"]["discovery"]["environment"].update(
         KND_BUS_CREDS="/run/knd/bus/plumber/creds.json"), "not its role's"),

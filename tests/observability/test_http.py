@@ -97,7 +97,7 @@ async def test_publisher_is_ready_once_it_published(bus, bus_state: Path, tmp_pa
     base = f"http://127.0.0.1:{port}"
     args = build_parser().parse_args([
         "publisher", "--standalone", "--node", NODE, "--state-dir", str(tmp_path),
-        "--bus-creds", str(bus_state / "bus" / "creds.json"), "--resync-interval", "0",
+        "--bus-creds", str(bus_state / "bus" / "creds.json"), "--pool-resync-interval", "0",
         "--metrics-address", f"127.0.0.1:{port}"])
     disc = await busmod.connect(bus, "discovery")
     admin = await busmod.connect(bus, "admin")

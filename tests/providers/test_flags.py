@@ -20,11 +20,13 @@ def test_dranet_names_are_aliases_of_knd_flags() -> None:
         "--webhook-url", "unix:///run/hook.sock", "--filter", "true",
         "--kubeconfig", "/etc/kubeconfig"])
     assert args.node == "node-7" and args.metrics_address == ":9177"
-    assert args.kubelet_root == "/srv/kubelet" and args.resync_interval == 90.0
+    assert args.kubelet_root == "/srv/kubelet" and args.rescan_interval == 90.0
     assert args.cloud_provider_hint == "GCE" and args.profile_provider == "webhook"
     env = supervisor.child_env(args, Path("/tmp/creds.json"), "discovery")
-    assert env["KND_NODE"] == "node-7" and env["KND_KUBELET_ROOT"] == "/srv/kubelet"
-    assert env["KND_RESYNC_INTERVAL"] == "90" and env["KND_CLOUD_PROVIDER_HINT"] == "GCE"
+    assert env["KND_NODE"] == "node-7" and "KND_KUBELET_ROOT" not in env  # not discovery's
+    gateway = supervisor.child_env(args, Path("/tmp/creds.json"), "kubelet-gateway")
+    assert gateway["KND_KUBELET_ROOT"] == "/srv/kubelet" and "KND_FILTER" not in gateway
+    assert env["KND_RESCAN_INTERVAL"] == "90" and env["KND_CLOUD_PROVIDER_HINT"] == "GCE"
     assert env["KND_PROFILE_PROVIDER"] == "webhook"
     assert env["KND_WEBHOOK_URL"] == "unix:///run/hook.sock"
 
@@ -41,7 +43,7 @@ def test_services_take_the_provider_flags(service: str) -> None:
 def test_discovery_takes_go_durations() -> None:
     args = cli.build_parser("discovery").parse_args(
         ["discovery", "--inventory-max-poll-interval", "500ms"])
-    assert args.resync_interval == 0.5
+    assert args.rescan_interval == 0.5
 
 
 @pytest.mark.parametrize(("argv", "env", "needle"), [

@@ -19,10 +19,11 @@ from schemas.inventory import InventoryGet, InventorySnapshot, SlicePublished
 from schemas.publisher import PublisherStatus, StatusGet
 from schemas.subjects import Subjects
 from services.common import bus as busmod
+from services.common import settings
 from services.common.api.files import FileApi
 from services.common.api.kube import KubeApi
-from services.common.config import Common, add_common
-from services.publisher import add_arguments, run, serve
+from services.common.config import Common
+from services.publisher import run, serve
 from services.publisher.service import Publisher
 from services.publisher.slices import slice_name
 from tests.conftest import NODE
@@ -250,8 +251,7 @@ async def test_invalid_device_is_reported_in_the_event(bus, kube_api, kube, tmp_
 
 async def test_cli_standalone_writes_json_files(bus, bus_state, tmp_path):
     parser = argparse.ArgumentParser()
-    add_common(parser)
-    add_arguments(parser)
+    settings.add_to(parser, "publisher")
     args = parser.parse_args(["--node", NODE, "--state-dir", str(tmp_path), "--bus-creds",
                               str(bus_state / "bus" / "creds.json"), "--driver-name", DRIVER,
                               "--standalone"])

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from services import cli
+from services.common import settings
 from services.tools import topology as tool
 from tests.helpers.sysfs_tree import (
     SysfsTree,
@@ -184,6 +185,7 @@ def test_main_with_parsed_args_and_env_default(tmp_path: Path, capsys: pytest.Ca
     root = gpu_server(tmp_path / "sys").root
     monkeypatch.setenv("KND_SYSFS_ROOT", str(root))
     parser = argparse.ArgumentParser()
+    settings.add_to(parser, "topology")
     tool.add_arguments(parser)
     args = parser.parse_args(["--json", "--vfs"])
     assert args.sysfs_root == str(root)

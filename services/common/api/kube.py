@@ -53,8 +53,8 @@ class KubeApi:
                 if self.kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
                     kube_config.load_incluster_config(client_configuration=cfg)
                 else:
-                    path = (self.kubeconfig or os.environ.get("KUBECONFIG")
-                            or str(Path.home() / ".kube" / "config"))
+                    # KUBECONFIG is already in self.kubeconfig (the --kubeconfig setting)
+                    path = self.kubeconfig or str(Path.home() / ".kube" / "config")
                     await kube_config.load_kube_config(config_file=path, client_configuration=cfg,
                                                        persist_config=False)
             except (ConfigException, OSError, ValueError) as e:
