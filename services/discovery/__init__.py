@@ -7,6 +7,9 @@ is in service.py.
 from __future__ import annotations
 
 import argparse
+import functools
+
+import anyio
 
 from services import providers
 
@@ -35,31 +38,23 @@ def once(args: argparse.Namespace) -> int:
 
 async def run(args: argparse.Namespace) -> None:
     """``knd discovery``: ready (``/readyz``) once on the bus with a first snapshot."""
-    from services.common import auth, bus
-    from services.common.config import Common
-    from services.common.httpserver import Health, serving
+    from services.common.wiring import on_the_bus
     from services.discovery.cloud import CloudAttributes
     from services.discovery.filter import DeviceFilter, default_expression
-    from services.discovery.service import Discovery, Scanner, Tuning
+    from services.discovery.service import Scanner, Tuning, serve
     from services.kernel.sysfs import Sysfs
-    from services.providers.choose import open_providers
+    from services.providers.choose import providers_open
 
-    common = Common.from_args(args)
-    health = Health("discovery", requires=("bus", "inventory"))
-    async with serving(args.metrics_address, health):
-        found = await open_providers(providers.Settings.from_args(args))
+    async with on_the_bus(args, "discovery", "discovery", requires=("inventory",)) as on, \
+            providers_open(providers.Settings.from_args(args)) as found, \
+            anyio.create_task_group() as tg:
+        common = on.common
         cloud = CloudAttributes(found.cloud, common.driver_name) if found.cloud else None
         device_filter = DeviceFilter(args.filter or default_expression(common.driver_name))
         scanner = Scanner(common.driver_name, Sysfs(args.sysfs_root), device_filter, args.netns)
-        nc = await bus.connect(auth.load(common.bus_creds), "discovery")
-        health.check("bus", lambda: nc.is_connected)
-        try:
-            discovery = Discovery(nc, common.node, scanner, args.netns,
-                                  Tuning(resync=args.rescan_interval), cloud=cloud)
-            health.check("inventory", lambda: discovery.snapshot is not None)
-            health.info("devices", lambda: len(discovery.snapshot.devices)
-                        if discovery.snapshot else 0)
-            await discovery.run()
-        finally:
-            await bus.close(nc)
-            await found.aclose()
+        discovery = await tg.start(functools.partial(
+            serve, on.nc, common, scanner, netns=args.netns,
+            tuning=Tuning(resync=args.rescan_interval), cloud=cloud))
+        on.health.check("inventory", lambda: discovery.snapshot is not None)
+        on.health.info("devices", lambda: len(discovery.snapshot.devices)
+                       if discovery.snapshot else 0)

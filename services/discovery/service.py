@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, replace
 
 import anyio
+from anyio.abc import TaskStatus
 from nats.aio.client import Client
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -21,6 +22,7 @@ from schemas.base import encode
 from schemas.inventory import Device, DeviceEvent, InventoryGet, InventorySnapshot
 from schemas.subjects import Subjects
 from services.common import bus
+from services.common.config import Common
 from services.discovery.attributes import build_devices
 from services.discovery.claimed import ClaimedDevices
 from services.discovery.cloud import CloudAttributes
@@ -183,12 +185,17 @@ class Discovery:
         self._scanned: list[Device] = []
         """The devices of the last scan, before claimed ones were kept."""
 
-    async def run(self) -> None:
+    async def run(self, *, task_status: TaskStatus[Discovery] = anyio.TASK_STATUS_IGNORED
+                  ) -> None:
+        """Serve until cancelled; ``task_status`` reports us once ``inventory.get``
+        answers (with "unavailable" until the first scan)."""
         events = rtnl.open_socket(self.netns, rtnl.EVENT_GROUPS)
         service = await bus.serve(self.nc, "discovery", "node network inventory")
         group = service.add_group(name=self.subjects.inventory_group)
         await group.add_endpoint(name="get", handler=bus.typed_handler(
             "discovery", "inventory.get", InventoryGet, self._get))
+        await bus.flush(self.nc)
+        task_status.started(self)
         try:
             async with anyio.create_task_group() as tg:
                 await tg.start(self.claimed.follow)
@@ -363,3 +370,11 @@ class Discovery:
     async def _event(self, kind: str, dev: Device) -> None:
         msg = DeviceEvent(node=self.node, device=dev.name, kind=kind, attributes=dev.attributes)
         await self.nc.publish(self.subjects.event(f"device.{kind}"), encode(msg))
+
+
+async def serve(nc: Client, common: Common, scanner: Scanner, *, netns: str | None = None,
+                tuning: Tuning | None = None, cloud: CloudAttributes | None = None,
+                task_status: TaskStatus[Discovery] = anyio.TASK_STATUS_IGNORED) -> None:
+    """Run discovery on ``nc`` until cancelled (services.common.wiring's shape)."""
+    await Discovery(nc, common.node, scanner, netns, tuning, cloud).run(
+        task_status=task_status)

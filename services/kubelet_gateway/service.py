@@ -4,10 +4,11 @@ them together and the sockets are removed."""
 
 from __future__ import annotations
 
-import argparse
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 import nats.errors
@@ -17,11 +18,14 @@ from nats.aio.client import Client
 from schemas.base import encode
 from schemas.inventory import InventoryGet, InventorySnapshot
 from schemas.subjects import Subjects
-from services.common import agentlock, auth, bus
-from services.common.api import open_api
+from services.common import bus
+from services.common.api import ApiPort
 from services.common.config import Common
-from services.common.httpserver import Health, serving
 from services.kubelet_gateway.plumber_client import PlumberClient
+
+if TYPE_CHECKING:  # both import grpc; the CLI's --help need not
+    from services.kubelet_gateway.grpc_server import GrpcStatus
+    from services.kubelet_gateway.nri.plugin import NriPlugin
 
 log = logging.getLogger("knd.gateway")
 
@@ -76,45 +80,38 @@ class InventoryFeed:
         return self._receive.__aiter__()
 
 
-async def run_gateway(args: argparse.Namespace) -> None:
-    common = Common.from_args(args)
-    # the sockets are ours to replace or remove only while we hold this
-    with agentlock.held(agentlock.kubelet_lock(args.kubelet_root, common.driver_name),
-                        "knd kubelet-gateway"):
-        await _run(args, common)
+@dataclass
+class Gateway:
+    """What :func:`serve` runs, for readiness: kubelet's sockets and the NRI plugin."""
+
+    grpc: GrpcStatus
+    nri: NriPlugin
 
 
-async def _run(args: argparse.Namespace, common: Common) -> None:
+async def serve(nc: Client, common: Common, api: ApiPort, *, kubelet_root: Path,
+                nri_socket: Path, nri_index: str = "10", plumber_timeout: float = 40.0,
+                task_status: TaskStatus[Gateway] = anyio.TASK_STATUS_IGNORED) -> None:
+    """Run the gateway on ``nc`` until cancelled; ``task_status`` reports the
+    :class:`Gateway` once kubelet's sockets listen and the NRI plugin has started."""
     from services.kubelet_gateway.dra import ClaimEvents
     from services.kubelet_gateway.grpc_server import serve_grpc
     from services.kubelet_gateway.nri.plugin import PlumberPodHandler, run_nri
 
-    health = Health(SERVICE, requires=("bus", "dra_socket"))
-    async with serving(args.metrics_address, health):
-        nc = await bus.connect(auth.load(common.bus_creds), "gateway")
-        health.check("bus", lambda: nc.is_connected)
-        api = open_api(standalone=args.standalone, state_dir=common.state_dir,
-                       kubeconfig=args.kubeconfig, timeout=args.api_timeout)
-        plumber = PlumberClient(nc, common.node, timeout=args.plumber_timeout)
-        svc = None
-        try:
-            # no endpoints: registered so that $SRV.PING/INFO/STATS answer for the gateway too
-            svc = await bus.serve(nc, SERVICE, "kubelet DRA and NRI plugin of the node")
-            async with anyio.create_task_group() as tg:
-                feed = InventoryFeed(nc, common.node)
-                await tg.start(feed.run)
-                grpc = await tg.start(lambda task_status: serve_grpc(
-                    kubelet_root=Path(args.kubelet_root), driver=common.driver_name, api=api,
-                    plumber=plumber, inventory_source=feed, task_status=task_status))
-                grpc.dra.events = ClaimEvents(nc, common.node)
-                health.check("dra_socket", lambda: grpc.dra_socket.is_socket())
-                health.info("kubelet_registered", lambda: grpc.registration.registered)
-                nri = await tg.start(lambda task_status: run_nri(
-                    socket_path=Path(args.nri_socket), plugin_idx=args.nri_index,
-                    handler=PlumberPodHandler(plumber), task_status=task_status))
-                health.info("nri_connected", lambda: nri.connected)
-        finally:
-            await bus.stop_service(nc, svc)
-            with anyio.CancelScope(shield=True):
-                await api.aclose()
-            await bus.close(nc)
+    plumber = PlumberClient(nc, common.node, timeout=plumber_timeout)
+    svc = None
+    try:
+        # no endpoints: registered so that $SRV.PING/INFO/STATS answer for the gateway too
+        svc = await bus.serve(nc, SERVICE, "kubelet DRA and NRI plugin of the node")
+        async with anyio.create_task_group() as tg:
+            feed = InventoryFeed(nc, common.node)
+            await tg.start(feed.run)
+            grpc = await tg.start(lambda task_status: serve_grpc(
+                kubelet_root=kubelet_root, driver=common.driver_name, api=api,
+                plumber=plumber, inventory_source=feed, task_status=task_status))
+            grpc.dra.events = ClaimEvents(nc, common.node)
+            nri = await tg.start(lambda task_status: run_nri(
+                socket_path=nri_socket, plugin_idx=nri_index,
+                handler=PlumberPodHandler(plumber), task_status=task_status))
+            task_status.started(Gateway(grpc, nri))
+    finally:
+        await bus.stop_service(nc, svc)

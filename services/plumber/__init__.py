@@ -9,20 +9,18 @@ nsfs (namespaces), devconf (sysctls, ethtool) and rdma (RDMA netlink, /dev).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator
 
 import anyio
 
 from services import providers
-from services.common import agentlock, auth, bus
+from services.common import agentlock
 from services.common.config import Common
-from services.common.httpserver import Health, serving
 from services.common.privileges import PLUMBER_NEEDS, missing_capabilities
+from services.common.wiring import on_the_bus
 from services.plumber.service import serve
-from services.providers.choose import Providers, open_providers
+from services.providers.choose import providers_open
 
 log = logging.getLogger("knd.plumber")
 
@@ -31,45 +29,27 @@ async def run(args: argparse.Namespace) -> None:
     """``knd plumber``: run until cancelled (the CLI's runner cancels on SIGTERM).
 
     Ready (``/readyz``) once connected to the bus and the checkpoint is reconciled."""
-    common = Common.from_args(args)
     # the checkpoint is this state dir's; a second plumber on it would undo our work
-    with agentlock.held(agentlock.state_lock(common.state_dir), "knd plumber"):
-        await _run(args, common)
-
-
-async def _run(args: argparse.Namespace, common: Common) -> None:
-    health = Health("plumber", requires=("bus", "reconciled", "privileges"))
-    # It still runs without them (unprepare of nothing, status): but it cannot move an
-    # interface, and "ready" must not say it can.
-    missing = missing_capabilities(PLUMBER_NEEDS)
-    health.check("privileges", lambda: not missing,
-                 reason=f"lacks {', '.join(missing)}: cannot move interfaces into pods; run "
-                        "it as root or grant it these capabilities")
-    if missing:
-        log.error("plumber lacks %s: not ready, it cannot move interfaces into pods; run it "
-                  "as root or grant it these capabilities", ", ".join(missing))
-    async with serving(args.metrics_address, health), _providers(args) as found:
-        nc = await bus.connect(auth.load(common.bus_creds), "plumber")
-        health.check("bus", lambda: nc.is_connected)
-        try:
-            async with anyio.create_task_group() as tg:
+    with agentlock.held(agentlock.state_lock(Common.from_args(args).state_dir), "knd plumber"):
+        async with on_the_bus(args, "plumber", "plumber",
+                              requires=("reconciled", "privileges")) as on:
+            # It still runs without them (unprepare of nothing, status): but it cannot
+            # move an interface, and "ready" must not say it can.
+            missing = missing_capabilities(PLUMBER_NEEDS)
+            on.health.check("privileges", lambda: not missing,
+                            reason=f"lacks {', '.join(missing)}: cannot move interfaces "
+                                   "into pods; run it as root or grant it these capabilities")
+            if missing:
+                log.error("plumber lacks %s: not ready, it cannot move interfaces into pods; "
+                          "run it as root or grant it these capabilities", ", ".join(missing))
+            async with providers_open(providers.Settings.from_args(args)) as found, \
+                    anyio.create_task_group() as tg:
                 await tg.start(functools.partial(
-                    serve, nc, common, netns=args.netns, sysfs_root=args.sysfs_root,
+                    serve, on.nc, on.common, netns=args.netns, sysfs_root=args.sysfs_root,
                     dev_root=args.dev_root, cdi_root=args.cdi_root,
                     rdma_mode=args.rdma_netns_mode, sweep_interval=args.sweep_interval,
                     providers=found))
-                health.check("reconciled", lambda: True)
-        finally:
-            await bus.close(nc)
-
-
-@contextlib.asynccontextmanager
-async def _providers(args: argparse.Namespace) -> AsyncIterator[Providers]:
-    found = await open_providers(providers.Settings.from_args(args))
-    try:
-        yield found
-    finally:
-        await found.aclose()
+                on.health.check("reconciled", lambda: True)
 
 
 __all__ = ["run", "serve"]

@@ -11,6 +11,8 @@ capability asked of it, the service refuses to start, in one line.
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from types import ModuleType
 
@@ -95,6 +97,16 @@ async def _webhook(settings: Settings) -> Webhook:
         await hook.close()
         raise Refused(f"webhook provider: {exc}") from None
     return hook
+
+
+@asynccontextmanager
+async def providers_open(settings: Settings) -> AsyncIterator[Providers]:
+    """:func:`open_providers` for the life of the body, closed after."""
+    found = await open_providers(settings)
+    try:
+        yield found
+    finally:
+        await found.aclose()
 
 
 async def open_providers(settings: Settings) -> Providers:

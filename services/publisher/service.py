@@ -26,12 +26,12 @@ from schemas.claims import ClaimStatus
 from schemas.inventory import InventoryGet, InventorySnapshot, SlicePublished
 from schemas.publisher import PublisherStatus, StatusGet
 from schemas.subjects import Subjects
-from services.common import auth, bus
+from services.common import bus
 from services.common.api import ApiError, ApiPort, open_api
 from services.common.backoff import Backoff
 from services.common.config import Common
-from services.common.httpserver import Health, serving
 from services.common.snapshots import NewestSnapshot
+from services.common.wiring import on_the_bus
 from services.publisher import metrics
 from services.publisher.claims import ClaimStatusWriter
 from services.publisher.reconcile import PoolReconciler, SliceRejected, SyncResult
@@ -187,16 +187,15 @@ class Publisher:
         return self.status
 
 
-async def serve(creds: auth.Credentials, common: Common, api: ApiPort, *,
+async def serve(nc: Client, common: Common, api: ApiPort, *,
                 api_timeout: float = 10.0, resync_interval: float = 300.0,
                 backoff_max: float = BACKOFF_MAX,
                 task_status: TaskStatus[Publisher] = anyio.TASK_STATUS_IGNORED) -> None:
-    """Run the publisher on the bus until cancelled, writing through ``api``.
+    """Run the publisher on ``nc`` until cancelled, writing through ``api``.
 
     ``task_status`` reports the :class:`Publisher` once it is subscribed and
     its ``status`` endpoint answers (``await tg.start(serve, ...)``).
     """
-    nc = await bus.connect(creds, SERVICE)
     svc = None
     try:
         pub = Publisher(nc, common, api, api_timeout=api_timeout,
@@ -218,26 +217,22 @@ async def serve(creds: auth.Credentials, common: Common, api: ApiPort, *,
             task_status.started(pub)
     finally:
         await bus.stop_service(nc, svc)
-        await bus.close(nc)
 
 
 async def run(args: argparse.Namespace) -> None:
-    """``knd publisher``: run until cancelled (the CLI's runner cancels on SIGTERM)."""
-    common = Common.from_args(args)
-    creds = auth.load(common.bus_creds)
-    health = Health(SERVICE, requires=("bus", "synced"))
-    api = open_api(standalone=args.standalone, state_dir=common.state_dir,
-                   kubeconfig=args.kubeconfig, timeout=args.api_timeout)
-    try:
-        async with serving(args.metrics_address, health), anyio.create_task_group() as tg:
-            pub: Publisher = await tg.start(functools.partial(
-                serve, creds, common, api, api_timeout=args.api_timeout,
-                resync_interval=args.pool_resync_interval))
-            # ready once the pool was written (API or standalone files) since start
-            health.check("bus", lambda: pub.nc.is_connected)
-            health.check("synced", lambda: pub.status.synced)
-            health.info("generation", lambda: pub.status.generation)
-            health.info("last_error", lambda: pub.status.last_error)
-    finally:
-        with anyio.CancelScope(shield=True):
-            await api.aclose()
+    """``knd publisher``: run until cancelled (the CLI's runner cancels on SIGTERM).
+    Ready once the pool was written (API or standalone files) since start."""
+    async with on_the_bus(args, SERVICE, SERVICE, requires=("synced",)) as on:
+        api = open_api(standalone=args.standalone, state_dir=on.common.state_dir,
+                       kubeconfig=args.kubeconfig, timeout=args.api_timeout)
+        try:
+            async with anyio.create_task_group() as tg:
+                pub: Publisher = await tg.start(functools.partial(
+                    serve, on.nc, on.common, api, api_timeout=args.api_timeout,
+                    resync_interval=args.pool_resync_interval))
+                on.health.check("synced", lambda: pub.status.synced)
+                on.health.info("generation", lambda: pub.status.generation)
+                on.health.info("last_error", lambda: pub.status.last_error)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await api.aclose()

@@ -82,12 +82,16 @@ def count(result: str) -> float:
 async def publisher(bus, api, tmp_path: Path) -> AsyncIterator[Publisher]:
     common = Common(node=NODE, state_dir=tmp_path, bus_creds=tmp_path / "unused.json",
                     driver_name=DRIVER)
-    async with anyio.create_task_group() as tg:
-        pub = await tg.start(functools.partial(serve, bus, common, api, resync_interval=0))
-        try:
-            yield pub
-        finally:
-            tg.cancel_scope.cancel()
+    nc = await busmod.connect(bus, "publisher")
+    try:
+        async with anyio.create_task_group() as tg:
+            pub = await tg.start(functools.partial(serve, nc, common, api, resync_interval=0))
+            try:
+                yield pub
+            finally:
+                tg.cancel_scope.cancel()
+    finally:
+        await busmod.close(nc)
 
 
 @asynccontextmanager

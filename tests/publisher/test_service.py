@@ -51,12 +51,16 @@ def published(srv) -> set[str]:
 
 @asynccontextmanager
 async def publisher(bus, api, tmp_path: Path, **kw) -> AsyncIterator[Publisher]:
-    async with anyio.create_task_group() as tg:
-        pub = await tg.start(functools.partial(serve, bus, common(tmp_path), api, **kw))
-        try:
-            yield pub
-        finally:
-            tg.cancel_scope.cancel()
+    nc = await busmod.connect(bus, "publisher")
+    try:
+        async with anyio.create_task_group() as tg:
+            pub = await tg.start(functools.partial(serve, nc, common(tmp_path), api, **kw))
+            try:
+                yield pub
+            finally:
+                tg.cancel_scope.cancel()
+    finally:
+        await busmod.close(nc)
 
 
 @asynccontextmanager
