@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 
 from services.common.auth import Credentials
 from services.common.natsd import EmbeddedBus
+from tests.helpers.blocking import THRESHOLD, Watchdog
 from tests.helpers.bpf import BpfLab
 from tests.helpers.netns import NetNS
 
@@ -20,9 +22,40 @@ NODE = "node-a.example.com"
 os.environ.setdefault("KND_CLOUD_PROVIDER_HINT", "NONE")
 
 
+WATCHDOG = Watchdog().start()
+
+
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
+def anyio_backend() -> tuple[str, dict]:
+    """asyncio, on a loop the blocking-call watchdog looks at (tests/helpers/blocking.py)."""
+    return "asyncio", {"loop_factory": WATCHDOG.loop}
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """Fail a test during which service code blocked the event loop."""
+    WATCHDOG.take()
+    result = yield
+    found = WATCHDOG.take()
+    if found and item.get_closest_marker("blocking_ok") is None:
+        raise pytest.fail.Exception(
+            f"service code blocked the event loop for over {THRESHOLD} s:\n"
+            + "\n".join(found), pytrace=False)
+    return result
+
+
+@pytest.fixture(autouse=True)
+def _root_logger_restored() -> Iterator[None]:
+    """A test that runs ``knd`` in-process (cli.main) sets up logging as a command does:
+    a handler on this test's captured stderr, which is closed once the test ends. Put
+    the root logger back, so later tests' logs do not hit that closed file."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
 
 
 @pytest.fixture(scope="session")

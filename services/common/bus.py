@@ -11,9 +11,8 @@ import logging
 import time
 import weakref
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
-import nats
 from anyio.abc import TaskGroup
 from nats.aio.client import Client
 from nats.micro import add_service
@@ -76,6 +75,22 @@ async def reconnected(nc: Client) -> None:
         await signal.wait()
 
 
+async def open_client(url: str, **options: Any) -> Client:
+    """``nats.connect`` that leaves nothing open when it fails: nats-py (2.16) keeps the
+    socket of a refused connection (a wrong password) until the garbage collector
+    complains about it."""
+    import anyio
+
+    nc = Client()
+    try:
+        await nc.connect(url, **options)
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await nc.close()
+        raise
+    return nc
+
+
 async def connect(creds: auth.Credentials, role: str, name: str | None = None) -> Client:
     """Connect as ``role``; reconnects forever, since the bus is a sidecar that may restart."""
     user, password = creds.user(role)
@@ -88,7 +103,7 @@ async def connect(creds: auth.Credentials, role: str, name: str | None = None) -
         log.info("bus reconnected (%s)", role)
         signal.fire()
 
-    nc = await nats.connect(
+    nc = await open_client(
         creds.url,
         user=user,
         password=password,
@@ -126,7 +141,7 @@ async def connect_once(creds: auth.Credentials, role: str, *, wait: float = 2.0,
         # nats-py retries a refused first connection until the server has failed more than
         # max_reconnect_attempts times (0 would mean forever): one retry, within ``wait``
         with anyio.fail_after(wait):
-            return await nats.connect(
+            return await open_client(
                 creds.url, user=user, password=password, name=name or f"knd-{role}",
                 inbox_prefix=auth.inbox_prefix(role).encode(), allow_reconnect=False,
                 max_reconnect_attempts=1, reconnect_time_wait=0.1, connect_timeout=wait,

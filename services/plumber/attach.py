@@ -30,14 +30,13 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import anyio
-import msgspec
 
-from schemas.netconfig import NetworkConfig, vrf_table
+from schemas.netconfig import NetworkConfig
 from schemas.plumber import Attach, AttachedInterface, AttachReply, DetachReply
 from schemas.text import q
 from services.common.locks import KeyedLocks
 from services.common.logs import fields
-from services.plumber import devconf, dhcp, ebpf, features, nsfs, vrf
+from services.plumber import nsfs
 from services.plumber.checkpoint import Checkpoint
 from services.plumber.devconf import DevconfError
 from services.plumber.inventory import Inventory
@@ -50,12 +49,10 @@ from services.plumber.model import (
     ClaimPlan,
     PlannedDevice,
 )
-from services.plumber.netops import KernelError, LinkRec, Rtnl
+from services.plumber.netops import KernelError, Rtnl
 from services.plumber.podconfig import (
     RuleCopier,
-    config_address,
-    config_route,
-    host_route_step,
+    configure,
     rule_key,
     rule_taken,
 )
@@ -305,7 +302,7 @@ class Attacher:
                     raise KernelError("move", errno.ENODEV,
                                       f"{att.pod_ifname} is not in the pod after the move")
                 att.pod_index, att.mac = link.index, link.mac
-                await self._configure(job, pod, fd, link)
+                await configure(job.cfg, job.att, job.deadline, pod, fd, link, self.store)
             if att.rdma_device and self.rdma.mode == "exclusive":
                 try:
                     await self.rdma.move(att.rdma_device, self.host.fd, fd)
@@ -325,74 +322,6 @@ class Attacher:
         except Exception as exc:  # a bug must still roll back, not leave a half-moved device
             log.exception("%s: attach failed", job.where)
             job.step, job.error = "attach", f"internal error: {exc!r}"
-
-    async def _configure(self, job: Job, pod: Rtnl, fd: int, link: LinkRec) -> None:
-        cfg, att = job.cfg, job.att
-        snap = att.host
-        assert snap is not None
-        iface, idx, name = cfg.interface, link.index, link.name
-        sizes = {k: v for k, v in (("gso_max_size", iface.gsoMaxSize),
-                                   ("gro_max_size", iface.groMaxSize),
-                                   ("gso_ipv4_max_size", iface.gsoIPv4MaxSize),
-                                   ("gro_ipv4_max_size", iface.groIPv4MaxSize)) if v}
-        if sizes:
-            await pod.set_link("config.interface.gso/gro sizes", idx, **sizes)
-        # as DRANET: the host's routes of the interface, in every table, go too, with or
-        # without configured addresses; one already there (a config route) is no error
-        routes = [(f"config.routes[{n}]", config_route(r), False)
-                  for n, r in enumerate(cfg.routes)]
-        if iface.dhcp:
-            addrs, leased = await dhcp.configure(
-                pod, fd, link, job.deadline, mtu=iface.mtu or 0,
-                configured=[r for _, r, _ in routes])
-            # a lease's route the pod has already (its primary network's default route,
-            # typically) is left as it is, as DRANET does, rather than failing the pod
-            routes = [(step, r, True) for step, r in leased] + routes
-        elif iface.addresses:
-            addrs = [(f"config.interface.addresses[{n}]", config_address(a))
-                     for n, a in enumerate(iface.addresses)]
-        else:  # DRANET's default: the host's addresses move with the interface
-            addrs = [(f"host address {a.cidr}", a) for a in snap.addresses]
-        if not iface.dhcp:  # with a lease the host's configuration stays home
-            routes += [(host_route_step(r), r, True) for r in snap.routes]
-        if iface.vrf is not None:  # before addresses: enslaving cycles the link
-            table = vrf_table(iface.vrf)
-            if not await pod.link(name=iface.vrf.name):
-                att.vrf = iface.vrf.name  # the intent, before the VRF may exist
-                self.store.put_attachment(att)
-            await vrf.join(pod, fd, iface.vrf.name, table, idx)
-            # DRANET's rule: every route of the interface is in the VRF's table
-            routes = [(step, msgspec.structs.replace(r, table=table), ok)
-                      for step, r, ok in routes]
-        for step, a in addrs:
-            await pod.add_address(step, idx, a)
-        for step, r, exist_ok in sorted(routes, key=lambda x: bool(x[1].gateway)):
-            await pod.add_route(step, idx, r, exist_ok=exist_ok)
-        for n, rule in enumerate(cfg.rules):
-            await pod.add_rule(f"config.rules[{n}]", rule)
-        for hr in att.host_rules:
-            await pod.add_host_rule(f"host rule {hr.describe()}", hr)
-        for n, nb in enumerate(cfg.neighbors):
-            await pod.add_neighbour(f"config.neighbors[{n}]", idx, nb.destination,
-                                    nb.hardwareAddr)
-        for hn in snap.neighbours:  # after the config's: DRANET lets those win
-            await pod.add_neighbour(f"host neighbour {hn.dst}", idx, hn.dst, hn.lladdr,
-                                    exist_ok=True)
-        if cfg.ethtool and cfg.ethtool.features:
-            wanted = await features.kernel_bits(fd, name, cfg.ethtool.features)
-            att.features = await devconf.feature_values(fd, name, list(wanted))
-            self.store.put_attachment(att)
-            await devconf.set_features(fd, name, wanted)
-        if cfg.ethtool and cfg.ethtool.privateFlags:
-            wanted = cfg.ethtool.privateFlags
-            att.private_flags = await devconf.private_flag_values(fd, name, list(wanted))
-            self.store.put_attachment(att)
-            await devconf.set_private_flags(fd, name, wanted)
-        if iface.disableEbpfPrograms:
-            await ebpf.detach_programs(fd, idx, name)
-        await devconf.write_sysctls(fd, devconf.interface_sysctls(
-            name, cfg.sysctls, iface.forwarding, iface.arpIgnore, iface.arpAnnounce))
-        att.ips = [a.cidr for _, a in addrs]
 
     async def _rollback(self, jobs: list[Job]) -> AttachReply:
         ROLLBACKS.inc()

@@ -109,9 +109,14 @@ class _Loop:
 
     def close(self, last: Callable[[], object] | None = None) -> None:
         """Stop the loop, after ``last`` (a cleanup that must run on it)."""
-        if last is not None:
-            self.loop.call_soon_threadsafe(last)
-        self.loop.call_soon_threadsafe(self.loop.stop)
+        def finish() -> None:
+            if last is not None:
+                last()
+            # a transport that ``last`` closed lets go of its socket on the loop's next
+            # turn: stop after that turn, not before it (an "unclosed transport" then)
+            self.loop.call_soon(self.loop.stop)
+
+        self.loop.call_soon_threadsafe(finish)
         self._thread.join()
         self.loop.close()
 

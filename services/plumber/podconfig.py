@@ -1,5 +1,6 @@
-"""What an attach puts into the pod besides the interface: its configured addresses
-and routes as kernel records, and the host's policy rules that go with it."""
+"""What an attach puts into the pod besides the interface (:func:`configure`): its
+configured addresses and routes as kernel records, the host's policy rules that go
+with it, GSO/GRO sizes, a VRF, a DHCP lease, neighbours, ethtool and sysctls."""
 
 from __future__ import annotations
 
@@ -7,9 +8,13 @@ import ipaddress
 import logging
 import socket
 
-from schemas.netconfig import RouteConfig, RuleConfig
-from services.plumber.model import AddrRec, LinkSnapshot, RouteRec, RuleRec
-from services.plumber.netops import RT_SCOPE_LINK, Rtnl
+import msgspec
+
+from schemas.netconfig import NetworkConfig, RouteConfig, RuleConfig, vrf_table
+from services.plumber import devconf, dhcp, ebpf, features, vrf
+from services.plumber.checkpoint import Checkpoint
+from services.plumber.model import AddrRec, Attachment, LinkSnapshot, RouteRec, RuleRec
+from services.plumber.netops import RT_SCOPE_LINK, LinkRec, Rtnl
 from services.plumber.nlrecs import RT_TABLE_LOCAL, RT_TABLE_MAIN
 
 log = logging.getLogger("knd.plumber.attach")
@@ -103,3 +108,74 @@ class RuleCopier:
         return out
 
 
+async def configure(cfg: NetworkConfig, att: Attachment, deadline: float, pod: Rtnl, fd: int,
+                    link: LinkRec, store: Checkpoint) -> None:
+    """Step 3 of an attach: configure ``link``, just moved into the pod (``fd`` its
+    netns), as ``cfg`` says, with what the host had (``att.host``) where it says
+    nothing. What a restore must undo besides the move (a VRF it made, the ethtool
+    values before) goes into ``att`` and the checkpoint before it is changed."""
+    snap = att.host
+    assert snap is not None
+    iface, idx, name = cfg.interface, link.index, link.name
+    sizes = {k: v for k, v in (("gso_max_size", iface.gsoMaxSize),
+                               ("gro_max_size", iface.groMaxSize),
+                               ("gso_ipv4_max_size", iface.gsoIPv4MaxSize),
+                               ("gro_ipv4_max_size", iface.groIPv4MaxSize)) if v}
+    if sizes:
+        await pod.set_link("config.interface.gso/gro sizes", idx, **sizes)
+    # as DRANET: the host's routes of the interface, in every table, go too, with or
+    # without configured addresses; one already there (a config route) is no error
+    routes = [(f"config.routes[{n}]", config_route(r), False)
+              for n, r in enumerate(cfg.routes)]
+    if iface.dhcp:
+        addrs, leased = await dhcp.configure(
+            pod, fd, link, deadline, mtu=iface.mtu or 0,
+            configured=[r for _, r, _ in routes])
+        # a lease's route the pod has already (its primary network's default route,
+        # typically) is left as it is, as DRANET does, rather than failing the pod
+        routes = [(step, r, True) for step, r in leased] + routes
+    elif iface.addresses:
+        addrs = [(f"config.interface.addresses[{n}]", config_address(a))
+                 for n, a in enumerate(iface.addresses)]
+    else:  # DRANET's default: the host's addresses move with the interface
+        addrs = [(f"host address {a.cidr}", a) for a in snap.addresses]
+    if not iface.dhcp:  # with a lease the host's configuration stays home
+        routes += [(host_route_step(r), r, True) for r in snap.routes]
+    if iface.vrf is not None:  # before addresses: enslaving cycles the link
+        table = vrf_table(iface.vrf)
+        if not await pod.link(name=iface.vrf.name):
+            att.vrf = iface.vrf.name  # the intent, before the VRF may exist
+            store.put_attachment(att)
+        await vrf.join(pod, fd, iface.vrf.name, table, idx)
+        # DRANET's rule: every route of the interface is in the VRF's table
+        routes = [(step, msgspec.structs.replace(r, table=table), ok)
+                  for step, r, ok in routes]
+    for step, a in addrs:
+        await pod.add_address(step, idx, a)
+    for step, r, exist_ok in sorted(routes, key=lambda x: bool(x[1].gateway)):
+        await pod.add_route(step, idx, r, exist_ok=exist_ok)
+    for n, rule in enumerate(cfg.rules):
+        await pod.add_rule(f"config.rules[{n}]", rule)
+    for hr in att.host_rules:
+        await pod.add_host_rule(f"host rule {hr.describe()}", hr)
+    for n, nb in enumerate(cfg.neighbors):
+        await pod.add_neighbour(f"config.neighbors[{n}]", idx, nb.destination,
+                                nb.hardwareAddr)
+    for hn in snap.neighbours:  # after the config's: DRANET lets those win
+        await pod.add_neighbour(f"host neighbour {hn.dst}", idx, hn.dst, hn.lladdr,
+                                exist_ok=True)
+    if cfg.ethtool and cfg.ethtool.features:
+        wanted = await features.kernel_bits(fd, name, cfg.ethtool.features)
+        att.features = await devconf.feature_values(fd, name, list(wanted))
+        store.put_attachment(att)
+        await devconf.set_features(fd, name, wanted)
+    if cfg.ethtool and cfg.ethtool.privateFlags:
+        wanted = cfg.ethtool.privateFlags
+        att.private_flags = await devconf.private_flag_values(fd, name, list(wanted))
+        store.put_attachment(att)
+        await devconf.set_private_flags(fd, name, wanted)
+    if iface.disableEbpfPrograms:
+        await ebpf.detach_programs(fd, idx, name)
+    await devconf.write_sysctls(fd, devconf.interface_sysctls(
+        name, cfg.sysctls, iface.forwarding, iface.arpIgnore, iface.arpAnnounce))
+    att.ips = [a.cidr for _, a in addrs]

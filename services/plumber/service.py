@@ -5,9 +5,8 @@ Every request runs as its own task in the service's task group
 (``typed_handler(concurrent=)``: a NATS subscription delivers its messages one
 at a time, and sixteen pods starting together must not queue behind each
 other); per-claim and per-pod locks keep two requests about the same thing in
-order. Events and claim-status requests
-go out from background tasks, so an attach reply never waits on the
-publisher.
+order. Events and claim-status requests go out from background tasks
+(notify.py), so an attach reply never waits on the publisher.
 """
 
 from __future__ import annotations
@@ -19,15 +18,11 @@ from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import anyio
-import nats.errors
-from anyio.abc import TaskGroup, TaskStatus
+from anyio.abc import TaskStatus
 from nats.aio.client import Client
 
 from schemas import plumber as p
-from schemas.base import Message, decode, encode
-from schemas.claims import ClaimStatus, ClaimStatusReply
 from schemas.inventory import InventorySnapshot
-from schemas.plumber import DeviceAttached, DeviceDetached, DeviceFailed
 from schemas.subjects import Subjects
 from schemas.text import q
 from services.common import bus
@@ -40,76 +35,19 @@ from services.plumber.cdi import CdiSpecs
 from services.plumber.checkpoint import Checkpoint
 from services.plumber.devconf import DevconfError
 from services.plumber.inventory import Inventory
-from services.plumber.model import GONE, PHASES, Attachment, ClaimPlan
+from services.plumber.model import GONE, PHASES, ClaimPlan
 from services.plumber.netops import Rtnl
+from services.plumber.notify import Notifier
 from services.plumber.plan import HostFacts, PlanError, plan_claim
 from services.plumber.provided import Granted, Provided
 from services.plumber.rdma import CharDevice, Rdma, RdmaError, detect_mode
 from services.plumber.reconcile import reconcile, sweeper
 from services.plumber.restore import Host, Restorer
-from services.plumber.status import claim_status
 from services.providers.choose import Providers
 
 log = logging.getLogger("knd.plumber")
 
 SERVICE = "plumber"
-
-
-class Notifier:
-    """Events and claim-status requests, sent from background tasks."""
-
-    def __init__(self, nc: Client, common: Common, store: Checkpoint, tg: TaskGroup,
-                 status_timeout: float) -> None:
-        self.nc = nc
-        self.node = common.node
-        self.driver = common.driver_name
-        self.subjects = Subjects(common.node)
-        self.store = store
-        self.tg = tg
-        self.status_timeout = status_timeout
-
-    def _publish(self, kind: str, msg: Message) -> None:
-        async def send() -> None:
-            try:
-                await self.nc.publish(self.subjects.event(kind), encode(msg))
-            except nats.errors.Error as exc:
-                log.warning("event %s not sent: %r", kind, exc)
-        self.tg.start_soon(send)
-
-    def attached(self, att: Attachment, latency_ms: float) -> None:
-        self._publish("device.attached", DeviceAttached(
-            node=self.node, pod_uid=att.pod_uid, claim_uid=att.claim_uid, device=att.device,
-            interface=att.pod_ifname, netns=att.netns, ips=list(att.ips), mac=att.mac,
-            latency_ms=latency_ms))
-
-    def detached(self, att: Attachment, reason: str, interface: str, gone: bool) -> None:
-        self._publish("device.detached", DeviceDetached(
-            node=self.node, pod_uid=att.pod_uid, claim_uid=att.claim_uid, device=att.device,
-            interface=interface, reason=reason, gone=gone))
-
-    def failed(self, att: Attachment, step: str, error: str, rolled_back: bool) -> None:
-        self._publish("device.failed", DeviceFailed(
-            node=self.node, pod_uid=att.pod_uid, claim_uid=att.claim_uid, device=att.device,
-            step=step, error=error, rolled_back=rolled_back))
-
-    def status_of(self, plan: ClaimPlan, error: str = "") -> ClaimStatus:
-        return claim_status(self.driver, plan, self.store.attachment, error)
-
-    def claims_changed(self, claim_uids: set[str], error: str = "") -> None:
-        for uid in sorted(claim_uids):
-            plan = self.store.claim(uid)
-            if plan is not None:
-                self.tg.start_soon(self._send_status, self.status_of(plan, error))
-
-    async def _send_status(self, msg: ClaimStatus) -> None:
-        try:
-            reply = await self.nc.request(self.subjects.claim_status, encode(msg),
-                                          timeout=self.status_timeout)
-            answer = decode(reply.data, ClaimStatusReply)
-            if answer.error:
-                log.warning("claim %s status not written: %s", msg.uid, answer.error)
-        except Exception as exc:  # the publisher may be down; it is only a status
-            log.info("claim %s status not written: %r", msg.uid, exc)
 
 
 def _pod_name(pod: p.PodRef) -> str:

@@ -15,6 +15,7 @@ from types import SimpleNamespace
 import pytest
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from services import cli
 from services.common.api import kube as kube_module
 from services.common.api import open_api
 from services.common.api.files import FileApi
@@ -190,7 +191,9 @@ async def test_kubeconfig_from_environment(kube_api: KubeApiServer, tmp_path: Pa
     kube_api.add_node("node-a")
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     monkeypatch.setenv("KUBECONFIG", str(kube_api.write_kubeconfig(tmp_path / "kc")))
-    client = KubeApi()
+    # KUBECONFIG is --kubeconfig's variable (services.common.settings), as kubectl reads it
+    args = cli.build_parser("publisher").parse_args(["publisher"])
+    client = KubeApi(kubeconfig=args.kubeconfig)
     try:
         assert (await client.get_node("node-a"))["metadata"]["name"] == "node-a"
     finally:

@@ -22,13 +22,13 @@ pytestmark = pytest.mark.anyio
 
 async def test_unauthenticated_client_is_refused(bus):
     with pytest.raises((NoServersError, nats.errors.Error, OSError)):
-        await nats.connect(bus.url, max_reconnect_attempts=0, allow_reconnect=False,
+        await busmod.open_client(bus.url, max_reconnect_attempts=0, allow_reconnect=False,
                            connect_timeout=1)
 
 
 async def test_wrong_password_is_refused(bus):
     with pytest.raises((NoServersError, nats.errors.Error, OSError)):
-        await nats.connect(bus.url, user="discovery", password="nope",
+        await busmod.open_client(bus.url, user="discovery", password="nope",
                            max_reconnect_attempts=0, allow_reconnect=False, connect_timeout=1)
 
 
@@ -56,7 +56,7 @@ async def test_publisher_cannot_publish_inventory(bus):
         errors.append(exc)
 
     user, pw = bus.user("publisher")
-    pub = await nats.connect(bus.url, user=user, password=pw, error_cb=on_error,
+    pub = await busmod.open_client(bus.url, user=user, password=pw, error_cb=on_error,
                              inbox_prefix=b"_INBOX_publisher")
     forged = InventorySnapshot(node=NODE, epoch=1, seq=1, devices=[], taken_at=0.0)
     await pub.publish(s.inventory_snapshot, encode(forged))
@@ -81,7 +81,7 @@ async def test_observer_may_only_subscribe_to_events(bus):
         errors.append(exc)
 
     user, pw = bus.user("observer")
-    obs = await nats.connect(bus.url, user=user, password=pw, error_cb=on_error)
+    obs = await busmod.open_client(bus.url, user=user, password=pw, error_cb=on_error)
     await obs.subscribe(f"knd.{Subjects(NODE).root.split('.')[1]}.inventory.snapshot")
     await busmod.flush(obs)
     await until(lambda: any("permissions violation" in str(e).lower() for e in errors), 5,

@@ -11,7 +11,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
-import nats
 import pytest
 from nats.aio.client import Client
 
@@ -70,7 +69,7 @@ async def users(creds: Credentials, *roles: str) -> AsyncIterator[dict[str, User
                 errors.append(str(exc))
 
             name, password = creds.user(role)
-            nc = await nats.connect(creds.url, user=name, password=password,
+            nc = await busmod.open_client(creds.url, user=name, password=password,
                                     inbox_prefix=auth.inbox_prefix(role).encode(),
                                     error_cb=on_error, allow_reconnect=False)
             out[role] = User(nc, errors)

@@ -134,5 +134,5 @@ async def test_a_real_nats_server_runs_the_config_and_keeps_roles_apart(served):
     with pytest.raises(KeyError):
         auth.load(folder / "publisher" / "creds.json").user("gateway")
     with pytest.raises((NoServersError, nats.errors.Error, OSError)):
-        await nats.connect(creds.url, user="gateway", password="wrong", allow_reconnect=False,
+        await bus.open_client(creds.url, user="gateway", password="wrong", allow_reconnect=False,
                            max_reconnect_attempts=0, connect_timeout=1)

@@ -35,11 +35,11 @@ class Agent:
 
     def start(self) -> Agent:
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        out = self.log.open("ab")
-        # its own process group, as a job started from a terminal has
-        self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT,
-                                     start_new_session=True,
-                                     env={**os.environ, "KND_LOG_LEVEL": "info"})
+        with self.log.open("ab") as out:  # the child keeps its own copy
+            # its own process group, as a job started from a terminal has
+            self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT,
+                                         start_new_session=True,
+                                         env={**os.environ, "KND_LOG_LEVEL": "info"})
         return self
 
     def children(self) -> dict[str, int]:
