@@ -164,7 +164,11 @@ class FakeRuntime:
         assert self._tg is not None
         await self.stop()
         self._tg.cancel_scope.cancel()
-        return await self._tg.__aexit__(et, exc, tb)
+        try:
+            return await self._tg.__aexit__(et, exc, tb)
+        finally:
+            self._send.close()
+            self._receive.close()
 
     async def start(self) -> None:
         assert self._tg is not None

@@ -229,6 +229,8 @@ def test_up_without_privileges_is_not_ready_and_says_why(tmp_path: Path) -> None
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=20)
+        if proc.stderr:
+            proc.stderr.close()
 
 
 def _wait_ready_body(url: str, seconds: float = 20) -> dict:

@@ -138,10 +138,11 @@ class ClaimedDevices:
             for kind in ("claim.prepared", "claim.unprepared"):
                 subs.append(await self.nc.subscribe(self.subjects.event(kind), cb=queue))
             task_status.started()
-            async with receive:
+            with receive:
                 async for msg in receive:
                     self._on_claim_event(msg)
         finally:
+            send.close()
             with anyio.CancelScope(shield=True), anyio.move_on_after(1):
                 for sub in subs:
                     await sub.unsubscribe()

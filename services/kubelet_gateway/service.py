@@ -79,6 +79,11 @@ class InventoryFeed:
     def __aiter__(self) -> AsyncIterator[InventorySnapshot]:
         return self._receive.__aiter__()
 
+    def close(self) -> None:
+        """Once nothing runs or reads it any more."""
+        self._send.close()
+        self._receive.close()
+
 
 @dataclass
 class Gateway:
@@ -98,12 +103,12 @@ async def serve(nc: Client, common: Common, api: ApiPort, *, kubelet_root: Path,
     from services.kubelet_gateway.nri.plugin import PlumberPodHandler, run_nri
 
     plumber = PlumberClient(nc, common.node, timeout=plumber_timeout)
+    feed = InventoryFeed(nc, common.node)
     svc = None
     try:
         # no endpoints: registered so that $SRV.PING/INFO/STATS answer for the gateway too
         svc = await bus.serve(nc, SERVICE, "kubelet DRA and NRI plugin of the node")
         async with anyio.create_task_group() as tg:
-            feed = InventoryFeed(nc, common.node)
             await tg.start(feed.run)
             grpc = await tg.start(lambda task_status: serve_grpc(
                 kubelet_root=kubelet_root, driver=common.driver_name, api=api,
@@ -114,4 +119,5 @@ async def serve(nc: Client, common: Common, api: ApiPort, *, kubelet_root: Path,
                 handler=PlumberPodHandler(plumber), task_status=task_status))
             task_status.started(Gateway(grpc, nri))
     finally:
+        feed.close()
         await bus.stop_service(nc, svc)

@@ -148,7 +148,7 @@ class Rtnl:
     @classmethod
     async def open(cls, fd: int) -> Rtnl:
         sock = await nsfs.netlink_socket(fd)
-        loop = _Loop()
+        loop = await anyio.to_thread.run_sync(_Loop)  # a thread's start waits for it
         try:
             ipr = await loop.run(_setup(sock))
         except BaseException:
@@ -166,8 +166,14 @@ class Rtnl:
     async def __aenter__(self) -> Rtnl:
         return self
 
+    async def aclose(self) -> None:
+        """:meth:`close` off the service's loop: the socket's thread may still be in a
+        kernel call (a move waiting for RTNL), and stopping it waits for that."""
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(self.close)
+
     async def __aexit__(self, *_: object) -> None:
-        self.close()
+        await self.aclose()
 
     async def _do(self, step: str, call: Coroutine[Any, Any, T]) -> T:
         try:

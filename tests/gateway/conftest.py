@@ -140,4 +140,6 @@ async def gateway(bus: Credentials, kube: KubeApi, plumber: FakePlumber,
             yield Gateway(status, kubelet_root, send)
             tg.cancel_scope.cancel()
     finally:
+        send.close()
+        receive.close()
         await busmod.close(nc)

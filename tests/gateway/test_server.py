@@ -219,6 +219,8 @@ async def test_shutdown_with_open_health_stream_is_prompt(
             assert end is grpc.aio.EOF or stream.done()
         assert not status.dra_socket.exists()
     finally:
+        send.close()
+        receive.close()
         await busmod.close(nc)
 
 

@@ -97,7 +97,7 @@ async def test_events_are_seen_and_counted(node_ns):
             await anyio.wait_readable(sock)
         ev = rtnl.drain_events(sock)
         assert ev.count >= 2 and not ev.overflow and not ev.unplaced
-        index = {link.name: link.index for link in rtnl.Reader(node_ns.name).links()}
+        index = link_indexes(node_ns.name)
         assert {index["ev0"], index["ev1"]} <= ev.links
         assert rtnl.drain_events(sock) == rtnl.Events()
     finally:
@@ -108,7 +108,7 @@ async def test_events_are_seen_and_counted(node_ns):
 async def test_events_name_the_interfaces_they_are_about(node_ns):
     node_ns.veth("ab0", "ab1")
     node_ns.veth("cd0", "cd1")
-    index = {link.name: link.index for link in rtnl.Reader(node_ns.name).links()}
+    index = link_indexes(node_ns.name)
     sock = rtnl.open_socket(node_ns.name, rtnl.EVENT_GROUPS)
     try:
         node_ns.ip("addr", "add", "192.0.2.1/24", "dev", "ab0")  # an address and its routes
@@ -124,3 +124,11 @@ async def test_events_name_the_interfaces_they_are_about(node_ns):
         assert ev.links == {index["ab0"], index["cd0"]} and ev.unplaced
     finally:
         sock.close()
+
+
+def link_indexes(netns: str) -> dict[str, int]:
+    reader = rtnl.Reader(netns)
+    try:
+        return {link.name: link.index for link in reader.links()}
+    finally:
+        reader.close()

@@ -24,6 +24,7 @@ def hold(path: Path) -> subprocess.Popen:
     proc = subprocess.Popen([sys.executable, "-c", HOLD, str(path)], stdout=subprocess.PIPE,
                             text=True)
     assert proc.stdout.readline().strip() == "held"
+    proc.stdout.close()  # it says nothing more
     return proc
 
 

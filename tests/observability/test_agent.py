@@ -51,6 +51,7 @@ def test_events_prints_a_new_device_as_json(agent: Agent, node_ns: NetNS) -> Non
     finally:
         if proc.poll() is None:
             proc.kill()
+        proc.communicate()  # reaps it and closes the pipes (after a kill too)
     assert proc.returncode == 0, err
     [line] = out.splitlines()
     ev = json.loads(line)

@@ -34,7 +34,7 @@ def webhook(node_ns: NetNS) -> Iterator[subprocess.Popen]:
         yield proc
     finally:
         proc.kill()
-        proc.wait()
+        proc.communicate()  # reaps it and closes its stderr pipe
 
 
 @pytest.fixture
