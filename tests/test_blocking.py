@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -23,11 +24,11 @@ def run(watchdog: Watchdog, main: Callable[[], Coroutine[Any, Any, None]]) -> li
 
 
 def blocking_sleep() -> None:
-    time.sleep(0.5)
+    time.sleep(1.2)  # well over the watchdog's 0.5 s, so that a busy machine sees it too
 
 
 def computing() -> None:
-    end = time.monotonic() + 0.5
+    end = time.monotonic() + 1.2
     while time.monotonic() < end:
         pass
 
@@ -42,7 +43,7 @@ def test_a_blocking_call_in_blamed_code_is_found_with_its_stack() -> None:
         assert len(found) == 1 and "blocking_sleep" in found[0] and "time.sleep" in found[0]
 
         async def awaits() -> None:
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(1.2)
 
         async def computes() -> None:
             computing()
@@ -60,5 +61,20 @@ def test_code_that_is_not_blamed_may_block() -> None:
             blocking_sleep()
 
         assert run(watchdog, main) == []
+    finally:
+        watchdog.stop()
+
+
+def test_joining_a_thread_on_the_loop_is_found() -> None:
+    """A join waits on a futex, as the GIL does; the join is ours to blame, the GIL not."""
+    watchdog = Watchdog(blamed=(HERE,)).start()
+    try:
+        async def main() -> None:
+            worker = threading.Thread(target=time.sleep, args=(1.2,))
+            worker.start()
+            worker.join()
+
+        found = run(watchdog, main)
+        assert len(found) == 1 and "worker.join()" in found[0]
     finally:
         watchdog.stop()

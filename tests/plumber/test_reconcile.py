@@ -67,7 +67,7 @@ async def half_attach(env: Env, pod_uid: str, pod_ns: str, *, move: bool) -> Non
             if move:
                 await hr.move(job.att.host.index, fd, name="net1", mtu=1400)
                 link = await pod.link(name="net1")
-                from services.plumber.attach import config_address
+                from services.plumber.podconfig import config_address
                 await pod.add_address("x", link.index, config_address("10.60.0.2/24"))
         os.close(fd)
     finally:

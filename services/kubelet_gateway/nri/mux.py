@@ -235,16 +235,21 @@ class Mux:
         self.closed.set()
         for conn in self.conns.values():
             conn._close()
-        if self._reading:
-            raw = self.stream.extra(SocketAttribute.raw_socket, None)
-            if raw is not None:
-                try:
-                    raw.shutdown(socket.SHUT_RDWR)
-                except OSError as exc:  # not connected any more
-                    log.debug("nri mux: shutdown: %r", exc)
-                with anyio.move_on_after(1):
-                    await self._reader_done.wait()
         try:
-            await self.stream.aclose()
-        except Exception as exc:  # already broken; nothing left to release
-            log.debug("nri mux: close: %r", exc)
+            if self._reading:
+                raw = self.stream.extra(SocketAttribute.raw_socket, None)
+                if raw is not None:
+                    try:
+                        raw.shutdown(socket.SHUT_RDWR)
+                    except OSError as exc:  # not connected any more
+                        log.debug("nri mux: shutdown: %r", exc)
+                    with anyio.move_on_after(1):
+                        await self._reader_done.wait()
+        finally:
+            # even when cancelled while waiting: a later aclose() returns at once, so
+            # this one is the only one that can close the socket
+            with anyio.CancelScope(shield=True):
+                try:
+                    await self.stream.aclose()
+                except Exception as exc:  # already broken; nothing left to release
+                    log.debug("nri mux: close: %r", exc)
