@@ -152,8 +152,9 @@ class Plumber:
                 if mode is not None:  # kept as it is; written back only if it differs
                     dev.host_sysctls["ipv6.addr_gen_mode"] = str(mode)
         self.store.put_claim(plan, replace=old is not None)
-        try:
-            self.cdi.write(plan, nodes, self.rdma.shared_devices() if nodes else [])
+        try:  # fsynced: off the loop, where a busy disk would stall every other request
+            await anyio.to_thread.run_sync(
+                self.cdi.write, plan, nodes, self.rdma.shared_devices() if nodes else [])
         except OSError as exc:
             self.store.drop_claim(plan.uid)
             return p.PrepareReply(claim_uid=req.claim_uid,

@@ -113,7 +113,7 @@ class Watchdog:
                 if since is None or now - since < THRESHOLD or busy.reported == since:
                     continue
                 stack = self._blocked_in_ours(busy, self.blamed)
-                if stack is not None:
+                if stack is not None and busy.since == since:  # still the same stall
                     busy.reported = since
                     with self._lock:
                         self.findings.stacks.append(stack)
@@ -138,8 +138,9 @@ class Watchdog:
         while frame is not None:
             frames.append(frame)
             frame = frame.f_back
-        if wchan.strip() in ("", "0"):
-            return None  # out of its wait by now: it was not one that lasts
+        if wchan.strip() in ("", "0") or wchan.startswith(("do_epoll_wait", "do_select",
+                                                           "do_sys_poll")):
+            return None  # out of its wait by now (back in the loop's own): not one that lasts
         if wchan.startswith("futex") and not frames[0].f_code.co_filename.endswith(
                 "/threading.py"):
             # a futex outside threading's joins and waits is the GIL, held by another
@@ -148,6 +149,10 @@ class Watchdog:
             return None
         if any(f.f_code.co_filename.startswith("<frozen importlib") for f in frames):
             return None  # a module's first import: once per process, not a blocking call
+        if any(f.f_code.co_name == "start" and f.f_code.co_filename.endswith("/threading.py")
+               for f in frames):
+            return None  # a new thread's start handshake (an executor's): slow only when
+            # the machine is busy
         if any(f.f_code.co_name == "run_sync_in_worker_thread" for f in frames):
             return None  # anyio handing work to a thread (whose start a busy machine delays)
         if any(f.f_code.co_filename in KNOWN for f in frames):
