@@ -108,6 +108,9 @@ class DetachReply(Message):
 
 
 class LinuxDevice(Strict):
+    """A device node for the container (NRI's ``LinuxDevice``); ``file_mode`` is the
+    host node's permission bits, so that the container's node has the same."""
+
     path: str
     type: str = "c"
     major: int = 0

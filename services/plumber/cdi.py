@@ -33,7 +33,7 @@ def env_key(prefix: str, device: str) -> str:
 
 def _node(c: CharDevice) -> dict:
     return {"path": c.path, "hostPath": c.host_path, "type": "c", "major": c.major,
-            "minor": c.minor, "permissions": "rw"}
+            "minor": c.minor, "fileMode": c.mode, "permissions": "rw"}
 
 
 class CdiSpecs:

@@ -54,6 +54,8 @@ class CharDevice:
     host_path: str
     major: int
     minor: int
+    mode: int = 0o666
+    """The host node's permission bits, which the container's node gets too."""
 
 
 def detect_mode(setting: str) -> str:
@@ -105,7 +107,8 @@ class Rdma:
         if not stat.S_ISCHR(st.st_mode):
             raise RdmaError(f"{host} is not a character device")
         return CharDevice(path=f"{CONTAINER_DIR}/{name}", host_path=str(host),
-                          major=os.major(st.st_rdev), minor=os.minor(st.st_rdev))
+                          major=os.major(st.st_rdev), minor=os.minor(st.st_rdev),
+                          mode=stat.S_IMODE(st.st_mode))
 
     def char_devices(self, ibdev: str) -> list[CharDevice]:
         """uverbs, umad and issm nodes of ``ibdev`` (RdmaError when one is missing)."""

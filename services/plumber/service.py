@@ -309,7 +309,7 @@ class Plumber:
             for c in self.rdma.shared_devices():
                 out.setdefault(c.path, c)
         return p.ContainerDevicesReply(devices=[
-            p.LinuxDevice(path=c.path, type="c", major=c.major, minor=c.minor)
+            p.LinuxDevice(path=c.path, type="c", major=c.major, minor=c.minor, file_mode=c.mode)
             for c in out.values()])
 
 

@@ -175,14 +175,16 @@ async def test_stop_and_remove(sock):
 
 async def test_create_container_returns_the_devices_adjustment(sock):
     handler = FakeHandler(devices=[
-        LinuxDevice(path="/dev/infiniband/uverbs0", type="c", major=231, minor=192),
+        LinuxDevice(path="/dev/infiniband/uverbs0", type="c", major=231, minor=192,
+                    file_mode=0o600),
         LinuxDevice(path="/dev/infiniband/rdma_cm", major=10, minor=58)])
     async with nri_setup(sock, handler) as (_, conn, _p):
         sb = pod()
         resp = await conn.create_container(sb, container("trainer", sb))
-        devs = [(d.path, d.type, d.major, d.minor) for d in resp.adjust.linux.devices]
-        assert devs == [("/dev/infiniband/uverbs0", "c", 231, 192),
-                        ("/dev/infiniband/rdma_cm", "c", 10, 58)]
+        devs = [(d.path, d.type, d.major, d.minor, d.file_mode.value)
+                for d in resp.adjust.linux.devices]
+        assert devs == [("/dev/infiniband/uverbs0", "c", 231, 192, 0o600),
+                        ("/dev/infiniband/rdma_cm", "c", 10, 58, 0o666)]
         [(info, name)] = handler.called("container_devices")
         assert (info.uid, name) == ("uid-1", "trainer")
 

@@ -62,6 +62,8 @@ async def test_container_devices_and_cdi(rdma_env: Env) -> None:
         ("/dev/infiniband/uverbs0", MAJOR, 192), ("/dev/infiniband/issm0", MAJOR, 64),
         ("/dev/infiniband/umad0", MAJOR, 0)]
     assert ib["deviceNodes"][0]["hostPath"] == str(env.tmp / "dev/infiniband/uverbs0")
+    # the container's node gets the host node's mode (made 0600 above), not a default
+    assert {n["fileMode"] for n in ib["deviceNodes"]} == {0o600}
     assert by_name[f"{claim}-dev-r"]["env"] == ["KND_NET_DEV_R=eth1", "KND_RDMA_DEV_R=mlx5_1"]
     assert spec["containerEdits"]["deviceNodes"][0]["path"] == "/dev/infiniband/rdma_cm"
 
@@ -74,6 +76,7 @@ async def test_container_devices_and_cdi(rdma_env: Env) -> None:
         [(f"/dev/infiniband/{n}", "c", MAJOR, NODES[n])
          for n in ("uverbs0", "umad0", "issm0", "uverbs1", "umad1", "issm1")]
         + [("/dev/infiniband/rdma_cm", "c", 10, 255)])
+    assert {d.file_mode for d in got.devices} == {0o600}
     other = await env.ask("container-devices", p.ContainerDevices(pod=p.PodRef(uid="nobody")),
                           p.ContainerDevicesReply)
     assert other.devices == [] and other.error == ""

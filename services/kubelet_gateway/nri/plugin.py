@@ -251,7 +251,8 @@ class NriPlugin:
         resp = api.CreateContainerResponse()
         for dev in devices:
             resp.adjust.linux.devices.add(path=dev.path, type=dev.type, major=dev.major,
-                                          minor=dev.minor)
+                                          minor=dev.minor,
+                                          file_mode=api.OptionalFileMode(value=dev.file_mode))
         return resp
 
     async def state_change(self, req: api.StateChangeEvent) -> api.Empty:
