@@ -1,7 +1,5 @@
 """The ``knd`` command: ``knd up`` runs the whole agent; ``knd <service>`` runs one;
 ``knd <tool>`` (demo, events, status, topology) helps a person look at a node.
-
-Services and tools are found by name; one not built yet is simply absent.
 """
 
 from __future__ import annotations
@@ -19,6 +17,21 @@ SERVICES = {
     "plumber": "services.plumber",
     "kubelet-gateway": "services.kubelet_gateway",
 }
+
+HELP = {
+    "up": "run the bus and every service, supervised",
+    "discovery": "the node's network devices and their hardware topology, as an inventory",
+    "publisher": "the only writer of the node's ResourceSlices",
+    "plumber": "moves allocated interfaces into pods and gives them back",
+    "kubelet-gateway": "the kubelet DRA gRPC plugin and the container runtime's NRI plugin",
+    "demo": "the whole path on one machine: a claim into a pod and back",
+    "events": "follow what happens on the node, one line per event",
+    "status": "one screen about a node: services, bus, devices, pods, slices",
+    "topology": "which NIC sits next to which GPU (PIX/PXB/PHB/NODE/SYS), from sysfs",
+    "bus-config": "write the bus configuration and one credentials file per service",
+}
+"""Each command's line in ``knd --help``: listing the commands loads none of them (their
+modules import nats, pyroute2, grpc...: most of a second)."""
 
 TOOLS = {
     "demo": "services.demo",
@@ -55,26 +68,15 @@ def build_parser(only: str | None = None) -> usage.Parser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                 parser_class=usage.Parser)
     parser.commands = sub.choices
-    if only in (None, "up"):
-        up = sub.add_parser("up", help="run the bus and every service, supervised")
-        settings.add_to(up, "up")
-    for name in SERVICES:
+    for name in ("up", *SERVICES, *TOOLS):
         if only not in (None, name):
             continue
-        mod = load_service(name)
-        if mod is None:
-            continue
-        p = sub.add_parser(name, help=(mod.__doc__ or "").strip().splitlines()[0])
+        p = sub.add_parser(name, help=HELP[name])
         settings.add_to(p, name)
-    for name, path in TOOLS.items():
-        if only not in (None, name):
-            continue
-        mod = _load(path, "add_arguments", "main")
-        if mod is None:
-            continue
-        p = sub.add_parser(name, help=(mod.__doc__ or "").strip().splitlines()[0])
-        settings.add_to(p, name)
-        mod.add_arguments(p)
+        if name in TOOLS and only == name:  # a tool's own flags: only for that tool
+            mod = _load(TOOLS[name], "add_arguments", "main")
+            if mod is not None:
+                mod.add_arguments(p)
     return parser
 
 

@@ -12,16 +12,6 @@ import argparse
 import functools
 import logging
 
-import anyio
-
-from services import providers
-from services.common import agentlock
-from services.common.config import Common
-from services.common.privileges import PLUMBER_NEEDS, missing_capabilities
-from services.common.wiring import on_the_bus
-from services.plumber.service import serve
-from services.providers.choose import providers_open
-
 log = logging.getLogger("knd.plumber")
 
 
@@ -29,6 +19,17 @@ async def run(args: argparse.Namespace) -> None:
     """``knd plumber``: run until cancelled (the CLI's runner cancels on SIGTERM).
 
     Ready (``/readyz``) once connected to the bus and the checkpoint is reconciled."""
+    # here, not at the top: `knd --help` and `knd up` load this package for its name only
+    import anyio
+
+    from services import providers
+    from services.common import agentlock
+    from services.common.config import Common
+    from services.common.privileges import PLUMBER_NEEDS, missing_capabilities
+    from services.common.wiring import on_the_bus
+    from services.plumber.service import serve
+    from services.providers.choose import providers_open
+
     # the checkpoint is this state dir's; a second plumber on it would undo our work
     with agentlock.held(agentlock.state_lock(Common.from_args(args).state_dir), "knd plumber"):
         async with on_the_bus(args, "plumber", "plumber",
@@ -52,4 +53,4 @@ async def run(args: argparse.Namespace) -> None:
                 on.health.check("reconciled", lambda: True)
 
 
-__all__ = ["run", "serve"]
+__all__ = ["run"]

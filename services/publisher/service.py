@@ -10,8 +10,6 @@ nothing is deleted on an error, so the cluster keeps the last good pool.
 
 from __future__ import annotations
 
-import argparse
-import functools
 import logging
 import time
 
@@ -27,11 +25,10 @@ from schemas.inventory import InventoryGet, InventorySnapshot, SlicePublished
 from schemas.publisher import PublisherStatus, StatusGet
 from schemas.subjects import Subjects
 from services.common import bus
-from services.common.api import ApiError, ApiPort, open_api
+from services.common.api import ApiError, ApiPort
 from services.common.backoff import Backoff
 from services.common.config import Common
 from services.common.snapshots import NewestSnapshot
-from services.common.wiring import on_the_bus
 from services.publisher import metrics
 from services.publisher.claims import ClaimStatusWriter
 from services.publisher.reconcile import PoolReconciler, SliceRejected, SyncResult
@@ -217,22 +214,3 @@ async def serve(nc: Client, common: Common, api: ApiPort, *,
             task_status.started(pub)
     finally:
         await bus.stop_service(nc, svc)
-
-
-async def run(args: argparse.Namespace) -> None:
-    """``knd publisher``: run until cancelled (the CLI's runner cancels on SIGTERM).
-    Ready once the pool was written (API or standalone files) since start."""
-    async with on_the_bus(args, SERVICE, SERVICE, requires=("synced",)) as on:
-        api = open_api(standalone=args.standalone, state_dir=on.common.state_dir,
-                       kubeconfig=args.kubeconfig, timeout=args.api_timeout)
-        try:
-            async with anyio.create_task_group() as tg:
-                pub: Publisher = await tg.start(functools.partial(
-                    serve, on.nc, on.common, api, api_timeout=args.api_timeout,
-                    resync_interval=args.pool_resync_interval))
-                on.health.check("synced", lambda: pub.status.synced)
-                on.health.info("generation", lambda: pub.status.generation)
-                on.health.info("last_error", lambda: pub.status.last_error)
-        finally:
-            with anyio.CancelScope(shield=True):
-                await api.aclose()

@@ -23,8 +23,8 @@ from services.common import settings
 from services.common.api.files import FileApi
 from services.common.api.kube import KubeApi
 from services.common.config import Common
-from services.publisher import run, serve
-from services.publisher.service import Publisher
+from services.publisher import run
+from services.publisher.service import Publisher, serve
 from services.publisher.slices import slice_name
 from tests.conftest import NODE
 from tests.helpers.wait import until
