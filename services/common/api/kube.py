@@ -19,12 +19,17 @@ from typing import Any
 
 import aiohttp
 import anyio
-from kubernetes_asyncio import config as kube_config
-from kubernetes_asyncio.client import ApiClient, Configuration, CoreV1Api, ResourceV1Api
-from kubernetes_asyncio.client.exceptions import ApiException
-from kubernetes_asyncio.config import ConfigException
 
 from services.common.api import decode
+from services.common.api.kubeclient import (
+    ApiClient,
+    ApiException,
+    ConfigException,
+    Configuration,
+    CoreV1Api,
+    ResourceV1Api,
+    kube_config,
+)
 from services.common.api.port import ApiError, error_for
 
 log = logging.getLogger("knd.api")
