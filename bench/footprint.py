@@ -121,10 +121,27 @@ def timed_cmd(argv: list[str], runs: int = 5) -> float:
     return round(statistics.median(took), 3)
 
 
-def start_timed(b: Bench) -> float:
+def start_agent(b: Bench, kubeconfig: Path | None) -> None:
+    """``knd up`` as bench/claims.py starts it; with ``kubeconfig``, against that API
+    server instead of standalone files (the publisher and the gateway then load the
+    Kubernetes client, as in a cluster)."""
+    if kubeconfig is None:
+        b.start_agent()
+        return
+    s = b.state
+    argv = [*KND, "up", "--kubeconfig", str(kubeconfig), "--node", NODE, "--state-dir",
+            str(s), "--netns", b.host, "--filter", 'attributes["knd.dev/ifName"].startsWith("kb")',
+            "--kubelet-root", str(s / "kubelet"), "--nri-socket", str(s / "nri.sock"),
+            "--cdi-root", str(s / "cdi"), "--log-level", "warning"]
+    with (s / "agent.log").open("ab") as log:
+        b.agent = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+
+
+def start_timed(b: Bench, kubeconfig: Path | None = None) -> float:
     """Start the agent; seconds until every service is ready."""
     t = time.perf_counter()
-    b.start_agent()
+    start_agent(b, kubeconfig)
     deadline = t + 60
     while not ready(b.state):
         if time.perf_counter() > deadline or (b.agent and b.agent.poll() is not None):
@@ -155,13 +172,16 @@ def checkpoint_rows(state: Path) -> int:
         db.close()
 
 
-def idle_cpu(b: Bench, seconds: float) -> float:
+def idle_cpu(b: Bench, seconds: float) -> tuple[float, dict[str, float]]:
+    """% of one core all processes used together over ``seconds``, and each one's."""
     assert b.agent is not None
-    pids = [b.agent.pid, *children(b.agent.pid).values()]
-    before = sum(cpu_ticks(p) for p in pids)
+    pids = {"supervisor": b.agent.pid, **children(b.agent.pid)}
+    before = {n: cpu_ticks(p) for n, p in pids.items()}
     time.sleep(seconds)
-    used = (sum(cpu_ticks(p) for p in pids) - before) / os.sysconf("SC_CLK_TCK")
-    return round(100 * used / seconds, 3)
+    tck = os.sysconf("SC_CLK_TCK")
+    each = {n: round(100 * (cpu_ticks(p) - before[n]) / tck / seconds, 3)
+            for n, p in pids.items()}
+    return round(sum(each.values()), 3), each
 
 
 # ---- the soak ------------------------------------------------------------------------------
@@ -239,6 +259,27 @@ async def soak(b: Bench, args: argparse.Namespace) -> dict[str, Any]:
             "seconds": last["seconds"]}
 
 
+def against_api(b: Bench, args: argparse.Namespace) -> dict[str, Any]:
+    """Ready time and idle memory with the test API server (tests/kubeapi) as the cluster."""
+    kubeconfig = b.state / "kubeconfig"
+    api = subprocess.Popen([*KND[:1], "-m", "tests.kubeapi", "--node", NODE, "--kubeconfig",
+                            str(kubeconfig)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert api.stdout is not None
+        api.stdout.readline()  # listening
+        ready_s = start_timed(b, kubeconfig)
+        time.sleep(args.settle)
+        idle = snapshot(b)
+        stop(b)
+    finally:
+        api.terminate()
+        api.communicate(timeout=10)
+    pod = {k: v for k, v in idle.items() if k != "supervisor"}
+    return {"ready_s": round(ready_s, 3), "rss_mb": {k: mb(v["rss"]) for k, v in idle.items()},
+            "pod_rss_mb": mb(sum(v["rss"] for v in pod.values())),
+            "pod_pss_mb": mb(sum(v["pss"] for v in pod.values()))}
+
+
 # ---- main ------------------------------------------------------------------------------------
 
 
@@ -260,7 +301,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         starts.append(ready_s)
         time.sleep(args.settle)
         idle = snapshot(b)
-        cpu = idle_cpu(b, args.idle)
+        cpu, per_process = idle_cpu(b, args.idle)
         help_s = timed_cmd([*KND, "--help"])
         status_s = timed_cmd([*KND, "status", "--state-dir", str(state)])
         pod = {k: v for k, v in idle.items() if k != "supervisor"}
@@ -269,14 +310,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "ready_s": round(statistics.median(starts), 3),
             "ready_s_all": [round(s, 3) for s in starts],
             "help_s": help_s, "status_s": status_s,
-            "idle_cpu_pct": cpu, "idle_seconds": args.idle,
+            "idle_cpu_pct": cpu, "idle_seconds": args.idle, "idle_cpu_pct_by": per_process,
             "rss_mb": {k: mb(v["rss"]) for k, v in idle.items()},
             "pss_mb": {k: mb(v["pss"]) for k, v in idle.items()},
             "pod_rss_mb": mb(sum(v["rss"] for v in pod.values())),
             "pod_pss_mb": mb(sum(v["pss"] for v in pod.values())),
             "supervisor_rss_mb": mb(idle["supervisor"]["rss"]),
         }
+        stop(b)
+        result["api"] = against_api(b, args)
         if args.cycles:
+            start_timed(b)
             result["soak"] = anyio.run(soak, b, args)
         result["targets"] = targets(result)
         return result

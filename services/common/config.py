@@ -24,7 +24,7 @@ def metrics_default(service: str) -> str:
 def metrics_address(base: str, service: str) -> str:
     """``service``'s address when ``knd up --metrics-address`` is ``base``: the host of
     ``base`` and its port plus the service's offset (discovery +0 ... gateway +3)."""
-    from services.common.httpserver import format_address, parse_address
+    from services.common.address import format_address, parse_address
 
     where = parse_address(base, METRICS_PORTS["discovery"])
     if where is None:

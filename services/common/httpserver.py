@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import selectors
 import socket
 import threading
 import time
@@ -33,41 +34,13 @@ from typing import Any
 import anyio
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from services.common.address import format_address, parse_address
+
 log = logging.getLogger("knd.http")
 
 STALE_AFTER = 10.0
 """Seconds without a heartbeat after which ``/healthz`` fails."""
 BEAT_EVERY = 1.0
-
-
-def parse_address(text: str | None, default_port: int = 0) -> tuple[str, int] | None:
-    """``host:port``, ``:port`` (every interface), ``[v6]:port`` or ``host`` -> (host, port);
-    ``off`` or empty -> None. Raises ValueError with a readable reason."""
-    text = (text or "").strip()
-    if not text or text.lower() in ("off", "none", "false", "disabled"):
-        return None
-    if text.startswith("["):
-        host, sep, rest = text[1:].partition("]")
-        if not sep or (rest and not rest.startswith(":")):
-            raise ValueError(f"{text!r}: expected [ipv6]:port")
-        port_text = rest[1:]
-    elif text.count(":") == 1:
-        host, _, port_text = text.partition(":")
-    elif ":" in text:  # a bare IPv6 address
-        host, port_text = text, ""
-    else:
-        host, port_text = text, ""
-    if not port_text:
-        port = default_port
-    elif port_text.isdigit() and int(port_text) <= 65535:
-        port = int(port_text)
-    else:
-        raise ValueError(f"{text!r}: port {port_text!r} is not a number 0-65535")
-    return host, port
-
-
-def format_address(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host or '0.0.0.0'}:{port}"
 
 
 class Health:
@@ -231,18 +204,34 @@ class Endpoint:
         self.server = cls((host, port), _handler(health))
         self.host = host
         self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever,
-                                       kwargs={"poll_interval": 0.2},
-                                       name=f"knd-http-{health.service}", daemon=True)
+        self._wake_r, self._wake_w = socket.socketpair()
+        self.thread = threading.Thread(target=self._serve, name=f"knd-http-{health.service}",
+                                       daemon=True)
         self.thread.start()
+
+    def _serve(self) -> None:
+        """Requests until :meth:`close`. Not ``serve_forever``: it wakes every
+        ``poll_interval`` to look for a shutdown, which is most of an idle service's CPU;
+        this thread sleeps until a request comes or :meth:`close` wakes it."""
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.server, selectors.EVENT_READ)
+            sel.register(self._wake_r, selectors.EVENT_READ)
+            while True:
+                for key, _ in sel.select():
+                    if key.fileobj is self._wake_r:
+                        return
+                    self.server.handle_request()  # ready: accepts without waiting
 
     @property
     def address(self) -> str:
         return format_address(self.host, self.port)
 
     def close(self) -> None:
-        self.server.shutdown()
+        self._wake_w.send(b"x")
+        self.thread.join()
         self.server.server_close()
+        self._wake_r.close()
+        self._wake_w.close()
 
 
 @asynccontextmanager

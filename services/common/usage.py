@@ -116,7 +116,7 @@ def plugin_index(text: str) -> str:
 def address(text: str) -> str:
     """``type=`` of ``--metrics-address``: ``host:port`` with an IP address (or
     ``localhost``, or no host for every interface), or ``off``."""
-    from services.common.httpserver import parse_address
+    from services.common.address import parse_address
 
     try:
         where = parse_address(text)

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import logging
 
-import cel
 from prometheus_client import Counter
 
 from schemas.inventory import Device
+from services.common.celexpr import compile_expression
 
 log = logging.getLogger("knd.discovery.filter")
 
@@ -45,7 +45,7 @@ class DeviceFilter:
             raise FilterError(f"--filter: {len(expression)} characters, more than the "
                               f"{MAX_EXPRESSION} allowed")
         try:
-            self._program = cel.compile(expression)
+            self._program = compile_expression(expression)
         except Exception as exc:
             raise FilterError(f"--filter: {exc}") from None
         except BaseException as exc:  # the library's panic (pyo3 PanicException)

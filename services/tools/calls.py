@@ -14,7 +14,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from services.common.httpserver import format_address, parse_address
+from services.common.address import format_address, parse_address
 
 DRA, NRI = "knd_gateway_dra_requests", "knd_nri_requests"
 OK = {DRA: "ok", NRI: "OK"}

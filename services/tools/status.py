@@ -32,7 +32,7 @@ from schemas.plumber import PlumberStatus, PlumberStatusGet
 from schemas.publisher import PublisherStatus, StatusGet
 from schemas.subjects import Subjects
 from services.common import auth, bus, config
-from services.common.httpserver import parse_address
+from services.common.address import parse_address
 from services.tools import calls
 
 SERVICES = ("discovery", "publisher", "plumber", "kubelet-gateway")

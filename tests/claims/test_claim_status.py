@@ -24,9 +24,8 @@ from services.common import bus as busmod
 from services.common.api.files import FileApi
 from services.common.api.kube import KubeApi
 from services.common.config import Common
-from services.publisher.service import serve
 from services.publisher.claims import ClaimStatusWriter
-from services.publisher.service import Publisher
+from services.publisher.service import Publisher, serve
 from tests.conftest import NODE
 from tests.kubeapi.server import KubeApiServer
 

@@ -4,9 +4,9 @@ and ``device.attributes[<domain>].<name>``, as the scheduler gives it)."""
 
 from __future__ import annotations
 
-import cel
 import pytest
 
+from services.common.celexpr import compile_expression as compile_cel
 from tests.deploy import manifests as m
 
 
@@ -20,7 +20,7 @@ def nic(driver: str, *, rdma: bool, virtual: bool = False) -> dict:
 
 def selects(selectors: list[dict], ctx: dict) -> bool:
     """A device matches a class or request when every selector is true."""
-    return all(cel.compile(s["cel"]["expression"]).execute(ctx) is True for s in selectors)
+    return all(compile_cel(s["cel"]["expression"]).execute(ctx) is True for s in selectors)
 
 
 @pytest.mark.parametrize(("variant", "driver"), [("base", "knd.dev"),
@@ -62,11 +62,11 @@ def admitted(op: str, token_node: str | None, old: str | None, new: str | None,
     ctx = {"request": {"operation": op, "userInfo": {"username": user, "extra": extra}},
            "oldObject": None if old is None else {"spec": {"nodeName": old}},
            "object": None if new is None else {"spec": {"nodeName": new}}}
-    if not all(cel.compile(c["expression"]).execute(ctx) for c in spec["matchConditions"]):
+    if not all(compile_cel(c["expression"]).execute(ctx) for c in spec["matchConditions"]):
         return True
-    ctx["variables"] = {v["name"]: cel.compile(v["expression"]).execute(ctx)
+    ctx["variables"] = {v["name"]: compile_cel(v["expression"]).execute(ctx)
                         for v in spec["variables"]}
-    return all(cel.compile(v["expression"]).execute(ctx) is True for v in spec["validations"])
+    return all(compile_cel(v["expression"]).execute(ctx) is True for v in spec["validations"])
 
 
 def test_admission_policy_keeps_each_agent_to_its_node():
@@ -80,5 +80,5 @@ def test_admission_policy_keeps_each_agent_to_its_node():
     assert not admitted("CREATE", None, None, "n1")  # a token without a node
     assert admitted("CREATE", None, None, "n2", user="system:admin")  # not knd: not judged
     for v in _policy()["validations"]:
-        message = cel.compile(v["messageExpression"]).execute({"variables": {"tokenNode": "n1"}})
+        message = compile_cel(v["messageExpression"]).execute({"variables": {"tokenNode": "n1"}})
         assert "n1" in message

@@ -13,45 +13,33 @@ usual. Where the whole package is loaded already (a test), it is used as it is.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-import types
 from pathlib import Path
+
+from services.common import lean
 
 _NAME = "kubernetes_asyncio"
 
 
-def _package(name: str, path: Path) -> types.ModuleType:
-    mod = types.ModuleType(name, "registered empty by services.common.api.kubeclient")
-    mod.__path__ = [str(path)]
-    mod.__package__ = name
-    sys.modules[name] = mod
-    return mod
-
-
 def _register() -> None:
-    spec = importlib.util.find_spec(_NAME)
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError("kubernetes-asyncio is not installed")
-    base = Path(next(iter(spec.submodule_search_locations)))
-    root = _package(_NAME, base)
-    client = _package(f"{_NAME}.client", base / "client")
-    _package(f"{_NAME}.client.api", base / "client" / "api")
-    client.models = _package(f"{_NAME}.client.models", base / "client" / "models")  # type: ignore[attr-defined]
-    root.client = client  # type: ignore[attr-defined]
+    root = lean.empty_package(_NAME)
+    if root is None:  # the whole package is loaded already (a test)
+        return
+    base = Path(root.__path__[0])
+    client = lean.empty_package(f"{_NAME}.client", base / "client")
+    lean.empty_package(f"{_NAME}.client.api", base / "client" / "api")
+    lean.empty_package(f"{_NAME}.client.models", base / "client" / "models")
     # what kubernetes_asyncio.config and the API classes import from the client package
     from kubernetes_asyncio.client import api_client, configuration
-
-    client.ApiClient = api_client.ApiClient  # type: ignore[attr-defined]
-    client.Configuration = configuration.Configuration  # type: ignore[attr-defined]
     from kubernetes_asyncio.client.api import core_v1_api, resource_v1_api
 
-    client.CoreV1Api = core_v1_api.CoreV1Api  # type: ignore[attr-defined]
-    client.ResourceV1Api = resource_v1_api.ResourceV1Api  # type: ignore[attr-defined]
+    for attr, value in (("ApiClient", api_client.ApiClient),
+                        ("Configuration", configuration.Configuration),
+                        ("CoreV1Api", core_v1_api.CoreV1Api),
+                        ("ResourceV1Api", resource_v1_api.ResourceV1Api)):
+        setattr(client, attr, value)
 
 
-if _NAME not in sys.modules:
-    _register()
+_register()
 
 from kubernetes_asyncio import config as kube_config  # noqa: E402
 from kubernetes_asyncio.client import (  # noqa: E402

@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import cel
 import yaml
 
 from kndpeers import kubelet
 from kndpeers.nri_runtime import FakeRuntime, PluginConn, pod
 from services.common.api.files import FileApi
+from services.common.celexpr import compile_expression
 from tests.e2e.agent import Agent
 from tests.helpers.netns import NetNS
 from tests.helpers.wait import until
@@ -132,7 +132,7 @@ class Cluster:
         for expr in expressions:
             program = self._compiled.get(expr)
             if program is None:
-                program = self._compiled[expr] = cel.compile(expr)
+                program = self._compiled[expr] = compile_expression(expr)
             try:
                 if program.execute(ctx) is not True:
                     return False
