@@ -36,3 +36,13 @@ def test_listing_the_commands_loads_none_of_them():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "[]"
+
+
+def test_discovery_and_the_plumber_load_no_aiohttp():
+    """nats-py would import it for WebSockets the bus never uses; providers use http.client."""
+    code = ("import sys; import services.discovery.service, services.plumber.service, "
+            "services.providers.choose, services.common.bus, nats.aio.transport as t; "
+            "print('aiohttp' in sys.modules, t.aiohttp is None)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["False", "True"]

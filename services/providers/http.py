@@ -1,18 +1,23 @@
 """HTTP to a provider: a cloud's metadata service or a webhook, over TCP or a unix socket.
 
-One small client over aiohttp (already installed with kubernetes-asyncio) so every
-provider gets the same deadline handling and the same error shape: a
-:class:`ProviderError` whose text names the endpoint, so a log line or a claim
-error says which webhook or metadata service misbehaved.
+One small client so every provider gets the same deadline handling and the same error
+shape: a :class:`ProviderError` whose text names the endpoint, so a log line or a
+claim error says which webhook or metadata service misbehaved. It is the standard
+library's ``http.client`` on a worker thread: a provider is asked a few times at start
+and once per prepare, and aiohttp would cost discovery and the plumber 20 MB each on
+every node (they have no other use for it).
 """
 
 from __future__ import annotations
 
+import http.client
 import json
+import socket
 import ssl
 from typing import Any
+from urllib.parse import urlsplit
 
-import aiohttp
+import anyio
 
 from services.providers.target import ProviderError, Target
 
@@ -25,6 +30,22 @@ TOKEN_TTL = "21600"
 """Seconds a metadata session token lives (the longest both clouds allow)."""
 
 
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.path)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+
+
 class Client:
     """Requests to one :class:`Target`, each bounded by ``timeout`` seconds."""
 
@@ -35,23 +56,33 @@ class Client:
         """How errors name this provider (``webhook unix:///run/x.sock``)."""
         self.timeout = timeout
         self._ssl = ssl_context
-        self._session: aiohttp.ClientSession | None = None
+        parts = urlsplit(target.base)
+        self._https = parts.scheme == "https"
+        self._host, self._port = parts.hostname or "localhost", parts.port
+        self._prefix = parts.path.rstrip("/")
 
-    def _open(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            connector: aiohttp.BaseConnector
-            if self.target.socket:
-                connector = aiohttp.UnixConnector(path=self.target.socket)
-            else:
-                connector = aiohttp.TCPConnector(ssl=self._ssl if self._ssl else True)
-            # no proxy from the environment: metadata and node-local webhooks are direct
-            self._session = aiohttp.ClientSession(connector=connector, trust_env=False)
-        return self._session
+    def _connection(self) -> http.client.HTTPConnection:
+        # no proxy from the environment: metadata and node-local webhooks are direct
+        if self.target.socket:
+            return _UnixConnection(self.target.socket, self.timeout)
+        if self._https:
+            return http.client.HTTPSConnection(
+                self._host, self._port, timeout=self.timeout,
+                context=self._ssl or ssl.create_default_context())
+        return http.client.HTTPConnection(self._host, self._port, timeout=self.timeout)
+
+    def _exchange(self, method: str, path: str, data: bytes | None,
+                  headers: dict[str, str]) -> tuple[int, bytes]:
+        conn = self._connection()
+        try:
+            conn.request(method, self._prefix + path, body=data, headers=headers)
+            resp = conn.getresponse()
+            return resp.status, resp.read(MAX_BODY + 1)
+        finally:
+            conn.close()
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        """Nothing is held between requests (one connection each)."""
 
     async def request(self, method: str, path: str, *, body: Any = None,
                       headers: dict[str, str] | None = None, what: str = "") -> tuple[int, bytes]:
@@ -62,21 +93,17 @@ class Client:
         if data is not None:
             hdrs["Content-Type"] = "application/json"
         try:
-            async with self._open().request(
-                    method, self.target.base + path, data=data, headers=hdrs,
-                    timeout=aiohttp.ClientTimeout(total=self.timeout),
-                    allow_redirects=False) as resp:
-                raw = await resp.content.read(MAX_BODY + 1)
-                if len(raw) > MAX_BODY:
-                    raise ProviderError(where, f"answer larger than {MAX_BODY} bytes",
-                                        resp.status)
-                return resp.status, raw
+            # the caller goes on at the deadline; the thread ends at its socket's timeout
+            with anyio.fail_after(self.timeout):
+                status, raw = await anyio.to_thread.run_sync(
+                    self._exchange, method, path, data, hdrs, abandon_on_cancel=True)
         except TimeoutError:
             raise ProviderError(where, f"no answer within {self.timeout:g} s") from None
-        except aiohttp.ClientError as exc:
+        except (OSError, http.client.HTTPException) as exc:
             raise ProviderError(where, f"cannot reach it: {exc}") from None
-        except OSError as exc:
-            raise ProviderError(where, f"cannot reach it: {exc}") from None
+        if len(raw) > MAX_BODY:
+            raise ProviderError(where, f"answer larger than {MAX_BODY} bytes", status)
+        return status, raw
 
     async def json(self, method: str, path: str, *, body: Any = None,
                    headers: dict[str, str] | None = None, what: str = "") -> Any:
