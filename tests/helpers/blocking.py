@@ -33,11 +33,16 @@ more than any call should take, so that a loaded machine is not blamed on us."""
 ROOT = Path(__file__).resolve().parents[2]
 BLAMED = tuple(str(ROOT / d) + "/" for d in ("services", "schemas"))
 OURS = str(ROOT) + "/"
-KNOWN = (str(ROOT / "services/plumber/checkpoint.py"),)
-"""Blocking on purpose, for now: the plumber's checkpoint writes its sqlite rows on the
-loop, in order, before every kernel change; a busy disk (or a test's second connection
-to the database) stalls the loop while it waits. Moving them to a thread of their own
-is tracked with the plumber's footprint work."""
+KNOWN = {
+    (str(ROOT / "services/plumber/checkpoint.py"), ""):
+        "the plumber's checkpoint writes its sqlite rows on the loop, in order, before "
+        "every kernel change; a busy disk (or a test's second connection to the database) "
+        "stalls the loop while it waits. To move to a thread of its own.",
+    (str(ROOT / "services/common/api/kube.py"), "_connect"):
+        "once per process: kubernetes-asyncio's client builds its TLS context, reading the "
+        "CA bundle, in its constructor, which must run on the loop (aiohttp's session).",
+}
+"""(file, function or "" for any) -> why it may block, for now."""
 
 
 @dataclass
@@ -155,7 +160,8 @@ class Watchdog:
             # the machine is busy
         if any(f.f_code.co_name == "run_sync_in_worker_thread" for f in frames):
             return None  # anyio handing work to a thread (whose start a busy machine delays)
-        if any(f.f_code.co_filename in KNOWN for f in frames):
+        if any((f.f_code.co_filename, "") in KNOWN
+               or (f.f_code.co_filename, f.f_code.co_name) in KNOWN for f in frames):
             return None
         # whose async code waits: the innermost coroutine of ours on the stack (a test that
         # calls a service's sync function itself is the test's choice)
