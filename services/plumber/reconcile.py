@@ -18,6 +18,7 @@ import os
 
 import anyio
 
+from services.common import memory
 from services.common.logs import fields
 from services.plumber import nsfs
 from services.plumber.attach import Attacher
@@ -92,9 +93,15 @@ async def sweep_once(attacher: Attacher) -> int:
 
 
 async def sweeper(attacher: Attacher, interval: float) -> None:
+    """Every ``interval``: devices of pods whose netns is gone go home, and the memory
+    the attaches and detaches since the last round freed goes back to the system."""
+    trimmed_at = attacher.moves
     while True:
         await anyio.sleep(interval)
         try:
             await sweep_once(attacher)
         except Exception:  # keep sweeping; the next round retries
             log.exception("sweep failed")
+        if attacher.moves != trimmed_at:
+            trimmed_at = attacher.moves
+            await anyio.to_thread.run_sync(memory.give_back)
