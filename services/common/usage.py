@@ -142,11 +142,12 @@ def _path(path: Path) -> str:
 def check_filter(expression: str | None) -> None:
     if not expression:
         return
-    from services.discovery.filter import DeviceFilter, FilterError
+    # the compiler alone: the whole filter would load discovery's metrics in `knd up`
+    from services.common.celexpr import CelError, compile_checked
 
     try:
-        DeviceFilter(expression)
-    except FilterError as exc:
+        compile_checked(expression, "--filter")
+    except CelError as exc:
         raise UsageError(f"--filter {q(expression)} is not a valid CEL expression: "
                          f"{_cel_reason(str(exc))}; e.g. 'attributes[\"knd.dev/type\"] != "
                          "\"veth\"' or 'true'") from None

@@ -15,7 +15,7 @@ import logging
 from prometheus_client import Counter
 
 from schemas.inventory import Device
-from services.common.celexpr import compile_expression
+from services.common.celexpr import CelError, compile_checked
 
 log = logging.getLogger("knd.discovery.filter")
 
@@ -29,29 +29,14 @@ def default_expression(driver: str) -> str:
     return f'!("{key}" in attributes) || attributes["{key}"] != "veth"'
 
 
-class FilterError(ValueError):
-    """The expression does not compile; the text says where."""
-
-
-MAX_EXPRESSION = 10 * 1024
-"""Characters, as the API allows a DeviceClass selector's expression. The CEL library
-panics (a BaseException, not an error) on a line past 65535 characters."""
+FilterError = CelError
+"""The expression does not compile; the text says where."""
 
 
 class DeviceFilter:
     def __init__(self, expression: str) -> None:
         self.expression = expression
-        if len(expression) > MAX_EXPRESSION:
-            raise FilterError(f"--filter: {len(expression)} characters, more than the "
-                              f"{MAX_EXPRESSION} allowed")
-        try:
-            self._program = compile_expression(expression)
-        except Exception as exc:
-            raise FilterError(f"--filter: {exc}") from None
-        except BaseException as exc:  # the library's panic (pyo3 PanicException)
-            if type(exc).__name__ != "PanicException":
-                raise
-            raise FilterError(f"--filter: the CEL compiler failed on it: {exc}") from None
+        self._program = compile_checked(expression, "--filter")
 
     def __call__(self, device: Device) -> bool:
         per_domain: dict[str, dict[str, object]] = {}
