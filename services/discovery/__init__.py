@@ -51,7 +51,9 @@ async def run(args: argparse.Namespace) -> None:
         common = on.common
         cloud = CloudAttributes(found.cloud, common.driver_name) if found.cloud else None
         device_filter = DeviceFilter(args.filter or default_expression(common.driver_name))
-        scanner = Scanner(common.driver_name, Sysfs(args.sysfs_root), device_filter, args.netns)
+        # its netlink socket is made by a thread that enters the netns: not on the loop
+        scanner = await anyio.to_thread.run_sync(
+            Scanner, common.driver_name, Sysfs(args.sysfs_root), device_filter, args.netns)
         discovery = await tg.start(functools.partial(
             serve, on.nc, common, scanner, netns=args.netns,
             tuning=Tuning(resync=args.rescan_interval), cloud=cloud))

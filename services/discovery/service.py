@@ -189,7 +189,8 @@ class Discovery:
                   ) -> None:
         """Serve until cancelled; ``task_status`` reports us once ``inventory.get``
         answers (with "unavailable" until the first scan)."""
-        events = rtnl.open_socket(self.netns, rtnl.EVENT_GROUPS)
+        # made by a thread that enters the netns, joined: not on the loop
+        events = await anyio.to_thread.run_sync(rtnl.open_socket, self.netns, rtnl.EVENT_GROUPS)
         service = await bus.serve(self.nc, "discovery", "node network inventory")
         group = service.add_group(name=self.subjects.inventory_group)
         await group.add_endpoint(name="get", handler=bus.typed_handler(
