@@ -105,7 +105,7 @@ async def _together(a: Awaitable[A], b: Awaitable[B]) -> tuple[A, B]:
     except BaseException as exc:
         for made in out:
             if isinstance(made, Rtnl):
-                made.close()
+                await made.aclose()  # shielded: also when we are being cancelled
         if isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
             raise exc.exceptions[0] from None  # callers handle the error itself
         raise

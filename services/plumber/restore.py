@@ -120,6 +120,14 @@ class Host:
             self._mover = None
         os.close(self.fd)
 
+    async def aclose(self) -> None:
+        """:meth:`close` without stopping the mover's thread on the event loop (it may
+        be in a move that waits for RTNL)."""
+        if self._mover is not None:
+            mover, self._mover = self._mover, None
+            await mover.aclose()
+        os.close(self.fd)
+
 
 @dataclass
 class Outcome:

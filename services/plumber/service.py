@@ -377,5 +377,6 @@ async def serve(nc: Client, common: Common, *, netns: str | None = None,
         except Exception as exc:  # the bus may already be gone
             log.debug("unsubscribing: %r", exc)
         finally:
-            host.close()
+            with anyio.CancelScope(shield=True):
+                await host.aclose()
             store.close()
