@@ -108,7 +108,7 @@ class Plumber:
                 have = [(d.request, d.pool, d.device, d.share_id,
                          d.asked if d.provided else d.config) for d in old.devices]
                 if have == asked:  # kubelet retrying: same answer, no new rows
-                    return self._again(old, req)
+                    return await self._again(old, req)
                 if any(a.phase != GONE for a in self.store.attachments(claim_uid=old.uid)):
                     return p.PrepareReply(claim_uid=req.claim_uid, error=(
                         "claim_uid: already prepared and attached with other devices"))
@@ -176,14 +176,14 @@ class Plumber:
                 errs += [f"devices[{n}].config.{e}" for e in found]
         return errs
 
-    def _again(self, old: ClaimPlan, req: p.Prepare) -> p.PrepareReply:
+    async def _again(self, old: ClaimPlan, req: p.Prepare) -> p.PrepareReply:
         known = {x.uid for x in old.pods}
         extra = [x for x in req.pods if x.uid not in known]
         if extra:
             old.pods = [*old.pods, *extra]
             self.store.put_claim(old)
         if not self.cdi.path(old.uid).exists():
-            self._write_cdi(old)
+            await self._write_cdi(old)
         return p.PrepareReply(claim_uid=old.uid, devices=[d.prepared() for d in old.devices])
 
     async def _host_facts(self, req: p.Prepare) -> HostFacts:
@@ -220,14 +220,16 @@ class Plumber:
             raise PlanError(errs)
         return nodes
 
-    def _write_cdi(self, plan: ClaimPlan) -> None:
+    async def _write_cdi(self, plan: ClaimPlan) -> None:
         try:
             nodes = self._char_devices(plan)
-            self.cdi.write(plan, nodes, self.rdma.shared_devices() if nodes else [])
+            # fsynced: off the loop, where a busy disk would stall every other request
+            await anyio.to_thread.run_sync(
+                self.cdi.write, plan, nodes, self.rdma.shared_devices() if nodes else [])
         except (PlanError, OSError) as exc:
             log.error("claim %s: CDI spec not written: %s", plan.uid, exc)
 
-    def reconcile_cdi(self) -> None:
+    async def reconcile_cdi(self) -> None:
         """A CDI spec for every prepared claim (one may have died between the checkpoint
         write and the spec write). Unknown spec files are left alone: prepare records the
         claim before writing its spec and unprepare removes the spec before forgetting
@@ -235,7 +237,7 @@ class Plumber:
         demo) may share the folder."""
         for plan in self.store.claims():
             if not self.cdi.path(plan.uid).exists():
-                self._write_cdi(plan)
+                await self._write_cdi(plan)
 
     async def unprepare(self, req: p.Unprepare) -> p.UnprepareReply:
         async with self._lock(req.claim_uid):
@@ -345,7 +347,7 @@ async def serve(nc: Client, common: Common, *, netns: str | None = None,
                                   providers.profile if providers else None,
                                   common.driver_name))
             counts = await reconcile(attacher)
-            plumber.reconcile_cdi()
+            await plumber.reconcile_cdi()
             plumber.gauge()
             log.info("plumber on %s: checkpoint reconciled %s; RDMA netns mode %s",
                      common.node, counts, mode)
