@@ -251,7 +251,7 @@ class Plumber:
                 log.warning("claim %s not unprepared: %s", req.claim_uid, "; ".join(errors),
                             extra=where)
                 return p.UnprepareReply(claim_uid=req.claim_uid, error="; ".join(errors))
-            self.cdi.remove(req.claim_uid)
+            await anyio.to_thread.run_sync(self.cdi.remove, req.claim_uid)  # a busy disk
             if plan is not None:  # DRANET: released once, failures logged, never retried
                 await self.provided.release(self.provided.granted(plan))
             self.store.drop_claim(req.claim_uid)

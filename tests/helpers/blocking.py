@@ -52,6 +52,8 @@ class _Busy:
     since: float | None = None
     """When the loop left select(); None while it waits in it."""
     reported: float | None = None
+    candidate: tuple[float, str] | None = None
+    """A stall seen once, with its stack: reported when the next look sees the same."""
 
 
 @dataclass
@@ -118,10 +120,17 @@ class Watchdog:
                 if since is None or now - since < THRESHOLD or busy.reported == since:
                     continue
                 stack = self._blocked_in_ours(busy, self.blamed)
-                if stack is not None and busy.since == since:  # still the same stall
-                    busy.reported = since
-                    with self._lock:
-                        self.findings.stacks.append(stack)
+                if stack is None or busy.since != since:  # not ours, or over already
+                    busy.candidate = None
+                    continue
+                # a blocking call stays on its line; a thread that only waits for the
+                # GIL, or was caught between two calls, has moved on by the next look
+                if busy.candidate != (since, stack):
+                    busy.candidate = (since, stack)
+                    continue
+                busy.reported = since
+                with self._lock:
+                    self.findings.stacks.append(stack)
 
     @staticmethod
     def _blocked_in_ours(busy: _Busy, blamed: tuple[str, ...]) -> str | None:
