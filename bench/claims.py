@@ -128,9 +128,11 @@ class Bench:
     def host_links(self) -> set[str]:
         return {x["ifname"] for x in json.loads(ip("-n", self.host, "-j", "link", "show"))}
 
-    def start_agent(self) -> None:
+    def start_agent(self, kubeconfig: Path | None = None) -> None:
+        """``knd up`` standalone, or against the API server of ``kubeconfig``."""
         s = self.state
-        argv = [sys.executable, "-m", "services.cli", "up", "--standalone", "--node", NODE,
+        api = ["--kubeconfig", str(kubeconfig)] if kubeconfig else ["--standalone"]
+        argv = [sys.executable, "-m", "services.cli", "up", *api, "--node", NODE,
                 "--state-dir", str(s), "--netns", self.host, "--filter",
                 'attributes["knd.dev/ifName"].startsWith("kb")',
                 "--kubelet-root", str(s / "kubelet"), "--nri-socket", str(s / "nri.sock"),
@@ -186,7 +188,7 @@ async def run(b: Bench) -> dict:
     from kndpeers.nri_runtime import FakeRuntime, pod
     from services.common.api.files import FileApi
 
-    args, api, pb, svc = b.args, FileApi(b.state), kubelet.PB["v1"], kubelet.DRA_SERVICE["v1"]
+    args, api = b.args, FileApi(b.state)
     for ns in (b.host, b.fhost, b.wire, b.fwire):
         b.netns_add(ns)
         ip("-n", ns, "link", "set", "lo", "up")
@@ -202,19 +204,8 @@ async def run(b: Bench) -> dict:
         await published({f"kbs{i}" for i in range(args.n)})
         plugin = await runtime.next_plugin(wait=30)
         await plugin.handshake()
-        ch = kubelet.channel(f"unix://{b.state}/kubelet/plugins/knd.dev/dra.sock")
-        types = {v: (getattr(pb, f"Node{v}ResourcesRequest"),
-                     getattr(pb, f"Node{v}ResourcesResponse")) for v in ("Prepare", "Unprepare")}
-        calls = {v: ch.unary_unary(f"{svc}/Node{v}Resources", request_serializer=rq
-                                   .SerializeToString, response_deserializer=rs.FromString)
-                 for v, (rq, rs) in types.items()}
-
-        async def kubelet_call(verb: str, claim: dict) -> None:
-            ns, name, uid = kubelet.ref(claim)
-            req = types[verb][0](claims=[pb.Claim(namespace=ns, name=name, uid=uid)])
-            resp = await calls[verb](req, timeout=30)
-            if resp.claims[uid].error:
-                raise RuntimeError(f"{verb} {name}: {resp.claims[uid].error}")
+        dra = kubelet.Kubelet(f"unix://{b.state}/kubelet/plugins/knd.dev/dra.sock")
+        kubelet_call = dra.call
 
         async def timed(fn: Awaitable[Any]) -> float:
             t = time.perf_counter()
@@ -295,7 +286,7 @@ async def run(b: Bench) -> dict:
                     while count_configured() < 2 * PODS:
                         await anyio.sleep(0.05)
                     conc["all_configured_after_ms"] = round((time.perf_counter() - t0) * 1000)
-        await ch.close()
+        await dra.aclose()
     home = b.host_links()
     conc["devices_back_home"] = sum(f"kbc{j}{x}" in home for j in range(PODS) for x in "ab")
     for podns in pods:

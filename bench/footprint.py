@@ -121,27 +121,10 @@ def timed_cmd(argv: list[str], runs: int = 5) -> float:
     return round(statistics.median(took), 3)
 
 
-def start_agent(b: Bench, kubeconfig: Path | None) -> None:
-    """``knd up`` as bench/claims.py starts it; with ``kubeconfig``, against that API
-    server instead of standalone files (the publisher and the gateway then load the
-    Kubernetes client, as in a cluster)."""
-    if kubeconfig is None:
-        b.start_agent()
-        return
-    s = b.state
-    argv = [*KND, "up", "--kubeconfig", str(kubeconfig), "--node", NODE, "--state-dir",
-            str(s), "--netns", b.host, "--filter", 'attributes["knd.dev/ifName"].startsWith("kb")',
-            "--kubelet-root", str(s / "kubelet"), "--nri-socket", str(s / "nri.sock"),
-            "--cdi-root", str(s / "cdi"), "--log-level", "warning"]
-    with (s / "agent.log").open("ab") as log:
-        b.agent = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
-
-
 def start_timed(b: Bench, kubeconfig: Path | None = None) -> float:
     """Start the agent; seconds until every service is ready."""
     t = time.perf_counter()
-    start_agent(b, kubeconfig)
+    b.start_agent(kubeconfig)
     deadline = t + 60
     while not ready(b.state):
         if time.perf_counter() > deadline or (b.agent and b.agent.poll() is not None):
@@ -192,26 +175,15 @@ async def soak(b: Bench, args: argparse.Namespace) -> dict[str, Any]:
     from kndpeers.nri_runtime import FakeRuntime, pod
     from services.common.api.files import FileApi
 
-    api, pb, svc = FileApi(b.state), kubelet.PB["v1"], kubelet.DRA_SERVICE["v1"]
+    api = FileApi(b.state)
     samples: list[dict[str, Any]] = []
     async with FakeRuntime(b.state / "nri.sock", deadline=30.0) as runtime:
         if b.agent is None:
             b.start_agent()
         plugin = await runtime.next_plugin(wait=60)
         await plugin.handshake()
-        ch = kubelet.channel(f"unix://{b.state}/kubelet/plugins/knd.dev/dra.sock")
-        types = {v: (getattr(pb, f"Node{v}ResourcesRequest"),
-                     getattr(pb, f"Node{v}ResourcesResponse")) for v in ("Prepare", "Unprepare")}
-        calls = {v: ch.unary_unary(f"{svc}/Node{v}Resources", request_serializer=rq
-                                   .SerializeToString, response_deserializer=rs.FromString)
-                 for v, (rq, rs) in types.items()}
-
-        async def call(verb: str, claim: dict) -> None:
-            ns, name, uid = kubelet.ref(claim)
-            resp = await calls[verb](types[verb][0](
-                claims=[pb.Claim(namespace=ns, name=name, uid=uid)]), timeout=30)
-            if resp.claims[uid].error:
-                raise RuntimeError(f"{verb} {name}: {resp.claims[uid].error}")
+        dra = kubelet.Kubelet(f"unix://{b.state}/kubelet/plugins/knd.dev/dra.sock")
+        call = dra.call
 
         pods = [b.netns_add(f"kndf-p{i}-{b.tag}") for i in range(CLAIMS)]
         t0 = time.perf_counter()
@@ -244,9 +216,7 @@ async def soak(b: Bench, args: argparse.Namespace) -> dict[str, Any]:
             if done >= 0 and done % args.every == 0:
                 samples.append({"cycle": done, "seconds": round(time.perf_counter() - t0, 1),
                                 "rows": checkpoint_rows(b.state), "procs": snapshot(b)})
-        ch_close = getattr(ch, "close", None)
-        if ch_close is not None:
-            await ch_close()
+        await dra.aclose()
     first, last = samples[0], samples[-1]
     growth = {name: {"rss_mb": mb(last["procs"][name]["rss"] - first["procs"][name]["rss"]),
                      "fds": last["procs"][name]["fds"] - first["procs"][name]["fds"],

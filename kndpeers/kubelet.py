@@ -54,6 +54,32 @@ async def unprepare(target: str, version: str, claims: list[tuple[str, str, str]
             timeout=seconds)
 
 
+class Kubelet:
+    """Prepare and unprepare over one persistent channel, as kubelet keeps its own
+    (the benchmarks: each call on a new channel would time the connection too)."""
+
+    def __init__(self, target: str, version: str = "v1", seconds: float = 30.0) -> None:
+        self.pb, self.seconds = PB[version], seconds
+        self.ch = channel(target)
+        self._calls = {verb: self.ch.unary_unary(
+            f"{DRA_SERVICE[version]}/Node{verb}Resources",
+            request_serializer=getattr(self.pb, f"Node{verb}ResourcesRequest").SerializeToString,
+            response_deserializer=getattr(self.pb, f"Node{verb}ResourcesResponse").FromString)
+            for verb in ("Prepare", "Unprepare")}
+
+    async def call(self, verb: str, claim: dict) -> None:
+        """``verb`` (Prepare or Unprepare) of one claim object; RuntimeError on its error."""
+        ns, name, uid = ref(claim)
+        request = getattr(self.pb, f"Node{verb}ResourcesRequest")(
+            claims=[self.pb.Claim(namespace=ns, name=name, uid=uid)])
+        resp = await self._calls[verb](request, timeout=self.seconds)
+        if resp.claims[uid].error:
+            raise RuntimeError(f"{verb} {name}: {resp.claims[uid].error}")
+
+    async def aclose(self) -> None:
+        await self.ch.close()
+
+
 async def get_info(target: str) -> pluginregistration_pb2.PluginInfo:
     async with channel(target) as ch:
         call = ch.unary_unary("/pluginregistration.Registration/GetInfo",
