@@ -13,6 +13,7 @@ best effort, logged, never blocking.
 from __future__ import annotations
 
 import logging
+import socket
 from dataclasses import dataclass
 
 import anyio
@@ -22,8 +23,9 @@ from schemas.inventory import Device, InventorySnapshot
 from schemas.netconfig import NetworkConfig
 from schemas.plumber import Prepare
 from schemas.text import q
-from services.plumber.model import ClaimPlan
-from services.providers.base import CloudInstance, DeviceIds
+from services.plumber.model import RT_TABLE_MAIN, ClaimPlan
+from services.plumber.plan import HostFacts
+from services.providers.base import NO_HOST, CloudInstance, DeviceIds, HostSide
 from services.providers.http import ProviderError
 from services.providers.merge import merge_provider
 from services.providers.webhook import Webhook
@@ -40,6 +42,15 @@ class Granted:
     config: NetworkConfig
 
 
+def host_side(dev: Device, driver: str, facts: HostFacts) -> HostSide:
+    """The device's IPv6 default gateway in the host's main table, from its routes."""
+    ifname = dev.attributes.get(f"{driver}/ifName")
+    routes = facts.routes.get(ifname, []) if isinstance(ifname, str) else []
+    gw = next((r.gateway for r in routes if r.family == socket.AF_INET6 and r.dst == "::/0"
+               and r.table == RT_TABLE_MAIN and r.gateway), "")
+    return HostSide(ipv6_gateway=gw)
+
+
 class Provided:
     def __init__(self, cloud: CloudInstance | None, profile: Webhook | None,
                  driver: str) -> None:
@@ -51,7 +62,8 @@ class Provided:
     def active(self) -> bool:
         return self.cloud is not None or self.profile is not None
 
-    async def resolve(self, req: Prepare, inv: InventorySnapshot | None
+    async def resolve(self, req: Prepare, inv: InventorySnapshot | None,
+                      facts: HostFacts | None = None
                       ) -> tuple[Prepare, list[str], list[Granted]]:
         """(``req`` with merged configs, errors naming each device's field, profiles granted).
 
@@ -67,20 +79,21 @@ class Provided:
             if dev is None:  # the plan says why, with the device's field
                 devices.append(dr)
                 continue
-            cfg, errs, grant = await self._one(dr.device, dev, dr.config, req.claim_uid)
+            host = host_side(dev, self.driver, facts) if facts is not None else NO_HOST
+            cfg, errs, grant = await self._one(dr.device, dev, dr.config, req.claim_uid, host)
             errors += [f"devices[{n}].config{e}" for e in errs]
             if grant is not None:
                 granted.append(grant)
             devices.append(msgspec.structs.replace(dr, config=cfg))
         return msgspec.structs.replace(req, devices=devices), errors, granted
 
-    async def _one(self, name: str, dev: Device, asked: NetworkConfig | None, uid: str
-                   ) -> tuple[NetworkConfig | None, list[str], Granted | None]:
+    async def _one(self, name: str, dev: Device, asked: NetworkConfig | None, uid: str,
+                   host: HostSide) -> tuple[NetworkConfig | None, list[str], Granted | None]:
         ids = DeviceIds.of(dev, self.driver, name=name)
         cfg = asked
         if self.cloud is not None:
             try:
-                base = await self.cloud.device_config(ids)
+                base = await self.cloud.device_config(ids, host)
             except ProviderError as exc:
                 return asked, [f": baseline configuration from {exc}"], None
             if base is not None:

@@ -126,14 +126,14 @@ class Plumber:
     async def _plan(self, req: p.Prepare, old: ClaimPlan | None, inv: InventorySnapshot | None,
                     granted: list[Granted]) -> p.PrepareReply:
         original = req
-        req, errors, given = await self.provided.resolve(req, inv)
+        facts = await self._host_facts(req)
+        req, errors, given = await self.provided.resolve(req, inv, facts)
         granted += given
         if errors:
             return p.PrepareReply(claim_uid=req.claim_uid, error="; ".join(errors))
         held = {d.device: c.uid for c in self.store.claims() if c.uid != req.claim_uid
                 for d in c.devices}
         try:
-            facts = await self._host_facts(req)
             plan = plan_claim(req, node=self.node, driver=self.driver, inventory=inv,
                               host=facts, held=held)
             nodes = self._char_devices(plan)

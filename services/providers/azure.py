@@ -4,7 +4,10 @@ Node-wide attributes (``vmSize``, ``placementGroupId``, ``interconnectGroupId``,
 ``interconnectSubgroupId``) go on every device. For a NIC that IMDS lists
 (matched by MAC; IMDS writes ``000D3AFFBB22``) the device gets DRANET's baseline
 configuration: a rule ``from <subnet> lookup 100+i`` and a default route via the
-subnet's first address in that table, i being the NIC's position in IMDS.
+subnet's first address in that table, i being the NIC's position in IMDS. When IMDS
+gives the NIC a global IPv6 address and the host has an IPv6 default route through
+it, the same for IPv6: ``from <address>/128 lookup 100+i`` and ``::/0`` via that
+route's gateway.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import ipaddress
 from schemas.inventory import AttrValue
 from schemas.netconfig import NetworkConfig, RouteConfig, RuleConfig
 from services.discovery.attributes import cut
-from services.providers.base import DeviceIds, StaticInstance, normalize_mac
+from services.providers.base import DeviceIds, HostSide, StaticInstance, normalize_mac
 from services.providers.http import Client, ProviderError
 
 DEFAULT_URL = "http://169.254.169.254"
@@ -54,7 +57,7 @@ class AzureInstance(StaticInstance):
     def attributes(self, ids: DeviceIds) -> dict[str, AttrValue]:
         return {f"{PREFIX}/{k}": cut(v) for k, v in self.compute.items() if v}
 
-    def config(self, ids: DeviceIds) -> NetworkConfig | None:
+    def config(self, ids: DeviceIds, host: HostSide) -> NetworkConfig | None:
         if not ids.mac:
             return None
         mac = normalize_mac(ids.mac)
@@ -64,16 +67,36 @@ class AzureInstance(StaticInstance):
             return None
         n, nic = found[0]
         table = TABLE_BASE + n
-        subnets = ((nic.get("ipv4") or {}).get("subnet") or [])
-        if not subnets or not isinstance(subnets[0], dict):
+        rules: list[RuleConfig] = []
+        routes: list[RouteConfig] = []
+        subnets = _list(nic, "ipv4", "subnet")
+        if subnets:
+            addr, prefix = str(subnets[0].get("address", "")), str(subnets[0].get("prefix", ""))
+            gw = _gateway(addr, prefix)
+            if gw is not None:
+                rules.append(RuleConfig(source=f"{addr}/{prefix}", table=table))
+                routes.append(RouteConfig(destination="0.0.0.0/0", gateway=gw, table=table))
+        v6 = _list(nic, "ipv6", "ipAddress")
+        addr6 = str(v6[0].get("privateIpAddress", "")) if v6 else ""
+        if host.ipv6_gateway and _global_v6(addr6):
+            rules.append(RuleConfig(source=f"{addr6}/128", table=table))
+            routes.append(RouteConfig(destination="::/0", gateway=host.ipv6_gateway, table=table))
+        if not rules and not routes:
             return None
-        addr, prefix = str(subnets[0].get("address", "")), str(subnets[0].get("prefix", ""))
-        gw = _gateway(addr, prefix)
-        if gw is None:
-            return None
-        return NetworkConfig(rules=[RuleConfig(source=f"{addr}/{prefix}", table=table)],
-                             routes=[RouteConfig(destination="0.0.0.0/0", gateway=gw,
-                                                 table=table)])
+        return NetworkConfig(rules=rules, routes=routes)
+
+
+def _list(nic: dict, family: str, key: str) -> list[dict]:
+    """``nic[family][key]`` when it is a list whose first entry is an object, else []."""
+    found = (nic.get(family) or {}).get(key) if isinstance(nic.get(family), dict) else None
+    return found if isinstance(found, list) and found and isinstance(found[0], dict) else []
+
+
+def _global_v6(text: str) -> bool:
+    try:
+        return not ipaddress.IPv6Address(text).is_link_local
+    except ValueError:
+        return False
 
 
 async def fetch(client: Client) -> AzureInstance:

@@ -40,6 +40,18 @@ class DeviceIds:
         return out
 
 
+@dataclass(frozen=True)
+class HostSide:
+    """What the plumber read of the device in the node's netns, for a cloud whose
+    configuration builds on it (Azure routes IPv6 through the host's gateway)."""
+
+    ipv6_gateway: str = ""
+    """The gateway of the device's IPv6 default route in the main table, if any."""
+
+
+NO_HOST = HostSide()
+
+
 def normalize_mac(mac: str) -> str:
     """Lower case without separators: clouds write ``0011AAFFBB22`` or ``00-11-...``."""
     return mac.lower().replace(":", "").replace("-", "")
@@ -55,7 +67,8 @@ class CloudInstance(Protocol):
         """(attributes, errors): errors name each attribute left out and why."""
         ...
 
-    async def device_config(self, ids: DeviceIds) -> NetworkConfig | None:
+    async def device_config(self, ids: DeviceIds, host: HostSide = NO_HOST
+                            ) -> NetworkConfig | None:
         """Configuration the infrastructure needs on this device (None: none).
         Raises ProviderError when the provider fails."""
         ...
@@ -69,11 +82,12 @@ class StaticInstance:
     def attributes(self, ids: DeviceIds) -> dict[str, AttrValue]:
         return {}
 
-    def config(self, ids: DeviceIds) -> NetworkConfig | None:
+    def config(self, ids: DeviceIds, host: HostSide) -> NetworkConfig | None:
         return None
 
     async def device_attributes(self, ids: DeviceIds) -> tuple[dict[str, AttrValue], list[str]]:
         return self.attributes(ids), []
 
-    async def device_config(self, ids: DeviceIds) -> NetworkConfig | None:
-        return self.config(ids)
+    async def device_config(self, ids: DeviceIds, host: HostSide = NO_HOST
+                            ) -> NetworkConfig | None:
+        return self.config(ids, host)

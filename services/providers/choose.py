@@ -76,8 +76,8 @@ async def _cloud(settings: Settings, hint: str) -> CloudInstance | None:
         with anyio.move_on_after(3 * settings.metadata_timeout):
             while True:
                 try:
-                    if module is alibaba:
-                        return await alibaba.fetch(client, settings.sysfs_root)
+                    if module in (alibaba, aws):
+                        return await module.fetch(client, settings.sysfs_root)
                     return await module.fetch(client)
                 except ProviderError as exc:
                     last = exc

@@ -19,7 +19,7 @@ import msgspec
 from schemas.inventory import AttrValue
 from schemas.netconfig import ConfigError, NetworkConfig, decode_config
 from services.providers.attrs import decode_attributes
-from services.providers.base import DeviceIds
+from services.providers.base import NO_HOST, DeviceIds, HostSide
 from services.providers.http import Client, ProviderError, Target
 
 HEALTH = "/health"
@@ -64,7 +64,9 @@ class Webhook:
         raw = await self.client.json("POST", GET_DEVICE_ATTRIBUTES, body=ids.wire())
         return decode_attributes(raw, f"{self.name} POST {GET_DEVICE_ATTRIBUTES}")
 
-    async def device_config(self, ids: DeviceIds) -> NetworkConfig | None:
+    async def device_config(self, ids: DeviceIds, host: HostSide = NO_HOST
+                            ) -> NetworkConfig | None:
+        # the webhook contract sends the identifiers only; ``host`` is for clouds
         raw = await self.client.json("POST", GET_DEVICE_CONFIG, body=ids.wire())
         return self._config(raw, GET_DEVICE_CONFIG)
 

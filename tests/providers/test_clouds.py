@@ -3,6 +3,7 @@ cloud publishes, on which devices, from which URLs with which headers; detection
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from pathlib import Path
@@ -174,19 +175,83 @@ async def test_alibaba_token_instance_type_and_erdma_by_pci_address(tmp_path: Pa
         await found.aclose()
 
 
-async def test_aws_is_detected_through_imdsv2_and_publishes_nothing() -> None:
+def _aws_routes(instance_type: str) -> dict:
     async def token(request: web.Request) -> web.StreamResponse:
         return web.Response(text="aws-tok")
 
-    doc = {"instanceType": "p5.48xlarge", "region": "us-east-1"}
-    routes = {("PUT", "/latest/api/token"): token,
-              ("GET", "/latest/dynamic/instance-identity/document"):
-              _needs("X-aws-ec2-metadata-token", "aws-tok", doc)}
-    async with serve(routes) as md:
+    doc = {"instanceType": instance_type, "region": "us-east-1"}
+    return {("PUT", "/latest/api/token"): token,
+            ("GET", "/latest/dynamic/instance-identity/document"):
+            _needs("X-aws-ec2-metadata-token", "aws-tok", doc)}
+
+
+def _pci(sysfs: Path, address: str, driver: str) -> None:
+    dev = sysfs / "bus" / "pci" / "devices" / address
+    dev.mkdir(parents=True)
+    os.symlink(f"../../../../bus/pci/drivers/{driver}", dev / "driver")
+
+
+def _group(*bdfs: str) -> str:
+    """AWS's group id, computed here from its definition: SHA-256 of the sorted
+    addresses joined by commas, first 16 hex digits."""
+    return hashlib.sha256(",".join(sorted(bdfs)).encode()).hexdigest()[:16]
+
+
+async def test_aws_is_detected_through_imdsv2_and_a_gpu_instance_publishes_nothing(
+        tmp_path: Path) -> None:
+    _pci(tmp_path, "0000:c9:00.0", "efa")
+    async with serve(_aws_routes("p5.48xlarge")) as md:
         assert await detect(settings(md.url)) == "AWS"
-        found = await open_providers(settings(md.url))
+        found = await open_providers(settings(md.url, sysfs_root=str(tmp_path)))
         assert found.cloud is not None and found.cloud.name == "AWS"
-        assert await found.cloud.device_attributes(DeviceIds(name="eth0")) == ({}, [])
+        assert await found.cloud.device_attributes(
+            DeviceIds(name="eth0", pci_address="0000:c9:00.0")) == ({}, [])
+        await found.aclose()
+
+
+async def test_aws_trainium_efa_adapters_get_their_neuron_device_groups(tmp_path: Path) -> None:
+    dmi = tmp_path / "devices" / "virtual" / "dmi" / "id"
+    dmi.mkdir(parents=True)
+    (dmi / "product_name").write_text("trn2.48xlarge\n")
+    _pci(tmp_path, "0000:b4:00.0", "efa")       # Neuron device 1 on trn2
+    _pci(tmp_path, "0000:f6:00.0", "efa")       # Neuron device 15
+    _pci(tmp_path, "0000:c9:00.0", "vfio-pci")  # device 0's slot, not bound to efa
+    trn2 = ["0000:c9:00.0", "0000:b4:00.0", "0000:b3:00.0", "0000:ca:00.0",
+            "0000:6c:00.0", "0000:57:00.0", "0000:56:00.0", "0000:6d:00.0",
+            "0000:98:00.0", "0000:83:00.0", "0000:82:00.0", "0000:99:00.0",
+            "0000:f5:00.0", "0000:e0:00.0", "0000:df:00.0", "0000:f6:00.0"]
+    async with serve(_aws_routes("trn2.48xlarge")) as md:
+        found = await open_providers(settings(md.url, "AWS", sysfs_root=str(tmp_path)))
+        cloud = found.cloud
+        assert cloud is not None
+
+        async def attrs(pci: str) -> dict:
+            got, errors = await cloud.device_attributes(DeviceIds(name="efa", pci_address=pci))
+            assert errors == []
+            return got
+
+        assert await attrs("0000:b4:00.0") == {
+            "resource.aws.com/devicegroup1_id": "0000:b4:00.0",
+            "resource.aws.com/devicegroup4_id": _group(*trn2[0:4]),
+            "resource.aws.com/devicegroup8_id": _group(*trn2[0:8]),
+            "resource.aws.com/devicegroup16_id": _group(*trn2)}
+        last = await attrs("0000:f6:00.0")
+        assert last["resource.aws.com/devicegroup4_id"] == _group(*trn2[12:16])
+        assert last["resource.aws.com/devicegroup8_id"] == _group(*trn2[8:16])
+        assert last["resource.aws.com/devicegroup16_id"] == _group(*trn2)
+        assert await attrs("0000:c9:00.0") == {}   # not an EFA adapter
+        assert await attrs("0000:00:05.0") == {}   # not in the table
+        await found.aclose()
+
+
+async def test_aws_trn1_adapters_shared_by_two_neuron_devices_count_once(tmp_path: Path) -> None:
+    _pci(tmp_path, "0000:a0:1a.0", "efa")   # Neuron devices 2 and 3 on trn1
+    async with serve(_aws_routes("trn1.32xlarge")) as md:  # no DMI: the identity's type
+        found = await open_providers(settings(md.url, "AWS", sysfs_root=str(tmp_path)))
+        got, _ = await found.cloud.device_attributes(
+            DeviceIds(name="efa0", pci_address="0000:a0:1a.0"))
+        assert got["resource.aws.com/devicegroup1_id"] == "0000:a0:1a.0"
+        assert got["resource.aws.com/devicegroup4_id"] == _group("0000:10:1a.0", "0000:a0:1a.0")
         await found.aclose()
 
 

@@ -140,3 +140,54 @@ async def test_a_profile_without_a_profile_provider_is_refused(env: Env, plumber
     await env.inventory([netdev("dev-n", "na0")])
     rep = await env.prepare(uid(), [("dev-n", NetworkConfig(profile="x"))], [uid("pod")])
     assert rep.error.startswith('devices[0].config.profile: "x": no profile provider')
+
+
+async def test_azure_baseline_routes_ipv4_and_ipv6_through_the_hosts_gateway(
+        env: Env, tmp_path: Path) -> None:
+    """DRANET's Azure policy routing, end to end: IMDS's subnet gives the IPv4 rule and
+    route; the host's IPv6 default route through the NIC gives the IPv6 gateway."""
+    from tests.providers.test_clouds import AZ_COMPUTE, AZ_Q
+
+    mac = "00:0d:3a:00:00:02"
+    network = {"interface": [
+        {"macAddress": "000D3A000001", "ipv4": {"subnet": [{"address": "10.0.0.0",
+                                                            "prefix": "24"}]}},
+        {"macAddress": "000D3A000002",
+         "ipv4": {"subnet": [{"address": "10.9.255.0", "prefix": "24"}]},
+         "ipv6": {"ipAddress": [{"privateIpAddress": "2001:db8:9::5"}]}}]}
+    routes = {("GET", "/metadata/instance/compute" + AZ_Q): AZ_COMPUTE,
+              ("GET", "/metadata/instance/network" + AZ_Q): network}
+    env.node.veth("az0", "az1")
+    env.node.ip("link", "set", "az0", "address", mac)
+    env.node.ip("addr", "add", "10.9.255.5/24", "dev", "az0")
+    env.node.ip("-6", "addr", "add", "2001:db8:9::5/64", "dev", "az0", "nodad")
+    # the primary NIC's default route has the lower metric: az0 is not the uplink
+    env.node.veth("up0", "up1")
+    env.node.ip("-6", "addr", "add", "2001:db8:1::5/64", "dev", "up0", "nodad")
+    env.node.ip("-6", "route", "add", "default", "via", "2001:db8:1::1", "dev", "up0",
+                "metric", "100")
+    env.node.ip("-6", "route", "add", "default", "via", "2001:db8:9::1", "dev", "az0",
+                "metric", "1024")
+    await env.inventory([netdev("dev-az", "az0", mac=mac)])
+    async with serve(routes) as md:
+        found = await open_providers(Settings(hint="AZURE", metadata_url=md.url))
+        try:
+            async with env.running(providers=found):
+                claim, pod_uid = uid(), uid("pod")
+                assert (await env.prepare(claim, [("dev-az", None)], [pod_uid])).error == ""
+                pod = env.pod()
+                assert (await env.attach(pod_uid, pod)).error == ""
+                rules4 = json.loads(pod.ip("-j", "rule", "show"))
+                rules6 = json.loads(pod.ip("-j", "-6", "rule", "show"))
+                assert {(r.get("src"), r.get("srclen"), r.get("table")) for r in rules4} >= {
+                    ("10.9.255.0", 24, "101")}
+                # iproute2 leaves out a host prefix's length
+                assert {(r.get("src"), r.get("srclen", 128), r.get("table"))
+                        for r in rules6} >= {("2001:db8:9::5", 128, "101")}
+                t4 = json.loads(pod.ip("-j", "route", "show", "table", "101"))
+                t6 = json.loads(pod.ip("-j", "-6", "route", "show", "table", "101"))
+                assert [(r["dst"], r.get("gateway")) for r in t4] == [("default", "10.9.255.1")]
+                assert [(r["dst"], r.get("gateway")) for r in t6] == [
+                    ("default", "2001:db8:9::1")]
+        finally:
+            await found.aclose()
