@@ -46,3 +46,40 @@ def test_discovery_and_the_plumber_load_no_aiohttp():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.split()
     assert out == ["False", "True"]
+
+
+SERVICE_IMPORTS = {
+    "discovery": "services.discovery.service, services.providers.choose",
+    "plumber": "services.plumber.service, services.providers.choose",
+    "publisher": "services.publisher.service",
+    "kubelet-gateway": "services.kubelet_gateway.service, services.kubelet_gateway.grpc_server",
+}
+
+
+@pytest.mark.parametrize("service", sorted(SERVICE_IMPORTS))
+def test_services_load_the_libraries_lean(service):
+    """services.common.lean: the parts of nats-py, pyroute2 and prometheus-client that no
+    service uses stay out of every service process."""
+    code = ("import sys; import services.common.wiring, services.common.httpserver, "
+            f"{SERVICE_IMPORTS[service]}; "
+            "print(sorted(m for m in ('nats.js.client', 'nats.js.kv', 'importlib.metadata', "
+            "'pyroute2.ndb.main', 'pyroute2.ipdb', 'pyroute2.netlink.nl80211', "
+            "'prometheus_client.exposition', 'wsgiref') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "[]"
+
+
+def test_lean_packages_still_give_their_whole_api_to_whoever_asks():
+    """A package loaded lean runs its __init__ when one of its own names is asked for;
+    nats-py still tells the server its real version."""
+    code = ("import sys, services; import prometheus_client.metrics, pyroute2.iproute.linux; "
+            "import nats.aio.client as c; from importlib.metadata import version; "
+            "lean = 'prometheus_client.exposition' not in sys.modules; "
+            "from prometheus_client import generate_latest, REGISTRY; "
+            "from pyroute2 import IPRoute, NDB; import nats.js; "
+            "print(lean, callable(generate_latest), IPRoute.__name__, "
+            "nats.js.JetStreamContext.__name__, c.__version__ == version('nats-py'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["True", "True", "IPRoute", "JetStreamContext", "True"]

@@ -18,7 +18,7 @@ from nats.aio.client import Client
 from nats.micro import add_service
 from nats.micro.request import Request
 from nats.micro.service import Service
-from prometheus_client import Counter, Histogram
+from prometheus_client.metrics import Counter, Histogram
 
 from schemas.base import DecodeError, ErrorReply, Message, decode, encode
 from services.common import auth

@@ -3,7 +3,9 @@
 The server runs in a thread of its own (the stdlib ``http.server``), so a scrape
 never waits on the event loop and a loop that is stuck cannot hide it:
 
-- ``/metrics``: the Prometheus exposition of the process's default registry.
+- ``/metrics``: the Prometheus exposition of the process's default registry, in
+  OpenMetrics when the scraper accepts it (Prometheus does), else in the text
+  format, whose writer is loaded on the first such scrape (1.3 MB a process).
 - ``/healthz`` (liveness): the event loop answers. A task of the service beats a
   heartbeat every second; a heartbeat older than ``stale_after`` (10 s) is 503.
 - ``/readyz`` (readiness): the bus is connected and the service's own checks pass
@@ -32,7 +34,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import anyio
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+# the default collectors (process, platform, gc), which the package's __init__ would add;
+# `import a.b`, not `from a import b`, which would run that __init__ (services.common.lean)
+import prometheus_client.gc_collector
+import prometheus_client.openmetrics.exposition as openmetrics
+import prometheus_client.platform_collector
+import prometheus_client.process_collector  # noqa: F401
+from prometheus_client.registry import REGISTRY, Collector
 
 from services.common.address import format_address, parse_address
 
@@ -148,6 +157,15 @@ class _OwnMetrics:
                 yield family
 
 
+def exposition(registry: Collector, accept: str) -> tuple[str, bytes]:
+    """(content type, body) of ``registry`` in the format ``accept`` prefers."""
+    if "application/openmetrics-text" in accept:
+        return openmetrics.CONTENT_TYPE_LATEST, openmetrics.generate_latest(registry)
+    import prometheus_client.exposition as text
+
+    return text.CONTENT_TYPE_LATEST, text.generate_latest(registry)
+
+
 def _handler(health: Health) -> type[BaseHTTPRequestHandler]:
     registry = _OwnMetrics(health.service)
 
@@ -157,7 +175,7 @@ def _handler(health: Health) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
-                self._send(200, CONTENT_TYPE_LATEST, generate_latest(registry))
+                self._send(200, *exposition(registry, self.headers.get("Accept", "")))
             elif path in ("/healthz", "/livez"):
                 ok, body = health.live()
                 self._json(ok, body)

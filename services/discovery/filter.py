@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 
-from prometheus_client import Counter
+from prometheus_client.metrics import Counter
 
 from schemas.inventory import Device
 from services.common.celexpr import CelError, compile_checked

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 import anyio
 from anyio.abc import TaskStatus
 from nats.aio.client import Client
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.metrics import Counter, Gauge, Histogram
 
 from schemas.base import encode
 from schemas.inventory import Device, DeviceEvent, InventoryGet, InventorySnapshot

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TypeVar
 
-from prometheus_client import Counter
+from prometheus_client.metrics import Counter
 
 from services.kernel.pciids import PciIds, load_pci_ids
 

@@ -34,7 +34,7 @@ from typing import Any
 import anyio
 import grpc
 from nats.aio.client import Client
-from prometheus_client import Counter, Histogram
+from prometheus_client.metrics import Counter, Histogram
 
 from schemas import plumber as p
 from schemas.base import Message, encode

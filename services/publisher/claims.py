@@ -26,7 +26,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import anyio
-from prometheus_client import Counter
+from prometheus_client.metrics import Counter
 
 from schemas.claims import ClaimStatus, ClaimStatusReply, Condition, DeviceStatus
 from schemas.text import one_line

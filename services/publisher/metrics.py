@@ -6,7 +6,7 @@ them as differences.
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge
+from prometheus_client.metrics import Counter, Gauge
 
 DROPPED = Counter("knd_publisher_dropped_devices",
                   "Inventory devices left out of the ResourceSlices, by why "

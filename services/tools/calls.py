@@ -12,11 +12,12 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from services.common.address import format_address, parse_address
 
 DRA, NRI = "knd_gateway_dra_requests", "knd_nri_requests"
+OPENMETRICS = "application/openmetrics-text; version=1.0.0"
 OK = {DRA: "ok", NRI: "OK"}
 """The status label of a call that went well; a DRA ``claim_error`` is an error too."""
 
@@ -54,7 +55,9 @@ def get_calls(address: str, timeout: float) -> dict[str, Any]:
     """``{"calls": [...]}`` from the service at ``address``, or ``{"error": ...}``."""
     url = service_url(address, "/metrics")
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
+        # OpenMetrics: the format the service writes without loading another writer
+        req = urllib.request.Request(url, headers={"Accept": OPENMETRICS})
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
             text = resp.read().decode(errors="replace")
     except (OSError, ValueError) as exc:
         return {"error": str(getattr(exc, "reason", exc))}

@@ -9,7 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.openmetrics.exposition import generate_latest
 
 from kndpeers.kubelet import make_claim, prepare, ref, unprepare
 from kndpeers.nri_runtime import pod
@@ -95,7 +96,7 @@ async def test_status_requests_count_dra_and_nri_calls(
         line.split() for line in text.splitlines()]
 
 
-def test_calls_are_parsed_from_prometheus_text() -> None:
+def test_calls_are_parsed_from_openmetrics_text() -> None:
     registry = CollectorRegistry()
     dra = Counter("knd_gateway_dra_requests", "", ["method", "version", "status"],
                   registry=registry)

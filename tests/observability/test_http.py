@@ -80,6 +80,33 @@ async def test_healthz_fails_while_the_event_loop_is_stuck() -> None:
     assert get(f"{base}/healthz") == (0, b"")  # closed with the service
 
 
+async def test_metrics_in_openmetrics_when_accepted_else_in_the_text_format() -> None:
+    """Prometheus asks for OpenMetrics; curl and older scrapers get the text format."""
+    import urllib.request
+
+    from prometheus_client.metrics import Counter
+    Counter("knd_bus_test_scrapes", "a counter of this test", ["service"]).labels("t").inc(3)
+    async with serving("127.0.0.1:0", Health("t", requires=())) as ep:
+        assert ep is not None
+
+        def scrape(accept: str | None) -> tuple[str, str]:
+            req = urllib.request.Request(f"http://{ep.address}/metrics",
+                                         headers={"Accept": accept} if accept else {})
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                return resp.headers["Content-Type"], resp.read().decode()
+
+        prometheus = ("application/openmetrics-text;version=1.0.0,text/plain;"
+                      "version=0.0.4;q=0.5,*/*;q=0.1")
+        kind, om = await anyio.to_thread.run_sync(scrape, prometheus)
+        assert kind.startswith("application/openmetrics-text; version=1.0.0")
+        assert 'knd_bus_test_scrapes_total{service="t"} 3.0' in om
+        assert om.endswith("# EOF\n") and "process_start_time_seconds" in om
+        kind, text = await anyio.to_thread.run_sync(scrape, None)
+        assert kind.startswith("text/plain; version=")
+        assert 'knd_bus_test_scrapes_total{service="t"} 3.0' in text
+        assert "# EOF" not in text and "process_start_time_seconds" in text
+
+
 async def test_a_busy_port_or_off_does_not_stop_the_service(caplog) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

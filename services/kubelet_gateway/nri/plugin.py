@@ -27,7 +27,7 @@ from typing import TypedDict, TypeVar, Unpack
 
 import anyio
 from anyio.abc import TaskStatus
-from prometheus_client import Counter, Histogram
+from prometheus_client.metrics import Counter, Histogram
 
 from services.common.backoff import Backoff
 from services.common.logs import fields
