@@ -27,7 +27,7 @@ from services.discovery.attributes import build_devices
 from services.discovery.claimed import ClaimedDevices
 from services.discovery.cloud import CloudAttributes
 from services.discovery.ebpf import EbpfReader
-from services.discovery.filter import DeviceFilter
+from services.discovery.filter import DefaultFilter, DeviceFilter
 from services.kernel import rtnl
 from services.kernel.links import LinkInfo
 from services.kernel.sysfs import NetdevHw, RdmaHw, Sysfs
@@ -112,7 +112,7 @@ class HardwareCache:
 class Scanner:
     """One full rescan: links, routes and sysfs -> the devices to publish."""
 
-    def __init__(self, driver: str, sysfs: Sysfs, device_filter: DeviceFilter,
+    def __init__(self, driver: str, sysfs: Sysfs, device_filter: DeviceFilter | DefaultFilter,
                  netns: str | None = None) -> None:
         self.driver = driver
         self.hardware = HardwareCache(sysfs)

@@ -6,19 +6,34 @@ import pytest
 from prometheus_client import REGISTRY
 
 from schemas.inventory import Device
-from services.discovery.filter import DeviceFilter, FilterError, default_expression
+from services.common.celexpr import CelError as FilterError
+from services.discovery.filter import DefaultFilter, DeviceFilter, default_expression, device_filter
 
 
 def dev(name: str, **attrs) -> Device:
     return Device(name=name, attributes={f"knd.dev/{k}": v for k, v in attrs.items()})
 
 
-def test_default_hides_veth_only():
-    f = DeviceFilter(default_expression("knd.dev"))
+@pytest.mark.parametrize("f", [DeviceFilter(default_expression("knd.dev")),
+                               DefaultFilter("knd.dev")], ids=["cel", "python"])
+def test_default_hides_veth_only(f):
     assert not f(dev("a", type="veth"))
     assert f(dev("b", type="macvlan"))
     assert f(dev("c", type="device", rdma=True))
     assert f(Device(name="rdma-only"))
+    assert f(dev("d", type=5))
+
+
+def test_without_a_filter_the_default_runs_without_cel():
+    import subprocess
+    import sys
+    code = ("import sys; from services.discovery.filter import device_filter; "
+            "f = device_filter(None, 'dra.net'); "
+            "print(type(f).__name__, f.expression, 'cel' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == f"DefaultFilter {default_expression('dra.net')} False"
+    assert type(device_filter("true", "dra.net")).__name__ == "DeviceFilter"
 
 
 def test_default_follows_the_driver_name():
