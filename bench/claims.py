@@ -90,6 +90,8 @@ class Bench:
         self.wire, self.fwire = f"kndb-w-{tag}", f"kndb-v-{tag}"
         self.netns: list[str] = []
         self.agent: subprocess.Popen | None = None
+        self.filter: str | None = 'attributes["knd.dev/ifName"].startsWith("kb")'
+        """``--filter``: the bench's veths only (None: knd's default, which hides veths)."""
 
     def netns_add(self, name: str) -> str:
         ip("netns", "add", name)
@@ -133,8 +135,8 @@ class Bench:
         s = self.state
         api = ["--kubeconfig", str(kubeconfig)] if kubeconfig else ["--standalone"]
         argv = [sys.executable, "-m", "services.cli", "up", *api, "--node", NODE,
-                "--state-dir", str(s), "--netns", self.host, "--filter",
-                'attributes["knd.dev/ifName"].startsWith("kb")',
+                "--state-dir", str(s), "--netns", self.host,
+                *(["--filter", self.filter] if self.filter else []),
                 "--kubelet-root", str(s / "kubelet"), "--nri-socket", str(s / "nri.sock"),
                 "--cdi-root", str(s / "cdi"), "--log-level", self.args.log_level]
         with (s / "agent.log").open("ab") as log:

@@ -1,7 +1,7 @@
 """Footprint benchmark: what knd costs a node.
 
 Runs as root. Like bench/claims.py it runs ``knd up --standalone --netns <host>`` with
-a throwaway host netns holding ``--devices`` veth NICs (64), plays kubelet (DRA gRPC)
+a throwaway host netns holding ``--devices`` macvlan NICs (64) and no ``--filter``, plays kubelet (DRA gRPC)
 and the container runtime (NRI) itself, and measures:
 
 - start-up: ``knd up`` started -> every service's ``/readyz`` 200 (median of
@@ -260,8 +260,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for ns in (b.host, b.wire):
             b.netns_add(ns)
             ip("-n", ns, "link", "set", "lo", "up")
-        timed_batch(b.host, [f"link add kbs{i} type veth peer name ps{i} netns {b.wire}"
-                             for i in range(args.devices)])
+        # NICs as a node has them, and knd as it runs by default (no --filter, so no
+        # CEL): macvlans on one uplink-like veth, which the default filter hides
+        b.filter = None
+        timed_batch(b.host, [f"link add kbup type veth peer name pup netns {b.wire}",
+                             "link set dev kbup up",
+                             *(f"link add kbs{i} link kbup type macvlan mode bridge"
+                               for i in range(args.devices))])
         # the agent serves /readyz on this netns' loopback: run from inside it
         starts = []
         for _ in range(args.starts):

@@ -8,6 +8,7 @@ import argparse
 import importlib
 import sys
 from types import ModuleType
+from typing import NoReturn
 
 from services.common import logs, runner, settings, usage
 
@@ -100,6 +101,23 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+def _up(args: argparse.Namespace, argv: list[str]) -> NoReturn:
+    """``knd up``: plans, then becomes the keeper (services.supervisor, services.keeper);
+    what stops it before that is one line and status 1."""
+    import logging
+
+    from services import supervisor
+
+    try:
+        supervisor.start(args, argv)
+    except runner.Refused as exc:
+        logging.getLogger("knd.up").error("knd up: %s", exc)
+    except Exception as exc:  # a bug report needs the traceback
+        logging.getLogger("knd.up").error("knd up: failed: %s", runner.summary(exc),
+                                          exc_info=exc)
+    sys.exit(1)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse(sys.argv[1:] if argv is None else argv)
     if args.command in TOOLS:
@@ -109,9 +127,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(mod.main(args))
     logs.setup(args.log_level, args.log_json, service=args.command)
     if args.command == "up":
-        from services import supervisor
-
-        runner.run(lambda: supervisor.run(args), "knd up", deadline=None)
+        _up(args, sys.argv[1:] if argv is None else argv)
     mod = load_service(args.command)
     assert mod is not None
     once = getattr(mod, "once", None)

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import random
 
-import anyio
-
 
 class Backoff:
     def __init__(self, first: float, most: float, *, jitter: bool = False) -> None:
@@ -32,6 +30,8 @@ class Backoff:
 
     async def sleep(self) -> float:
         """Wait the next delay; returns how long that was."""
+        import anyio  # here: knd up's keeper uses the delays without an event loop
+
         wait = self.next()
         await anyio.sleep(wait)
         return wait

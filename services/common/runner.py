@@ -31,6 +31,7 @@ from typing import Any, NoReturn
 import anyio
 
 from services.common.pdeathsig import PARENT_ENV
+from services.keeper import LAST_WORDS_ENV
 
 log = logging.getLogger("knd.runner")
 
@@ -41,7 +42,6 @@ ORPHAN_DEADLINE = 1.2
 PARENT_POLL = 0.2
 """How often the watchdog looks at the clock once stopping began, and for its parent
 where the kernel cannot tell it (no pidfd)."""
-LAST_WORDS_ENV = "KND_LAST_WORDS_FD"
 
 
 class Refused(Exception):
