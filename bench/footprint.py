@@ -1,8 +1,8 @@
 """Footprint benchmark: what knd costs a node.
 
 Runs as root. Like bench/claims.py it runs ``knd up --standalone --netns <host>`` with
-a throwaway host netns holding ``--devices`` macvlan NICs (64) and no ``--filter``, plays kubelet (DRA gRPC)
-and the container runtime (NRI) itself, and measures:
+a throwaway host netns holding ``--devices`` macvlan NICs (64) and no ``--filter``,
+plays kubelet (DRA gRPC) and the container runtime (NRI) itself, and measures:
 
 - start-up: ``knd up`` started -> every service's ``/readyz`` 200 (median of
   ``--starts``), ``knd --help`` and ``knd status`` wall time (median of 5);

@@ -68,6 +68,7 @@ class Plan:
     services: list[Spec]
     log_level: str = "info"
     log_json: bool = False
+    stop_grace: float = STOP_GRACE
 
     def encode(self) -> bytes:
         def spec(s: Spec) -> dict[str, Any]:
@@ -75,7 +76,8 @@ class Plan:
                     "last_words": s.last_words}
         return json.dumps({"bus": spec(self.bus), "bus_address": list(self.bus_address),
                            "services": [spec(s) for s in self.services],
-                           "log_level": self.log_level, "log_json": self.log_json}).encode()
+                           "log_level": self.log_level, "log_json": self.log_json,
+                           "stop_grace": self.stop_grace}).encode()
 
     @classmethod
     def decode(cls, data: bytes) -> Plan:
@@ -83,7 +85,8 @@ class Plan:
         host, port = raw["bus_address"]
         return cls(bus=Spec.decode(raw["bus"]), bus_address=(host, int(port)),
                    services=[Spec.decode(s) for s in raw["services"]],
-                   log_level=raw.get("log_level", "info"), log_json=raw.get("log_json", False))
+                   log_level=raw.get("log_level", "info"), log_json=raw.get("log_json", False),
+                   stop_grace=float(raw.get("stop_grace", STOP_GRACE)))
 
 
 def ended(code: int | None, words: str | None) -> str:
@@ -267,7 +270,7 @@ class Keeper:
                     self._start(child)
 
     def stop(self) -> None:
-        """The services (SIGTERM; SIGKILL after :data:`STOP_GRACE`), then the bus, so
+        """The services (SIGTERM; SIGKILL after the plan's grace), then the bus, so
         the services can still say their last messages on it."""
         self._stop(self.services)
         self._stop([self.bus])
@@ -278,7 +281,7 @@ class Keeper:
             assert c.proc is not None
             with contextlib.suppress(ProcessLookupError):
                 c.proc.send_signal(signal.SIGTERM)
-        deadline: float | None = time.monotonic() + STOP_GRACE
+        deadline: float | None = time.monotonic() + self.plan.stop_grace
         while running:
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:

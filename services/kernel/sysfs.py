@@ -31,7 +31,7 @@ from typing import TypeVar
 
 from prometheus_client.metrics import Counter
 
-from services.kernel.pciids import PciIds, load_pci_ids
+from services.kernel.pciids import PciNames
 
 # The logger and the metric keep the names they had when this module was discovery's:
 # log filters and dashboards already select them by those names.
@@ -124,7 +124,7 @@ class Sysfs:
     def __init__(self, root: Path | str = "/sys", pci_ids: Path | None = None) -> None:
         self.root = Path(os.path.realpath(root))
         self._pci_ids_arg = pci_ids
-        self._ids: PciIds | None = None
+        self._ids: PciNames | None = None
         self._seen: set[tuple[str, str]] = set()
         self.problems: Tally[str] = Tally()
         """Distinct problems met by this instance, by kind (the metric is process-wide)."""
@@ -262,9 +262,7 @@ class Sysfs:
         physfn = pf.name if pf is not None and _PCI_ADDR.match(pf.name) else None
         vendor_name = device_name = None
         if vendor:
-            ids = self._pci_ids()
-            vendor_name = ids.vendors.get(vendor)
-            device_name = ids.devices.get((vendor, device)) if device else None
+            vendor_name, device_name = self._pci_ids().names(vendor, device)
         roots = [p for p in dev.relative_to(self.root).parts if _PCI_ROOT.match(p)]
         return PciHw(
             address=address,
@@ -295,11 +293,10 @@ class Sysfs:
             self._sole_node = (int(online) if online and online.isdigit() else None,)
         return self._sole_node[0]
 
-    def _pci_ids(self) -> PciIds:
+    def _pci_ids(self) -> PciNames:
         if self._ids is None:
             candidates = (self._pci_ids_arg,) if self._pci_ids_arg else SYSTEM_PCI_IDS
-            path = next((p for p in candidates if p.is_file()), None)
-            self._ids = load_pci_ids(str(path)) if path else PciIds({}, {})
+            self._ids = PciNames(next((p for p in candidates if p.is_file()), None))
         return self._ids
 
     # -------------------------------------------------------------- plumbing
