@@ -29,6 +29,7 @@ HELP = {
     "events": "follow what happens on the node, one line per event",
     "status": "one screen about a node: services, bus, devices, pods, slices",
     "topology": "which NIC sits next to which GPU (PIX/PXB/PHB/NODE/SYS), from sysfs",
+    "claim": "explain: which devices each claim would get on each node, and why not",
     "bus-config": "write the bus configuration and one credentials file per service",
 }
 """Each command's line in ``knd --help``: listing the commands loads none of them (their
@@ -39,6 +40,7 @@ TOOLS = {
     "events": "services.tools.events",
     "status": "services.tools.status",
     "topology": "services.tools.topology",
+    "claim": "services.tools.claim",
     "bus-config": "services.common.busconfig",
 }
 """Tools expose ``add_arguments(parser)`` and ``main(args) -> int`` (synchronous)."""
