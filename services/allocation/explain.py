@@ -150,8 +150,8 @@ class Explainer:
         where, i = rejected
         if where == "class":
             return f"class {req.class_name} selector #{i}: " \
-                   f"{self.classes[req.class_name][i].expression.strip()}"
-        return f"request {req.name} selector #{i}: {m.requests[req.name][i].expression.strip()}"
+                   f"{_flat(self.classes[req.class_name][i].expression)}"
+        return f"request {req.name} selector #{i}: {_flat(m.requests[req.name][i].expression)}"
 
     def _constraint(self, claim: Claim, req: Request, d: Device,
                     fits: dict[str, list[Device]]) -> str | None:
@@ -169,6 +169,11 @@ class Explainer:
                            for o in fits.get(other.name, [])):
                     return f"constraint matchAttribute {attr} with request {other.name}"
         return None
+
+
+def _flat(expression: str) -> str:
+    """An expression on one line, as a reason quotes it."""
+    return " ".join(expression.split())
 
 
 def _leaves(claim: Claim) -> list[Request]:
