@@ -16,7 +16,7 @@ from typing import Any
 
 from services.allocation.celenv import Selector, SelectorError
 from services.allocation.objects import Claim, Device, Inputs, Node, Request
-from services.allocation.pools import Pool, devices, gather, nodes_of
+from services.allocation.pools import Pool, SliceIndex, devices, gather, nodes_of
 from services.allocation.search import (
     AllocationError,
     Matcher,
@@ -75,6 +75,7 @@ class Explainer:
         self.inputs = inputs
         self.holders = _holders(inputs)
         self.classes: dict[str, list[Selector]] = {}
+        self.slices = SliceIndex(inputs.slices)
 
     def _class(self, name: str) -> list[str] | None:
         c = self.inputs.classes.get(name)
@@ -87,19 +88,22 @@ class Explainer:
     def claim(self, claim: Claim, nodes: list[Node]) -> ClaimResult:
         out = ClaimResult(claim.name)
         try:
-            self.compile(claim)
+            requests = compile_claim(claim, self.classes, self._class)
         except AllocationError as exc:  # an unknown class: nothing to try on any node
             out.error = str(exc)
             return out
+        in_use = {d for d, holder in self.holders.items() if holder != claim.name}
         for node in nodes:
-            out.nodes.append(self.node(claim, node))
+            out.nodes.append(self.node(claim, node, Matcher(self.classes, requests), in_use))
         return out
 
-    def node(self, claim: Claim, node: Node) -> NodeResult:
-        pools = gather(self.inputs.slices, node)
+    def node(self, claim: Claim, node: Node, matcher: Matcher | None = None,
+             in_use: set[str] | None = None) -> NodeResult:
+        pools = gather(self.slices.get(node), node)
         devs = devices(pools, node)
-        in_use = {d for d, holder in self.holders.items() if holder != claim.name}
-        matcher = self.compile(claim)
+        if in_use is None:
+            in_use = {d for d, holder in self.holders.items() if holder != claim.name}
+        matcher = self.compile(claim) if matcher is None else matcher
         picks, error = run(claim, pools, devs, in_use, matcher)
         if picks is not None:
             return NodeResult(node.name, True, devices=picks_wire(picks))

@@ -92,11 +92,37 @@ def device_for_node(d: Device, node: Node) -> bool:
     return node_matches(node, d.node_name, d.all_nodes, d.node_selector)
 
 
-def gather(slices: Iterable[Slice], node: Node) -> list[Pool]:
-    """The node's pools, in the order they are tried."""
-    every = list(slices)
+class SliceIndex:
+    """Slices by the node they name, so that a thousand nodes are not each checked
+    against every slice; the pool's slices for the completeness check."""
+
+    def __init__(self, slices: Iterable[Slice]) -> None:
+        self.local: dict[str, list[Slice]] = {}
+        self.shared: list[Slice] = []
+        self.by_pool: dict[tuple[str, str], list[Slice]] = {}
+        for s in slices:
+            self.by_pool.setdefault((s.driver, s.pool), []).append(s)
+            if s.node_name:
+                self.local.setdefault(s.node_name, []).append(s)
+            else:
+                self.shared.append(s)
+
+    def get(self, node: Node) -> tuple[list[Slice], dict[tuple[str, str], list[Slice]]]:
+        """(the slices that may count for ``node``, every slice by pool)."""
+        return self.local.get(node.name, []) + self.shared, self.by_pool
+
+
+def gather(found: tuple[list[Slice], dict[tuple[str, str], list[Slice]]] | Iterable[Slice],
+           node: Node) -> list[Pool]:
+    """The node's pools, in the order they are tried (``found``: a :class:`SliceIndex`'s
+    answer for the node, or all slices)."""
+    if isinstance(found, tuple):
+        candidates, by_pool = found
+    else:
+        candidates = list(found)
+        by_pool = SliceIndex(candidates).by_pool
     pools: dict[tuple[str, str], Pool] = {}
-    for s in every:
+    for s in candidates:
         if not _for_node(s, node):
             continue
         key = (s.driver, s.pool)
@@ -110,7 +136,7 @@ def gather(slices: Iterable[Slice], node: Node) -> list[Pool]:
         pool = pools[key]
         pool.slices.sort(key=lambda s: s.name)
         if len(pool.slices) != pool.slices[0].slice_count:
-            same = [s for s in every if (s.driver, s.pool) == key]
+            same = by_pool.get(key, [])
             if any(s.generation > pool.generation for s in same):
                 continue  # obsolete: a newer generation is being published elsewhere
             pool.incomplete = sum(s.generation == pool.generation for s in same) \
