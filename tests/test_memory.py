@@ -26,3 +26,27 @@ def test_freed_memory_is_given_back() -> None:
     assert memory.give_back() is True
     assert rss_kb() < before - 10_000, (before, rss_kb())
     assert len(keep) == 625
+
+
+def test_one_arena_keeps_every_thread_in_the_main_arena() -> None:
+    """A fresh process: after one_arena(), threads that allocate add no arena (each
+    would otherwise map a heap of its own, 64 MiB of address space)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, threading\n"
+            "from services.common import memory\n"
+            "def heaps():  # an arena's heap: anonymous, aligned to its 64 MiB maximum\n"
+            "    return sum(1 for line in open('/proc/self/maps') if len(line.split()) < 6"
+            " and int(line.split('-')[0], 16) % (64 << 20) == 0)\n"
+            "if sys.argv[1] == 'one': assert memory.one_arena()\n"
+            "before = heaps()\n"
+            "def work(): [bytearray(3000) for _ in range(2000)]\n"
+            "ts = [threading.Thread(target=work) for _ in range(4)]\n"
+            "[t.start() for t in ts]; [t.join() for t in ts]\n"
+            "print(heaps() - before)\n")
+    many = subprocess.run([sys.executable, "-c", code, "many"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    one = subprocess.run([sys.executable, "-c", code, "one"], capture_output=True,
+                         text=True, check=True).stdout.strip()
+    assert int(many) > 0 and int(one) == 0, (many, one)

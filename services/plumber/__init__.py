@@ -22,6 +22,10 @@ async def run(args: argparse.Namespace) -> None:
     # here, not at the top: `knd --help` and `knd up` load this package for its name only
     import anyio
 
+    from services.common import memory
+
+    memory.one_arena()  # before any thread allocates: see services.common.memory
+
     from services import providers
     from services.common import agentlock
     from services.common.config import Common
