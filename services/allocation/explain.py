@@ -67,7 +67,7 @@ def _entry(request: str, d: Device, reason: str) -> dict[str, str]:
 
 def _holders(inputs: Inputs) -> dict[str, str]:
     """Device id -> the claim whose status holds it."""
-    return {dev: c.name for c in inputs.claims for dev in c.allocated}
+    return {dev: c.name for c in (*inputs.others, *inputs.claims) for dev in c.allocated}
 
 
 class Explainer:

@@ -121,6 +121,9 @@ class Node:
 @dataclass
 class Inputs:
     claims: list[Claim] = field(default_factory=list)
+    """The claims to explain."""
+    others: list[Claim] = field(default_factory=list)
+    """Claims read only for the devices they hold (the cluster's)."""
     classes: dict[str, DeviceClass] = field(default_factory=dict)
     slices: list[Slice] = field(default_factory=list)
     nodes: dict[str, Node] = field(default_factory=dict)
@@ -325,11 +328,14 @@ def _name(obj: dict[str, Any], at: _At, namespaced: bool) -> str:
     return name
 
 
-def read(documents: Iterable[tuple[str, Any]]) -> Inputs:
-    """``documents``: (where it came from, decoded YAML/JSON) pairs. Lists (``kind:
-    List``, ``*List``) are opened; kinds and groups the allocator does not read are
-    left out."""
-    out = Inputs()
+def read(documents: Iterable[tuple[str, Any]], into: Inputs | None = None,
+         explain: bool = True) -> Inputs:
+    """``documents``: (where it came from, decoded YAML/JSON) pairs, added to ``into``.
+    Lists (``kind: List``, ``*List``) are opened; kinds and groups the allocator does
+    not read are left out. ``explain``: whether its claims are to be explained, or
+    only hold devices."""
+    out = Inputs() if into is None else into
+    claims = out.claims if explain else out.others
     todo = [(src, doc) for src, doc in documents]
     while todo:
         src, doc = todo.pop(0)
@@ -368,7 +374,7 @@ def read(documents: Iterable[tuple[str, Any]]) -> Inputs:
         elif kind == "ResourceClaim":
             name = _name(obj, _At(src), True)
             at = _At(f"{src} ResourceClaim {name}")
-            out.claims.append(_claim_spec(_map(obj.get("spec"), at / "spec", True),
+            claims.append(_claim_spec(_map(obj.get("spec"), at / "spec", True),
                                           at / "spec", version, name, _allocated(obj, at),
                                           False))
         elif kind == "ResourceClaimTemplate":
@@ -376,5 +382,6 @@ def read(documents: Iterable[tuple[str, Any]]) -> Inputs:
             at = _At(f"{src} ResourceClaimTemplate {name}")
             spec = _map(_map(obj.get("spec"), at / "spec", True).get("spec"),
                         at / "spec" / "spec", True)
-            out.claims.append(_claim_spec(spec, at / "spec" / "spec", version, name, (), True))
+            if explain:  # a template holds nothing
+                claims.append(_claim_spec(spec, at / "spec" / "spec", version, name, (), True))
     return out

@@ -77,6 +77,8 @@ def _bus_port(command: str) -> str:
 
 DISCOVERY_PLUMBER = ("discovery", "plumber")
 API_USERS = ("publisher", "kubelet-gateway")
+API_READERS = (*API_USERS, "claim explain")
+"""``knd claim explain`` reads the cluster when its files hold no slices or classes."""
 
 TABLE: tuple[Setting, ...] = (
     # -- every service --
@@ -134,9 +136,9 @@ TABLE: tuple[Setting, ...] = (
     _s("--standalone", "KND_STANDALONE", None, "no cluster: API objects are JSON files "
        "under <state-dir>/api", API_USERS, boolean=True),
     _s("--kubeconfig", "KUBECONFIG", None, "kubeconfig of the cluster (default: "
-       "in-cluster service account)", API_USERS),
+       "in-cluster service account)", API_READERS),
     _s("--api-timeout", "KND_API_TIMEOUT", "10", "seconds one API call may take",
-       API_USERS, type=usage.timeout),
+       API_READERS, type=usage.timeout),
     _s("--pool-resync-interval", "KND_POOL_RESYNC_INTERVAL", "300", "seconds (or a Go "
        "duration) between the publisher's re-reads of its pool from the API, repairing "
        "what others changed (0: never)", ("publisher",), type=usage.duration),

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from schemas.text import one_line
-from services.common import usage
+from services.common import settings, usage
 
 SUFFIXES = (".yaml", ".yml", ".json")
 
@@ -31,6 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                     help="a YAML/JSON file or a folder of them")
     ex.add_argument("--node", help="only this node")
     ex.add_argument("--json", action="store_true", help="print JSON")
+    # the cluster's API, read when the files hold no ResourceSlice and no DeviceClass
+    settings.add_to(ex, "claim explain")
 
 
 def _files(paths: list[Path]) -> Iterator[Path]:
@@ -81,17 +83,35 @@ def _table(results: list[Any]) -> str:
     return "\n".join(lines)
 
 
+def _with_cluster(inputs: Any, args: argparse.Namespace, read: Any) -> Any:
+    """The files' claims explained against the cluster's slices, classes, nodes and the
+    devices its claims hold."""
+    import anyio
+
+    from services.allocation.cluster import read_cluster
+
+    docs = anyio.run(read_cluster, args.kubeconfig, args.api_timeout)
+    return read(docs, into=inputs, explain=False)
+
+
 def main(args: argparse.Namespace) -> int:
     from services.allocation.celenv import SelectorError
     from services.allocation.explain import explain
     from services.allocation.objects import ObjectError, read
+    from services.common.api.port import ApiError
 
     try:
         inputs = read(documents(args.paths))
         if not inputs.claims:
             raise ValueError("no ResourceClaim or ResourceClaimTemplate in "
                              + ", ".join(map(str, args.paths)))
+        if not inputs.slices and not inputs.classes:
+            inputs = _with_cluster(inputs, args, read)
         results = explain(inputs, args.node)
+    except ApiError as exc:
+        print(f"knd claim explain: the files hold no ResourceSlice or DeviceClass, and the "
+              f"cluster cannot be read: {one_line(str(exc), 1000)}", file=sys.stderr)
+        return 2
     except (ValueError, ObjectError, SelectorError) as exc:
         print(f"knd claim explain: {one_line(str(exc), 2000)}", file=sys.stderr)
         return 2

@@ -235,7 +235,8 @@ class KubeApiServer:
                     raise StatusError(400, "BadRequest",
                                       f'field label not supported: {key}')
             labels = _parse_selector(request.query.get("labelSelector", ""), labels=True)
-            return 200, self.store.list(kind, route.namespace, fields, labels)
+            return 200, _page(self.store.list(kind, route.namespace, fields, labels),
+                              request.query.get("limit", ""), request.query.get("continue", ""))
         if verb == "get":
             return 200, self.store.get(kind, ns, name)
         if verb == "delete":
@@ -289,6 +290,27 @@ class KubeApiServer:
         if not isinstance(patch, dict):
             raise StatusError(400, "BadRequest", "a patch must be a JSON object")
         return patch
+
+
+def _page(body: dict, limit: str, token: str) -> dict:
+    """``limit`` items from the ``continue`` token on, as the real server pages a list
+    (its tokens are opaque; these are offsets, refused when they are not ours)."""
+    if not limit and not token:
+        return body
+    try:
+        size, start = int(limit or 0), int(token or 0)
+        if size < 0 or start < 0:
+            raise ValueError
+    except ValueError:
+        raise StatusError(400, "BadRequest",
+                          f"invalid limit {limit!r} or continue {token!r}") from None
+    items = body["items"][start:]
+    if size and len(items) > size:
+        body["metadata"]["continue"] = str(start + size)
+        body["metadata"]["remainingItemCount"] = len(items) - size
+        items = items[:size]
+    body["items"] = items
+    return body
 
 
 def _same_resource(wanted: str, served: str) -> bool:

@@ -45,6 +45,8 @@ KINDS = {
                            False, False),
     "resourceclaims": Kind("resourceclaims", "resource.k8s.io", "v1", "ResourceClaim",
                            True, True),
+    "deviceclasses": Kind("deviceclasses", "resource.k8s.io", "v1", "DeviceClass",
+                          False, False),
 }
 
 # Fields the real server accepts in a fieldSelector, per resource.
@@ -52,6 +54,7 @@ FIELD_LABELS = {
     "nodes": {"metadata.name"},
     "resourceslices": {"metadata.name", "spec.nodeName", "spec.driver"},
     "resourceclaims": {"metadata.name", "metadata.namespace"},
+    "deviceclasses": {"metadata.name"},
 }
 
 

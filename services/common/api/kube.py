@@ -68,10 +68,10 @@ class KubeApi:
             return self._client
 
     async def _call(self, method: Callable[..., Awaitable[Any]], *args: Any,
-                    limit: int = decode.MAX_OBJECT_BYTES, **kwargs: Any) -> dict:
+                    max_bytes: int = decode.MAX_OBJECT_BYTES, **kwargs: Any) -> dict:
         """Run one API method with a deadline; return its JSON body or raise a port error.
 
-        A body over ``limit`` bytes or nested too deep is refused by name before it is
+        A body over ``max_bytes`` bytes or nested too deep is refused by name before it is
         parsed (see :mod:`services.common.api.decode`)."""
         what = getattr(method, "__name__", "api call")
         try:
@@ -79,7 +79,7 @@ class KubeApi:
                 resp = await method(*args, _preload_content=False,
                                     _request_timeout=self.timeout, **kwargs)
                 try:
-                    status, raw = resp.status, await _read(resp, limit)
+                    status, raw = resp.status, await _read(resp, max_bytes)
                 finally:
                     resp.release()
         except decode.ObjectError as e:
@@ -94,7 +94,7 @@ class KubeApi:
             message, reason = _failure(raw)
             raise error_for(status, f"{what}: {message}", reason)
         try:
-            return decode.parse(raw, "body", limit)
+            return decode.parse(raw, "body", max_bytes)
         except decode.ObjectError as e:
             raise ApiError(f"{what}: the API server's answer is unusable: {e}", status) from None
 
@@ -109,7 +109,7 @@ class KubeApi:
 
     async def list_slices(self, driver: str, node: str) -> list[dict]:
         api = await self._resource()
-        body = await self._call(api.list_resource_slice, limit=decode.MAX_LIST_BYTES,
+        body = await self._call(api.list_resource_slice, max_bytes=decode.MAX_LIST_BYTES,
                                 field_selector=f"spec.nodeName={node},spec.driver={driver}")
         items = _checked(body, "list_resource_slice", "", "items").get("items") or []
         for i, item in enumerate(items):
@@ -143,6 +143,35 @@ class KubeApi:
         api = await self._resource()
         return await self._call(api.replace_namespaced_resource_claim_status,
                                 meta["name"], meta["namespace"], obj)
+
+    async def list_all(self, resource: str, page: int = 500) -> list[dict]:
+        """Every object of ``resource`` (resourceslices, deviceclasses, resourceclaims,
+        nodes) in the cluster, read ``page`` at a time, with apiVersion and kind."""
+        client = await self._connect()
+        methods: dict[str, tuple[Callable[..., Awaitable[Any]], str, str]] = {
+            "resourceslices": (ResourceV1Api(client).list_resource_slice, SLICE_API_VERSION,
+                               "ResourceSlice"),
+            "deviceclasses": (ResourceV1Api(client).list_device_class, SLICE_API_VERSION,
+                              "DeviceClass"),
+            "resourceclaims": (ResourceV1Api(client).list_resource_claim_for_all_namespaces,
+                               SLICE_API_VERSION, "ResourceClaim"),
+            "nodes": (CoreV1Api(client).list_node, "v1", "Node"),
+        }
+        method, api_version, kind = methods[resource]
+        out: list[dict] = []
+        token = ""
+        while True:
+            body = await self._call(method, max_bytes=decode.MAX_LIST_BYTES, limit=page,
+                                    **({"_continue": token} if token else {}))
+            items = _checked(body, method.__name__, "", "items").get("items") or []
+            for i, item in enumerate(items):
+                _checked(item, method.__name__, f"items[{i}]")
+                item.setdefault("apiVersion", api_version)
+                item.setdefault("kind", kind)
+            out += items
+            token = str((body.get("metadata") or {}).get("continue") or "")
+            if not token:
+                return out
 
     async def aclose(self) -> None:
         async with self._lock:
