@@ -77,7 +77,7 @@ def _bus_port(command: str) -> str:
 
 DISCOVERY_PLUMBER = ("discovery", "plumber")
 API_USERS = ("publisher", "kubelet-gateway")
-API_READERS = (*API_USERS, "claim explain")
+API_READERS = (*API_USERS, "claim explain", "claim align")
 """``knd claim explain`` reads the cluster when its files hold no slices or classes."""
 
 TABLE: tuple[Setting, ...] = (
@@ -91,7 +91,7 @@ TABLE: tuple[Setting, ...] = (
        "<state-dir>/bus/creds.json; `knd up` writes its own)", (*SERVICES, "status", "events"),
        type=Path, passed=False),
     _s("--driver-name", "KND_DRIVER_NAME", config.DEFAULT_DRIVER, "DRA driver name and "
-       "attribute domain", SERVICES),
+       "attribute domain", (*SERVICES, "claim align")),
     _s("--log-level", "KND_LOG_LEVEL", "info", "debug, info, warning or error", SERVICES,
        type=config.log_level),
     _s("--log-json", "KND_LOG_JSON", None, "one JSON object per log line (claim, pod, "
@@ -106,7 +106,7 @@ TABLE: tuple[Setting, ...] = (
     # -- discovery, and what the plumber shares with it --
     _s("--sysfs-root", "KND_SYSFS_ROOT", "/sys", "sysfs to read hardware topology and RDMA "
        "devices from (`knd topology`: also a capture written by --save-sysfs)",
-       (*DISCOVERY_PLUMBER, "topology")),
+       (*DISCOVERY_PLUMBER, "topology", "claim align")),
     _s("--netns", "KND_NETNS", None, "treat this named network namespace as the node "
        "instead of our own (tests, demos)", DISCOVERY_PLUMBER),
     _s("--filter", "KND_FILTER", None, 'CEL expression choosing the published devices; '

@@ -33,6 +33,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     ex.add_argument("--json", action="store_true", help="print JSON")
     # the cluster's API, read when the files hold no ResourceSlice and no DeviceClass
     settings.add_to(ex, "claim explain")
+    al = sub.add_parser("align", help="ResourceClaimTemplates pairing each GPU of a node "
+                                      "with its nearest NIC(s)")
+    al.add_argument("paths", nargs="*", type=Path, metavar="PATH",
+                    help="files or folders with the node's ResourceSlices (none: the "
+                         "cluster's)")
+    al.add_argument("--node", required=True, help="the node whose devices are paired")
+    al.add_argument("--gpu-driver", default="gpu.nvidia.com", help="the GPUs' DRA driver "
+                    "(default: gpu.nvidia.com)")
+    al.add_argument("--nics-per-gpu", type=int, default=1, metavar="N",
+                    help="NICs in each template (default: 1)")
+    al.add_argument("--gpu-class", default="", help="the GPUs' DeviceClass (default: "
+                    "the GPU driver's name, as NVIDIA's chart names it)")
+    al.add_argument("--nic-class", default="knd-nic", help="the NICs' DeviceClass "
+                    "(default: knd-nic, from knd's chart)")
+    al.add_argument("--topology", action="store_true", help="also read this machine's "
+                    "PCIe tree (--sysfs-root): run on the node itself for PIX/PXB/PHB")
+    settings.add_to(al, "claim align")
 
 
 def _files(paths: list[Path]) -> Iterator[Path]:
@@ -94,7 +111,69 @@ def _with_cluster(inputs: Any, args: argparse.Namespace, read: Any) -> Any:
     return read(docs, into=inputs, explain=False)
 
 
+def align(args: argparse.Namespace) -> int:
+    """``knd claim align``: the templates on stdout (YAML, commented), each checked with
+    the explainer: it must allocate the pair it was written for."""
+    import yaml
+
+    from services.allocation import align as al
+    from services.allocation.explain import explain
+    from services.allocation.objects import ObjectError, read
+    from services.common.api.port import ApiError
+
+    if args.nics_per_gpu < 1:
+        print("knd claim align: --nics-per-gpu: expected at least 1", file=sys.stderr)
+        return 2
+    try:
+        inputs = read(documents(args.paths))
+        if not inputs.slices:
+            inputs = _with_cluster(inputs, args, read)
+        pairs = al.pair(inputs, args.node, args.gpu_driver, args.driver_name,
+                        args.nics_per_gpu, _topology(args) if args.topology else None)
+    except ApiError as exc:
+        print(f"knd claim align: no slices in the files, and the cluster cannot be read: "
+              f"{one_line(str(exc), 1000)}", file=sys.stderr)
+        return 2
+    except (ValueError, ObjectError) as exc:
+        print(f"knd claim align: {one_line(str(exc), 2000)}", file=sys.stderr)
+        return 2
+    gpu_class = args.gpu_class or args.gpu_driver
+    templates = [al.template(p, gpu_class, args.nic_class, args.driver_name) for p in pairs]
+    # the check: every template allocates exactly its GPU and NICs on the node, given
+    # classes that select by driver (the real ones may select more narrowly)
+    classes = [{"apiVersion": "resource.k8s.io/v1", "kind": "DeviceClass",
+                "metadata": {"name": name},
+                "spec": {"selectors": [{"cel": {"expression": f'device.driver == "{drv}"'}}]}}
+               for name, drv in ((gpu_class, args.gpu_driver), (args.nic_class, args.driver_name))]
+    check = read([("templates", t) for t in templates] + [("classes", c) for c in classes])
+    check.slices, check.nodes = inputs.slices, inputs.nodes
+    failed = []
+    for p, result in zip(pairs, explain(check, args.node), strict=True):
+        got = {(d["driver"], d["device"]) for n in result.nodes for d in n.devices}
+        want = {(p.gpu.driver, p.gpu.name), *((n.driver, n.name) for n in p.nics)}
+        if got != want:
+            failed.append(f"{p.gpu.name}: explain allocates {sorted(got)}, not {sorted(want)}")
+    out = []
+    for p, t in zip(pairs, templates, strict=True):
+        out.append("\n".join(f"# {line}" for line in al.comments(p, args.driver_name))
+                   + "\n" + yaml.safe_dump(t, sort_keys=False, width=1000))
+    print("---\n".join(out), end="")
+    for line in failed:
+        print(f"knd claim align: check failed: {line}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _topology(args: argparse.Namespace) -> dict[tuple[str, str], Any]:
+    from services.kernel.sysfs import Sysfs
+    from services.topology.affinity import compute
+    from services.topology.pci import read_tree
+
+    return compute(read_tree(Sysfs(args.sysfs_root))).relations
+
+
 def main(args: argparse.Namespace) -> int:
+    if args.action == "align":
+        return align(args)
     from services.allocation.celenv import SelectorError
     from services.allocation.explain import explain
     from services.allocation.objects import ObjectError, read
