@@ -150,7 +150,8 @@ class Selector:
             result = self.program.execute(self._ctx)
         except Exception as exc:  # the binding raises KeyError, ValueError, RuntimeError
             raise SelectorError(f"{self.owner}: selector #{self.index} on device {device.id}: "
-                                f"CEL runtime error: {_runtime(exc)}") from None
+                                f"CEL runtime error: {_runtime(exc)} (in: "
+                                f"{' '.join(self.expression.split())})") from None
         if not isinstance(result, bool):
             raise SelectorError(f"{self.owner}: selector #{self.index} on device {device.id}: "
                                 f"CEL result of type {type(result).__name__} could not be "

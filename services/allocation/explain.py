@@ -160,7 +160,12 @@ class Explainer:
     def _constraint(self, claim: Claim, req: Request, d: Device,
                     fits: dict[str, list[Device]]) -> str | None:
         for c in claim.constraints:
-            if not c.match_attribute or not c.covers(req.name):
+            if not c.covers(req.name):
+                continue
+            if c.distinct_attribute:
+                if d.attribute(c.distinct_attribute) is None:
+                    return (f"constraint distinctAttribute {c.distinct_attribute}: the device "
+                            f"has no {c.distinct_attribute}")
                 continue
             attr = c.match_attribute
             value = d.attribute(attr)

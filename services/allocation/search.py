@@ -9,8 +9,11 @@ is the first combination in that order, so slots are filled as combinations.
 A device is taken for a request when it is not in use (another claim holds it, unless
 the request has admin access), the class's selectors and then the request's accept it
 (lazily, as upstream: a selector is evaluated only when reached, and an error in one
-aborts the allocation), and every ``matchAttribute`` constraint over the request still
-holds: the first device bound by a constraint sets the value the others must have.
+aborts the allocation), and every constraint over the request still holds: under
+``matchAttribute`` the first device bound sets the value the others must have, under
+``distinctAttribute`` every device must have a value no other has. The latter is
+upstream's only with the DRAConsumableCapacity feature; without it the scheduler
+refuses such a claim.
 """
 
 from __future__ import annotations
@@ -39,11 +42,22 @@ class Pick:
 
 @dataclass
 class _Bound:
-    """A matchAttribute constraint during the search: the value and how many hold it."""
+    """A constraint during the search: the values its devices hold."""
 
     constraint: Constraint
-    value: AttrValue | None = None
-    count: int = 0
+    values: list[AttrValue] = field(default_factory=list)
+
+    @property
+    def attribute(self) -> str:
+        return self.constraint.match_attribute or self.constraint.distinct_attribute
+
+    def admits(self, value: AttrValue | None) -> bool:
+        if value is None:
+            return False
+        if self.constraint.match_attribute:
+            return not self.values or (type(value) is type(self.values[0])
+                                       and value == self.values[0])
+        return all(type(value) is not type(v) or value != v for v in self.values)
 
 
 @dataclass
@@ -108,17 +122,16 @@ class Search:
         self.in_use, self.m = in_use, matcher
         self.picks: list[Pick] = []
         self.taken: set[str] = set()
-        self.bound = [_Bound(c) for c in claim.constraints if c.match_attribute]
+        self.bound = [_Bound(c) for c in claim.constraints]
         self.chosen: dict[str, str] = {}
         """Request -> the subrequest that was used (``firstAvailable``)."""
 
     def run(self) -> list[Pick] | None:
         """The devices picked, or None when the claim does not fit on this node."""
-        for c in self.claim.constraints:
-            if not c.match_attribute:
-                raise AllocationError(f"claim {self.claim.name}: constraint "
-                                      f"{'distinctAttribute' if c.distinct_attribute else '?'}: "
-                                      "not supported by the stable allocator")
+        for i, c in enumerate(self.claim.constraints):
+            if bool(c.match_attribute) == bool(c.distinct_attribute):
+                raise AllocationError(f"claim {self.claim.name}, constraint #{i}: expected "
+                                      "exactly one of matchAttribute, distinctAttribute")
         least = sum(min(self._least(s) for s in r.subrequests) if r.subrequests
                     else self._least(r) for r in self.claim.requests)
         if least > MAX_DEVICES:
@@ -201,20 +214,13 @@ class Search:
         return req.admin_access or d.id not in self.in_use
 
     def _take(self, req: Request, d: Device) -> bool:
-        added: list[_Bound] = []
-        for b in self.bound:
-            if not b.constraint.covers(req.name):
-                continue
-            value = d.attribute(b.constraint.match_attribute)
-            if value is None or (b.count and (type(value) is not type(b.value)
-                                              or value != b.value)):
-                for x in added:
-                    x.count -= 1
-                return False
-            if not b.count:
-                b.value = value
-            b.count += 1
-            added.append(b)
+        mine = [b for b in self.bound if b.constraint.covers(req.name)]
+        values = [d.attribute(b.attribute) for b in mine]
+        if not all(b.admits(v) for b, v in zip(mine, values, strict=True)):
+            return False
+        for b, v in zip(mine, values, strict=True):
+            assert v is not None
+            b.values.append(v)
         self.taken.add(d.id)
         self.picks.append(Pick(req.name, d))
         return True
@@ -222,7 +228,7 @@ class Search:
     def _undo(self, req: Request, d: Device) -> None:
         for b in self.bound:
             if b.constraint.covers(req.name):
-                b.count -= 1
+                b.values.pop()
         self.taken.discard(d.id)
         self.picks.pop()
 

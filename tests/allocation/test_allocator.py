@@ -338,6 +338,7 @@ def test_a_missing_attribute_aborts_the_allocation_an_unknown_domain_does_not() 
     assert got[0] is None
     assert got[1].startswith("claim default/claim-0, request req-0: selector #0 on device "
                              "driver-a/pool-1/device-1: CEL runtime error: no such key")
+    assert got[1].endswith(f"(in: device.attributes[\"{DRIVER_A}\"].missing == 1)")
     got = allocate(claim("claim-0", req("req-0", "class-a", 1,
                                         '!has(device.attributes["other.io"].x)')),
                    slice_("s", "pool-1", DRIVER_A, dev("device-1", numa=1)))
@@ -351,3 +352,39 @@ def test_version_attributes_compare_as_semver() -> None:
                    slice_("s", "pool-1", DRIVER_A, dev("device-1", driverVersion=Version("1.9.0")),
                           dev("device-2", driverVersion=Version("1.10.1"))))
     assert got == ({"req-0": ["pool-1/device-2"]}, "")
+
+
+@pytest.mark.parametrize(("numas", "expected"), [
+    ((0, 1), {"req-0": ["pool-1/device-1"], "req-1": ["pool-1/device-2"]}),
+    ((0, 0), None)])
+def test_distinct_attribute(numas: tuple[int, int], expected: dict | None) -> None:
+    """As upstream's allocator with DRAConsumableCapacity: every device a different value."""
+    got = allocate(claim("claim-0", req("req-0"), req("req-1"),
+                         constraints=({"distinctAttribute": f"{DRIVER_A}/numa"},)),
+                   slice_("s", "pool-1", DRIVER_A, dev("device-1", numa=numas[0]),
+                          dev("device-2", numa=numas[1])))
+    assert got == (expected, "")
+
+
+def test_v1beta1_and_v1beta2_objects_read_as_v1() -> None:
+    """v1beta1: request fields on the request, device fields under ``basic``; v1beta2
+    has v1's shapes."""
+    beta1_slice = {"apiVersion": "resource.k8s.io/v1beta1", "kind": "ResourceSlice",
+                   "metadata": {"name": "s"},
+                   "spec": {"driver": DRIVER_A, "nodeName": "node-1",
+                            "pool": {"name": "pool-1", "generation": 1,
+                                     "resourceSliceCount": 1},
+                            "devices": [{"name": "device-1", "basic": {
+                                "attributes": {"numa": {"int": 1}},
+                                "capacity": {"memory": {"value": "2Gi"}}}}]}}
+    beta1_claim = {"apiVersion": "resource.k8s.io/v1beta1", "kind": "ResourceClaim",
+                   "metadata": {"name": "claim-0", "namespace": "default"},
+                   "spec": {"devices": {"requests": [{
+                       "name": "req-0", "deviceClassName": "class-a",
+                       "selectors": [{"cel": {"expression": _memory("2Gi")}}]}]}}}
+    assert allocate(beta1_claim, beta1_slice) == ({"req-0": ["pool-1/device-1"]}, "")
+    beta2 = {**claim("claim-0", req("req-0")), "apiVersion": "resource.k8s.io/v1beta2"}
+    beta2_list = {"apiVersion": "resource.k8s.io/v1beta2", "kind": "ResourceSliceList",
+                  "items": [{**slice_("s", "pool-1", DRIVER_A, dev("device-1")),
+                             "apiVersion": "resource.k8s.io/v1beta2"}]}
+    assert allocate(beta2, beta2_list) == ({"req-0": ["pool-1/device-1"]}, "")

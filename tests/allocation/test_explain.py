@@ -159,3 +159,36 @@ def test_no_claims_or_no_such_path_is_status_2(tmp_path: Path) -> None:
     assert res.returncode == 2 and "no ResourceClaim or ResourceClaimTemplate" in res.stderr
     res = knd(tmp_path / "missing")
     assert res.returncode == 2 and "no such file or folder" in res.stderr
+
+
+OCI, MI300X = DATA / "oci-gb200", DATA / "azure-mi300x"
+
+
+def test_oci_gb200_numa_templates_and_placeholder_topology_ids() -> None:
+    """OKE GB200: the NIC is picked by NUMA node as the templates ask. The placement-group
+    templates carry placeholder fabric ids (their README says to replace them): no NIC
+    matches, and explain says which selector rules each one out."""
+    code, claims = explained(OCI, CLASSES)
+    assert code == 1  # the placeholders
+    nics = attributes(OCI / "resourceslice-dranet.yaml")
+    for name, numa in (("default/1nic-aligned", 0), ("default/1nic-unaligned", 1)):
+        (node,) = claims[name]["nodes"]
+        got = {d["request"]: d["device"] for d in node["devices"]}
+        assert node["allocatable"] is True and nics[got["nic"]]["dra.net/numaNode"] == numa
+    blocked = claims["default/2nic-aligned-local-block"]
+    assert blocked["allocatable"] is False
+    why = {e["device"]: e["reason"] for e in blocked["nodes"][0]["excluded"]
+           if e["request"] == "nic" and e["driver"] == "dra.net"}
+    assert set(why) == set(nics)
+    assert all(r.startswith("request nic selector #0: ") and "localBlockId" in r
+               for r in why.values()), why
+
+
+def test_mi300x_nics_by_numa_node() -> None:
+    code, claims = explained(MI300X, CLASSES)
+    assert code == 0
+    nics = attributes(MI300X / "resourceslice-dranet.yaml")
+    for name, numas in (("default/4nic-same-numa", {0}), ("default/4nic-cross-numa", {1})):
+        got = [d["device"] for d in claims[name]["nodes"][0]["devices"]]
+        assert len(got) == 4 and {nics[n]["dra.net/numaNode"] for n in got} == numas
+    assert len(claims["default/8nic-all"]["nodes"][0]["devices"]) == 8
