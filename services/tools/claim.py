@@ -94,10 +94,22 @@ def _table(results: list[Any]) -> str:
                 lines.append(f"  {node.node}: yes: {picks}")
                 continue
             lines.append(f"  {node.node}: no" + (f": {node.error}" if node.error else ""))
-            for e in node.excluded:
-                lines.append(f"    {e['request']}: {e['driver']}/{e['pool']}/{e['device']}: "
-                             f"{e['reason']}")
+            lines += _grouped(node.excluded)
     return "\n".join(lines)
+
+
+def _grouped(excluded: list[dict[str, str]]) -> list[str]:
+    """Per request, the devices that one reason rules out together: a class selector
+    rules out every device of the other drivers, and a list per device hides that."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for e in excluded:
+        groups.setdefault((e["request"], e["reason"]), []).append(
+            f"{e['driver']}/{e['pool']}/{e['device']}")
+    lines = []
+    for (request, reason), devices in groups.items():
+        lines.append(f"    {request}: {reason}")
+        lines += [f"      {d}" for d in devices]
+    return lines
 
 
 def _with_cluster(inputs: Any, args: argparse.Namespace, read: Any) -> Any:

@@ -129,8 +129,15 @@ def test_the_table_a_person_reads(tmp_path: Path) -> None:
     lines = res.stdout.splitlines()
     assert "claim default/gpu-efa-aligned: NOT allocatable" in lines
     assert f"  {AWS_NODE}: no" in lines
-    assert (f"    gpu: gpu.nvidia.com/{AWS_NODE}/gpu-6: constraint matchAttribute "
-            f"{PCIE_ROOT} with request efa") in lines
+    # per request, each reason once, then the devices it rules out
+    at = lines.index(f"    gpu: constraint matchAttribute {PCIE_ROOT} with request efa")
+    assert lines[at + 1:at + 3] == [f"      gpu.nvidia.com/{AWS_NODE}/gpu-6",
+                                    f"      gpu.nvidia.com/{AWS_NODE}/gpu-7"]
+    held = lines.index("    gpu: already allocated to claim ml/training-0")
+    # held is checked before any selector, as upstream: the held EFA is listed here too
+    assert set(lines[held + 1:held + 8]) == {
+        *(f"      gpu.nvidia.com/{AWS_NODE}/gpu-{i}" for i in range(6)),
+        f"      dra.net/{AWS_NODE}/pci-0000-a0-1b-0"}
     assert "claim default/gpu-efa-unaligned: allocatable" in lines
 
 
