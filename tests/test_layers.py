@@ -62,6 +62,12 @@ def test_only_the_demo_command_imports_the_stand_in_peers() -> None:
     assert set(found) == {"services/demo.py"}, found
 
 
+@pytest.mark.parametrize("service", ["discovery", "publisher", "plumber", "kubelet_gateway"])
+def test_no_service_imports_the_allocation_explainer(service: str) -> None:
+    """services/allocation is for `knd claim`: a service on every node never loads it."""
+    assert offenders(modules(SERVICES / service), ("services.allocation",)) == {}
+
+
 def test_the_check_can_tell(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
     bad.write_text("def f():\n    from services.discovery import sysfs\n")
