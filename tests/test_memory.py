@@ -50,3 +50,17 @@ def test_one_arena_keeps_every_thread_in_the_main_arena() -> None:
     one = subprocess.run([sys.executable, "-c", code, "one"], capture_output=True,
                          text=True, check=True).stdout.strip()
     assert int(many) > 0 and int(one) == 0, (many, one)
+
+
+def test_every_service_gives_back_what_starting_freed() -> None:
+    """Each service's run() calls Wired.started() once its serve() answers."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1] / "services"
+    for service in ("discovery", "publisher", "plumber", "kubelet_gateway"):
+        tree = ast.parse((root / service / "__init__.py").read_text())
+        run = next(n for n in ast.walk(tree)
+                   if isinstance(n, ast.AsyncFunctionDef) and n.name == "run")
+        calls = [n for n in ast.walk(run) if isinstance(n, ast.Call)
+                 and isinstance(n.func, ast.Attribute) and n.func.attr == "started"]
+        assert len(calls) == 1, service

@@ -60,3 +60,4 @@ async def run(args: argparse.Namespace) -> None:
         on.health.check("inventory", lambda: discovery.snapshot is not None)
         on.health.info("devices", lambda: len(discovery.snapshot.devices)
                        if discovery.snapshot else 0)
+        await on.started()

@@ -37,6 +37,7 @@ async def run(args: argparse.Namespace) -> None:
                     on.health.check("dra_socket", lambda: gw.grpc.dra_socket.is_socket())
                     on.health.info("kubelet_registered", lambda: gw.grpc.registration.registered)
                     on.health.info("nri_connected", lambda: gw.nri.connected)
+                    await on.started()
             finally:
                 with anyio.CancelScope(shield=True):
                     await api.aclose()

@@ -55,6 +55,7 @@ async def run(args: argparse.Namespace) -> None:
                     rdma_mode=args.rdma_netns_mode, sweep_interval=args.sweep_interval,
                     providers=found))
                 on.health.check("reconciled", lambda: True)
+                await on.started()
 
 
 __all__ = ["run"]

@@ -31,6 +31,7 @@ async def run(args: argparse.Namespace) -> None:
                 on.health.check("synced", lambda: pub.status.synced)
                 on.health.info("generation", lambda: pub.status.generation)
                 on.health.info("last_error", lambda: pub.status.last_error)
+                await on.started()
         finally:
             with anyio.CancelScope(shield=True):
                 await api.aclose()
