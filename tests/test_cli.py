@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
 from services.cli import SERVICES, build_parser
+from tests.helpers.fresh import python
 
 
 def test_a_service_process_does_not_import_the_others():
@@ -15,8 +13,7 @@ def test_a_service_process_does_not_import_the_others():
             "build_parser('discovery').parse_args(['discovery']); "
             "print('pyroute2' in sys.modules, 'grpc' in sys.modules, "
             "'kubernetes_asyncio' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout.split()
+    out = python(code).split()
     assert out == ["False", "False", "False"]
 
 
@@ -33,8 +30,7 @@ def test_listing_the_commands_loads_none_of_them():
             "    cli.main(['--help'])\n"
             "print(sorted(m for m in ('nats', 'pyroute2', 'grpc', 'kubernetes_asyncio', 'cel',"
             " 'aiohttp', 'prometheus_client') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout.strip()
+    out = python(code)
     assert out == "[]"
 
 
@@ -43,8 +39,7 @@ def test_discovery_and_the_plumber_load_no_aiohttp():
     code = ("import sys; import services.discovery.service, services.plumber.service, "
             "services.providers.choose, services.common.bus, nats.aio.transport as t; "
             "print('aiohttp' in sys.modules, t.aiohttp is None)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout.split()
+    out = python(code).split()
     assert out == ["False", "True"]
 
 
@@ -65,8 +60,7 @@ def test_services_load_the_libraries_lean(service):
             "print(sorted(m for m in ('nats.js.client', 'nats.js.kv', 'importlib.metadata', "
             "'pyroute2.ndb.main', 'pyroute2.ipdb', 'pyroute2.netlink.nl80211', "
             "'prometheus_client.exposition', 'wsgiref') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout.strip()
+    out = python(code)
     assert out == "[]"
 
 
@@ -80,6 +74,5 @@ def test_lean_packages_still_give_their_whole_api_to_whoever_asks():
             "from pyroute2 import IPRoute, NDB; import nats.js; "
             "print(lean, callable(generate_latest), IPRoute.__name__, "
             "nats.js.JetStreamContext.__name__, c.__version__ == version('nats-py'))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout.split()
+    out = python(code).split()
     assert out == ["True", "True", "IPRoute", "JetStreamContext", "True"]

@@ -31,8 +31,7 @@ def test_freed_memory_is_given_back() -> None:
 def test_one_arena_keeps_every_thread_in_the_main_arena() -> None:
     """A fresh process: after one_arena(), threads that allocate add no arena (each
     would otherwise map a heap of its own, 64 MiB of address space)."""
-    import subprocess
-    import sys
+    from tests.helpers.fresh import python
 
     code = ("import sys, threading\n"
             "from services.common import memory\n"
@@ -45,10 +44,7 @@ def test_one_arena_keeps_every_thread_in_the_main_arena() -> None:
             "ts = [threading.Thread(target=work) for _ in range(4)]\n"
             "[t.start() for t in ts]; [t.join() for t in ts]\n"
             "print(heaps() - before)\n")
-    many = subprocess.run([sys.executable, "-c", code, "many"], capture_output=True,
-                          text=True, check=True).stdout.strip()
-    one = subprocess.run([sys.executable, "-c", code, "one"], capture_output=True,
-                         text=True, check=True).stdout.strip()
+    many, one = python(code, "many"), python(code, "one")
     assert int(many) > 0 and int(one) == 0, (many, one)
 
 

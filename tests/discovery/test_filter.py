@@ -8,6 +8,7 @@ from prometheus_client import REGISTRY
 from schemas.inventory import Device
 from services.common.celexpr import CelError as FilterError
 from services.discovery.filter import DefaultFilter, DeviceFilter, default_expression, device_filter
+from tests.helpers.fresh import python
 
 
 def dev(name: str, **attrs) -> Device:
@@ -25,13 +26,10 @@ def test_default_hides_veth_only(f):
 
 
 def test_without_a_filter_the_default_runs_without_cel():
-    import subprocess
-    import sys
     code = ("import sys; from services.discovery.filter import device_filter; "
             "f = device_filter(None, 'dra.net'); "
             "print(type(f).__name__, f.expression, 'cel' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout.strip()
+    out = python(code)
     assert out == f"DefaultFilter {default_expression('dra.net')} False"
     assert type(device_filter("true", "dra.net")).__name__ == "DeviceFilter"
 
