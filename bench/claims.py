@@ -32,6 +32,8 @@ import anyio
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.report import emit  # noqa: E402
+
 NODE = "bench-node"
 PODS, TARGET_WALL_MS = 32, 1000.0
 
@@ -362,11 +364,7 @@ def main() -> None:
     report = {"benchmark": "claims", "cpus": os.cpu_count(), "kernel": os.uname().release,
               "date": time.strftime("%Y-%m-%d"), **results, "targets": targets(results),
               "agent_log_problems": problems}
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(report, args.out)
 
 
 if __name__ == "__main__":

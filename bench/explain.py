@@ -8,7 +8,6 @@ Prints one JSON object; ``--out`` also writes it to a file.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.report import emit  # noqa: E402
 from services.allocation.explain import explain  # noqa: E402
 from services.allocation.objects import read  # noqa: E402
 
@@ -87,10 +87,7 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--out", type=Path)
     args = p.parse_args()
-    text = json.dumps(run(args), indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(run(args), args.out)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ Prints one JSON object; ``--out`` also writes it to a file.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sqlite3
 import statistics
@@ -39,6 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.claims import NODE, Bench, ip, timed_batch  # noqa: E402
+from bench.report import emit  # noqa: E402
 
 KND = [sys.executable, "-m", "services.cli"]
 SERVICES = ("discovery", "publisher", "plumber", "kubelet-gateway")
@@ -350,11 +350,7 @@ def main() -> None:
             ip("netns", "del", ns, check=False)
         sys.exit(code)
     result = run(args)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.report import emit  # noqa: E402
+
 NODE = "bench-node"
 
 
@@ -208,11 +210,7 @@ def main() -> None:
             subprocess.run(["ip", "netns", "del", ns], check=False)
     report = {"benchmark": "hotplug", "cpus": os.cpu_count(),
               "date": time.strftime("%Y-%m-%d"), "results": results}
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(report, args.out)
 
 
 if __name__ == "__main__":
