@@ -128,10 +128,10 @@ def wait_listening(host: str, port: int, timeout: float = BUS_WAIT,
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and not give_up():
         try:
-            with socket.create_connection((host, port), timeout=0.5):
+            with socket.create_connection((host, port), timeout=0.2):
                 return True
         except OSError:
-            time.sleep(0.05)
+            time.sleep(0.02)
     return False
 
 

@@ -6,9 +6,9 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
+from services import keeper
 from services.common import auth
 
 
@@ -30,15 +30,9 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def wait_listening(host: str, port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection((host, port), timeout=0.2):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"nats-server did not listen on {host}:{port}") from None
-            time.sleep(0.02)
+    """:func:`services.keeper.wait_listening`, raising TimeoutError when it does not."""
+    if not keeper.wait_listening(host, port, timeout):
+        raise TimeoutError(f"nats-server did not listen on {host}:{port}")
 
 
 def prepare(state_dir: Path, node: str, port: int = 0,
