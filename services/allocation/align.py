@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.allocation.objects import Device, Inputs, Node
-from services.allocation.pools import devices, gather
+from services.allocation.pools import SliceIndex, devices, gather
 from services.topology.affinity import MEANING, Relation
 
 PCIE_ROOT = "resource.kubernetes.io/pcieRoot"
@@ -49,19 +49,17 @@ class Pairing:
             d.attribute(PCIE_ROOT) is not None for d in (self.gpu, *self.nics))
 
 
-def _numa(d: Device, driver: str) -> Any:
-    for name in (NUMA, f"{driver}/numaNode", "numaNode"):
-        value = d.attribute(name) if "/" in name else d.attributes.get(name)
-        if value is not None:
-            return value
-    return None
+def _numa(d: Device) -> Any:
+    """The standard attribute, else the driver's own ``numaNode`` (knd's, DRANET's)."""
+    value = d.attribute(NUMA)
+    return value if value is not None else d.attribute(f"{d.driver}/numaNode")
 
 
-def by_attributes(gpu: Device, nic: Device, nic_driver: str) -> Relation:
+def by_attributes(gpu: Device, nic: Device) -> Relation:
     roots = gpu.attribute(PCIE_ROOT), nic.attribute(PCIE_ROOT)
     if None not in roots and roots[0] == roots[1]:
         return Relation.PHB
-    numas = _numa(gpu, gpu.driver), _numa(nic, nic_driver)
+    numas = _numa(gpu), _numa(nic)
     if None not in numas and numas[0] == numas[1]:
         return Relation.NODE
     return Relation.SYS
@@ -73,7 +71,7 @@ def _nearness(gpu: Device, nic: Device, nic_driver: str,
     key = (str(gpu.attribute(PCI_BUS_ID)).lower(), str(nic.attribute(f"{nic_driver}/pciAddress")))
     if topology is not None and key in topology:
         return topology[key], "topology"
-    return by_attributes(gpu, nic, nic_driver), "attributes"
+    return by_attributes(gpu, nic), "attributes"
 
 
 def _gpus(devs: list[Device], gpu_driver: str) -> list[Device]:
@@ -93,7 +91,7 @@ def pair(inputs: Inputs, node: str, gpu_driver: str, nic_driver: str, per_gpu: i
     """Each GPU of ``node`` with its ``per_gpu`` nearest NICs. ``topology``: (GPU PCI
     address, NIC PCI address) -> relation, read on the node (None: attributes only)."""
     the = inputs.nodes.get(node, Node(node))
-    devs = devices(gather(inputs.slices, the), the)
+    devs = devices(gather(SliceIndex(inputs.slices), the), the)
     gpus, nics = _gpus(devs, gpu_driver), _nics(devs, nic_driver)
     if not gpus:
         raise AlignError(f"node {node}: no GPU of driver {gpu_driver} in the slices")

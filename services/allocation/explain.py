@@ -99,7 +99,7 @@ class Explainer:
 
     def node(self, claim: Claim, node: Node, matcher: Matcher | None = None,
              in_use: set[str] | None = None) -> NodeResult:
-        pools = gather(self.slices.get(node), node)
+        pools = gather(self.slices, node)
         devs = devices(pools, node)
         if in_use is None:
             in_use = {d for d, holder in self.holders.items() if holder != claim.name}

@@ -107,22 +107,15 @@ class SliceIndex:
             else:
                 self.shared.append(s)
 
-    def get(self, node: Node) -> tuple[list[Slice], dict[tuple[str, str], list[Slice]]]:
-        """(the slices that may count for ``node``, every slice by pool)."""
-        return self.local.get(node.name, []) + self.shared, self.by_pool
+    def candidates(self, node: Node) -> list[Slice]:
+        """The slices that may count for ``node``."""
+        return self.local.get(node.name, []) + self.shared
 
 
-def gather(found: tuple[list[Slice], dict[tuple[str, str], list[Slice]]] | Iterable[Slice],
-           node: Node) -> list[Pool]:
-    """The node's pools, in the order they are tried (``found``: a :class:`SliceIndex`'s
-    answer for the node, or all slices)."""
-    if isinstance(found, tuple):
-        candidates, by_pool = found
-    else:
-        candidates = list(found)
-        by_pool = SliceIndex(candidates).by_pool
+def gather(index: SliceIndex, node: Node) -> list[Pool]:
+    """The node's pools, in the order they are tried."""
     pools: dict[tuple[str, str], Pool] = {}
-    for s in candidates:
+    for s in index.candidates(node):
         if not _for_node(s, node):
             continue
         key = (s.driver, s.pool)
@@ -136,7 +129,7 @@ def gather(found: tuple[list[Slice], dict[tuple[str, str], list[Slice]]] | Itera
         pool = pools[key]
         pool.slices.sort(key=lambda s: s.name)
         if len(pool.slices) != pool.slices[0].slice_count:
-            same = by_pool.get(key, [])
+            same = index.by_pool.get(key, [])
             if any(s.generation > pool.generation for s in same):
                 continue  # obsolete: a newer generation is being published elsewhere
             pool.incomplete = sum(s.generation == pool.generation for s in same) \
