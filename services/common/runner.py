@@ -196,11 +196,10 @@ def _only(exc: BaseException, kind: type[BaseException]) -> BaseException | None
 
 
 def run(main: Callable[[], Awaitable[None]], name: str,
-        deadline: float | None = STOP_DEADLINE) -> NoReturn:
+        deadline: float = STOP_DEADLINE) -> NoReturn:
     """Run ``main`` until signalled and exit: 0 when asked to stop, 1 otherwise.
 
-    ``deadline``: the bound on stopping (None: no watchdog, for ``knd up``, which
-    bounds its own stop)."""
+    ``deadline``: the bound on stopping, kept by a watchdog thread."""
     stopping = Stopping(name, deadline)
     stopping.install()
     threading.Thread(target=stopping.watch, name="knd-watchdog", daemon=True).start()
