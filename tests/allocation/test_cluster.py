@@ -14,7 +14,15 @@ import pytest
 import yaml
 
 from services.common.api.kube import KubeApi
-from tests.allocation.test_explain import AWS, AWS_NODE, CLASSES, PCIE_ROOT, ROOT
+from tests.allocation.test_explain import (
+    AWS,
+    AWS_NODE,
+    BUSY,
+    CLASSES,
+    PCIE_ROOT,
+    ROOT,
+    held_claim,
+)
 from tests.kubeapi.server import KubeApiServer
 
 pytestmark = pytest.mark.anyio
@@ -34,15 +42,7 @@ def _seed(server: KubeApiServer) -> None:
     for obj in _objects(AWS / "device-class.yaml", CLASSES):
         server.put_object("deviceclasses", obj)
     server.add_node(AWS_NODE)
-    server.put_object("resourceclaims", {
-        "apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
-        "metadata": {"name": "training-0", "namespace": "ml"},
-        "spec": {"devices": {"requests": [{"name": "x", "exactly": {
-            "deviceClassName": "gpu.nvidia.com"}}]}},
-        "status": {"allocation": {"devices": {"results": [
-            {"request": "x", "driver": driver, "pool": AWS_NODE, "device": name}
-            for driver, name in [*(("gpu.nvidia.com", f"gpu-{i}") for i in range(6)),
-                                 ("dra.net", "pci-0000-a0-1b-0")]]}}}})
+    server.put_object("resourceclaims", held_claim(BUSY))
 
 
 async def test_the_cluster_is_read_when_the_files_hold_only_claims(tmp_path: Path) -> None:

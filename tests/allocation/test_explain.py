@@ -44,17 +44,25 @@ def attributes(path: Path) -> dict[str, dict[str, Any]]:
     return out
 
 
-def holding(tmp_path: Path, devices: dict[str, list[str]]) -> Path:
+BUSY = {"gpu.nvidia.com": [f"gpu-{i}" for i in range(6)], "dra.net": ["pci-0000-a0-1b-0"]}
+"""What the held claim holds: every GPU but gpu-6/7, and the EFA on their root."""
+
+
+def held_claim(devices: dict[str, list[str]]) -> dict[str, Any]:
     """A ResourceClaim already allocated ``devices`` (driver -> names) on the AWS node."""
-    claim = {"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
-             "metadata": {"name": "training-0", "namespace": "ml"},
-             "spec": {"devices": {"requests": [{"name": "x", "exactly": {
-                 "deviceClassName": "gpu.nvidia.com"}}]}},
-             "status": {"allocation": {"devices": {"results": [
-                 {"request": "x", "driver": driver, "pool": AWS_NODE, "device": name}
-                 for driver, names in devices.items() for name in names]}}}}
+    return {"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
+            "metadata": {"name": "training-0", "namespace": "ml"},
+            "spec": {"devices": {"requests": [{"name": "x", "exactly": {
+                "deviceClassName": "gpu.nvidia.com"}}]}},
+            "status": {"allocation": {"devices": {"results": [
+                {"request": "x", "driver": driver, "pool": AWS_NODE, "device": name}
+                for driver, names in devices.items() for name in names]}}}}
+
+
+def holding(tmp_path: Path, devices: dict[str, list[str]]) -> Path:
+    """:func:`held_claim` as a file."""
     path = tmp_path / "held.yaml"
-    path.write_text(yaml.safe_dump(claim))
+    path.write_text(yaml.safe_dump(held_claim(devices)))
     return path
 
 
@@ -78,8 +86,7 @@ def test_aws_aligned_template_fits_nowhere_once_its_root_is_taken(tmp_path: Path
     """gpu-0..5 and the EFA on pci0000:a0 are held: only gpu-6/7 (on a0) are free and
     their EFA is not. The aligned claim does not fit, and every device says why; the
     unaligned one takes a free GPU with any free EFA."""
-    held = holding(tmp_path, {"gpu.nvidia.com": [f"gpu-{i}" for i in range(6)],
-                              "dra.net": ["pci-0000-a0-1b-0"]})
+    held = holding(tmp_path, BUSY)
     code, claims = explained(AWS, CLASSES, held)
     assert code == 1
     unaligned = claims["default/gpu-efa-unaligned"]["nodes"][0]
@@ -122,8 +129,7 @@ def test_gb300_hand_written_selectors_pick_the_named_devices() -> None:
 
 
 def test_the_table_a_person_reads(tmp_path: Path) -> None:
-    held = holding(tmp_path, {"gpu.nvidia.com": [f"gpu-{i}" for i in range(6)],
-                              "dra.net": ["pci-0000-a0-1b-0"]})
+    held = holding(tmp_path, BUSY)
     res = knd(AWS, CLASSES, held, "--node", AWS_NODE)
     assert res.returncode == 1 and res.stderr == ""
     lines = res.stdout.splitlines()
