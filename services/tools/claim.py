@@ -14,10 +14,13 @@ import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from schemas.text import one_line
 from services.common import settings, usage
+
+if TYPE_CHECKING:
+    from services.allocation.objects import Inputs
 
 SUFFIXES = (".yaml", ".yml", ".json")
 
@@ -112,12 +115,13 @@ def _grouped(excluded: list[dict[str, str]]) -> list[str]:
     return lines
 
 
-def _with_cluster(inputs: Any, args: argparse.Namespace, read: Any) -> Any:
+def _with_cluster(inputs: Inputs, args: argparse.Namespace) -> Inputs:
     """The files' claims explained against the cluster's slices, classes, nodes and the
     devices its claims hold."""
     import anyio
 
     from services.allocation.cluster import read_cluster
+    from services.allocation.objects import read
 
     docs = anyio.run(read_cluster, args.kubeconfig, args.api_timeout)
     return read(docs, into=inputs, explain=False)
@@ -139,7 +143,7 @@ def align(args: argparse.Namespace) -> int:
     try:
         inputs = read(documents(args.paths))
         if not inputs.slices:
-            inputs = _with_cluster(inputs, args, read)
+            inputs = _with_cluster(inputs, args)
         pairs = al.pair(inputs, args.node, args.gpu_driver, args.driver_name,
                         args.nics_per_gpu, _topology(args) if args.topology else None)
     except ApiError as exc:
@@ -197,7 +201,7 @@ def main(args: argparse.Namespace) -> int:
             raise ValueError("no ResourceClaim or ResourceClaimTemplate in "
                              + ", ".join(map(str, args.paths)))
         if not inputs.slices and not inputs.classes:
-            inputs = _with_cluster(inputs, args, read)
+            inputs = _with_cluster(inputs, args)
         results = explain(inputs, args.node)
     except ApiError as exc:
         print(f"knd claim explain: the files hold no ResourceSlice or DeviceClass, and the "
