@@ -61,3 +61,12 @@ def test_foreign_schema_is_refused(tmp_path: Path) -> None:
     con.close()
     with pytest.raises(CheckpointError, match="schema 99"):
         Checkpoint(path)
+
+
+def test_the_page_cache_is_held_to_256_kib(tmp_path: Path) -> None:
+    """One node's claims fit; sqlite's default 2 MiB only grew the plumber's memory."""
+    store = Checkpoint(tmp_path / "c.db")
+    try:
+        assert store.db.execute("PRAGMA cache_size").fetchone()[0] == -256
+    finally:
+        store.close()
