@@ -10,7 +10,7 @@ import sys
 from types import ModuleType
 from typing import NoReturn
 
-from services.common import logs, runner, settings, usage
+from services.common import lean, logs, runner, settings, usage
 
 SERVICES = {
     "discovery": "services.discovery",
@@ -120,6 +120,19 @@ def _up(args: argparse.Namespace, argv: list[str]) -> NoReturn:
     sys.exit(1)
 
 
+def tls_unused(args: argparse.Namespace) -> str | None:
+    """Why a service process needs no TLS (None when it does): it reads no API server
+    (discovery, the plumber, or --standalone) and no https webhook or metadata URL."""
+    if args.command in settings.API_USERS and not args.standalone:
+        return None
+    urls = (getattr(args, "webhook_url", ""), getattr(args, "metadata_url", ""))
+    if any(str(u).startswith("https:") for u in urls):
+        return None
+    talks = "no API server (--standalone)" if args.command in settings.API_USERS else \
+        "no API server"
+    return f"knd {args.command} talks to {talks} and no https webhook or metadata URL"
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse(sys.argv[1:] if argv is None else argv)
     if args.command in TOOLS:
@@ -130,6 +143,9 @@ def main(argv: list[str] | None = None) -> None:
     logs.setup(args.log_level, args.log_json, service=args.command)
     if args.command == "up":
         _up(args, sys.argv[1:] if argv is None else argv)
+    why = tls_unused(args)
+    if why:
+        lean.without_tls(why)
     mod = load_service(args.command)
     assert mod is not None
     once = getattr(mod, "once", None)

@@ -9,7 +9,6 @@ pod (per ``knd up``) and written with mode 0600.
 from __future__ import annotations
 
 import json
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,6 +86,8 @@ def server_config(node: str, host: str, port: int, passwords: dict[str, str]) ->
 
 def generate(bus_dir: Path, node: str, host: str, port: int) -> tuple[Credentials, Path]:
     """Create fresh credentials and a nats-server config; return both paths' contents."""
+    import secrets  # here: it loads OpenSSL (hmac), which the services start without
+
     passwords = {role: secrets.token_urlsafe(24) for role in ROLES}
     creds = Credentials(url=f"nats://{host}:{port}", node=node, passwords=passwords)
     conf = server_config(node, host, port, passwords)

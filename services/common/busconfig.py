@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import json
-import secrets
 import sys
 from pathlib import Path
 
@@ -58,6 +57,8 @@ def write(out: Path, node: str, host: str = "127.0.0.1",
         raise ValueError(f"the bus listens on loopback only, not {host}")
     if not 0 < port < 65536:
         raise ValueError(f"bus port {port} is out of range (1..65535)")
+    import secrets  # here: it loads OpenSSL (hmac), which the services start without
+
     url_host = f"[{host}]" if ":" in host else host
     creds = auth.Credentials(url=f"nats://{url_host}:{port}", node=node,
                              passwords={r: secrets.token_urlsafe(24) for r in auth.ROLES})

@@ -33,6 +33,9 @@ def test_ctrl_c_to_the_process_group_stops_everything_cleanly(node_ns: NetNS, sh
                         what="the bus and every service running")
         node_ns.veth("cc-a", "cc-b")
         wait_for(lambda: "cc-a" in agent.devices() or None, what="publishing")
+        # standalone, nothing speaks TLS: no service pays for OpenSSL (lean.without_tls)
+        assert not [name for name, pid in kids.items()
+                    if "libcrypto" in Path(f"/proc/{pid}/maps").read_text()]
         os.killpg(os.getpgid(agent.proc.pid), signal.SIGINT)  # what a terminal's Ctrl-C does
         assert agent.proc.wait(15) == 0
         assert not [p for p in kids.values() if alive(p)]
