@@ -59,13 +59,24 @@ def test_asking_for_tls_without_it_says_why():
             "    except TlsOff as exc:\n"
             "        return str(exc)\n"
             "print(asyncio.run(main()))\n"
-            "try:\n"
-            "    ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)\n"
-            "except TlsOff as exc:\n"
-            "    print(exc)\n")
+            "for make in (lambda: ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT),\n"
+            "             lambda: ssl.TLSVersion.TLSv1_2):\n"
+            "    try:\n"
+            "        make()\n"
+            "    except TlsOff as exc:\n"
+            "        print(exc)\n")
     lines = python(code).splitlines()
     assert lines == ["TLS is off in this process: test says so",
-                     "ssl.PROTOCOL_TLS_CLIENT: TLS is off in this process: test says so"]
+                     "TLS is off in this process: test says so",
+                     "ssl.TLSVersion: TLS is off in this process: test says so"]
+
+
+def test_modules_that_name_tls_at_import_still_load_without_it():
+    """prometheus-client's text format module names ssl's types in its signatures."""
+    code = (OFF + "from prometheus_client import exposition, Counter, REGISTRY\n"
+            "Counter('knd_probe', 'x').inc()\n"
+            "print(b'knd_probe_total 1.0' in exposition.generate_latest(REGISTRY))")
+    assert python(code) == "True"
 
 
 def test_without_tls_changes_nothing_once_openssl_is_loaded():

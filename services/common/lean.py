@@ -161,6 +161,24 @@ class TlsOff(RuntimeError):
     """TLS was asked for in a process that started without it (:func:`without_tls`)."""
 
 
+class _Refused:
+    """A name of the ``ssl`` stand-in: there to be referred to, refused when used."""
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TlsOff(self._text)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):  # typing and inspect probe for these
+            raise AttributeError(name)
+        raise TlsOff(self._text)
+
+    def __repr__(self) -> str:
+        return f"<{self._text}>"
+
+
 def _tls_stand_in(why: str) -> types.ModuleType:
     """An ``ssl`` module for a process without TLS: the names other modules read when
     they load (asyncio's sslproto, anyio's TLS stream, nats-py) are there; making a
@@ -186,9 +204,13 @@ def _tls_stand_in(why: str) -> types.ModuleType:
             "SSLZeroReturnError", "SSLCertVerificationError", "CertificateError")})
 
     def __getattr__(name: str) -> Any:
+        # other names are read when modules load, as defaults and annotations
+        # (prometheus-client's TLS helpers): a stand-in that refuses to be used
         if name.startswith("__"):
             raise AttributeError(name)
-        raise TlsOff(f"ssl.{name}: TLS is off in this process: {why}")
+        if name.endswith("Error"):
+            return type(name, (SSLError,), {})
+        return _Refused(f"ssl.{name}: TLS is off in this process: {why}")
 
     mod.__dict__["__getattr__"] = __getattr__
     return mod
