@@ -28,6 +28,11 @@ from services.keeper import Plan, Spec
 
 log = logging.getLogger("knd.up")
 
+NATS_GOGC = "50"
+"""The bus's Go heap grows to half its live size before a collection instead of all
+of it: over 150 attach cycles nats-server grew 0.4 MB instead of 2.1 MB (17.6 MB at
+the end instead of 19.6), for no idle CPU that 60 s could measure."""
+
 
 def child_env(args: argparse.Namespace, creds_path: Path,
               service: str | None = None) -> dict[str, str]:
@@ -37,7 +42,9 @@ def child_env(args: argparse.Namespace, creds_path: Path,
     discovery's; the others follow at +1..+3), never one that only the first could
     bind."""
     env = {k: v for k, v in os.environ.items() if k not in settings.by_env()}
-    if service is not None:
+    if service is None:
+        env.setdefault("GOGC", NATS_GOGC)
+    else:
         env.update(settings.child_env(args, service))
         env["KND_BUS_CREDS"] = str(creds_path)
         env["KND_METRICS_ADDRESS"] = config.metrics_address(args.metrics_address, service)
