@@ -29,3 +29,20 @@ class ClaimUnprepared(Message):
     name: str = ""
     error: str = ""
     latency_ms: float = 0.0
+
+
+class Notice(Message):
+    """``knd.<node>.events.notice``: something a user should see with ``kubectl describe``;
+    the publisher writes it as a Kubernetes Event on the object."""
+
+    node: str
+    kind: str
+    """``Pod`` or ``ResourceClaim``."""
+    namespace: str
+    name: str
+    uid: str
+    reason: str
+    """CamelCase, DRANET's names where they exist (NetworkDeviceAttachDeferred...)."""
+    message: str
+    type: str = "Warning"
+    """``Normal`` or ``Warning``."""

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from schemas.base import Message
 from schemas.claims import ClaimStatus, ClaimStatusReply
-from schemas.events import ClaimPrepared, ClaimUnprepared
+from schemas.events import ClaimPrepared, ClaimUnprepared, Notice
 from schemas.inventory import DeviceEvent, InventoryGet, InventorySnapshot, SlicePublished
 from schemas.plumber import (
     Attach,
@@ -131,8 +131,9 @@ ROUTES: tuple[Route, ...] = (
     _ask("plumber.detach", Detach, DetachReply, PLUMBER, GATEWAY),
     _ask("plumber.container-devices", ContainerDevices, ContainerDevicesReply, PLUMBER,
          GATEWAY),
-    _ask("plumber.status", PlumberStatusGet, PlumberStatus, PLUMBER, DISCOVERY, ADMIN,
-         why="discovery keeps prepared claims' devices; knd status"),
+    _ask("plumber.status", PlumberStatusGet, PlumberStatus, PLUMBER, DISCOVERY, GATEWAY, ADMIN,
+         why="discovery keeps prepared claims' devices; the gateway counts a deferred "
+             "attach's progress; knd status"),
     _event("device.attached", DeviceAttached, PLUMBER),
     _event("device.detached", DeviceDetached, PLUMBER),
     _event("device.failed", DeviceFailed, PLUMBER),
@@ -140,6 +141,8 @@ ROUTES: tuple[Route, ...] = (
            why="discovery keeps a prepared claim's devices published"),
     _event("claim.unprepared", ClaimUnprepared, GATEWAY, DISCOVERY,
            why="discovery lets them go"),
+    _event("notice", Notice, GATEWAY, PUBLISHER,
+           why="the publisher writes it as a Kubernetes Event"),
     *_micro(),
 )
 

@@ -30,6 +30,8 @@ SAMPLES = {
     "KND_CDI_ROOT": "/etc/cdi", "KND_RDMA_NETNS_MODE": "exclusive",
     "KND_SWEEP_INTERVAL": "30", "KND_KUBELET_ROOT": "/var/lib/k0s/kubelet",
     "KND_NRI_SOCKET": "/run/nri.sock", "KND_NRI_INDEX": "20", "KND_PLUMBER_TIMEOUT": "50",
+    "KND_DEVICE_ATTACH_TIMEOUT": "45s", "KND_HOOK_SHELL": "/usr/bin/dash",
+    "KND_HOOK_DIR": "/run/knd-hook",
     "KND_BUS_PORT": "19500", "KND_BUS_HOST": "127.0.0.2", "KND_BUS_DIR": "/run/bus",
 }
 """A value other than the default for every variable; a new setting needs one here."""
@@ -77,6 +79,14 @@ def test_knd_up_hands_each_child_exactly_what_it_reads() -> None:
         assert knd_vars <= theirs, (service, knd_vars - theirs)
         assert child.bus_creds == Path("/run/creds.json")
     assert "KND_FILTER" not in supervisor.child_env(up, Path("/c"), "plumber")
+
+
+def test_the_bus_collects_its_heap_sooner_unless_told_otherwise(monkeypatch) -> None:
+    up = parse("up", {})
+    assert supervisor.child_env(up, Path("/c"))["GOGC"] == supervisor.NATS_GOGC == "50"
+    assert "GOGC" not in supervisor.child_env(up, Path("/c"), "plumber")
+    monkeypatch.setenv("GOGC", "200")
+    assert supervisor.child_env(up, Path("/c"))["GOGC"] == "200"
 
 
 def test_every_flag_has_help_naming_its_variable() -> None:

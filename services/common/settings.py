@@ -159,6 +159,17 @@ TABLE: tuple[Setting, ...] = (
        "runtime's NRI socket", ("kubelet-gateway",)),
     _s("--nri-index", "KND_NRI_INDEX", "10", "two-digit NRI plugin index (ordering among "
        "plugins)", ("kubelet-gateway",), type=usage.plugin_index),
+    _s("--device-attach-timeout", "KND_DEVICE_ATTACH_TIMEOUT", "30", "seconds (or a Go "
+       "duration, at most 60) a pod's attach may go on after RunPodSandbox had to answer "
+       "the runtime; its containers wait for it (0: fail the sandbox instead)",
+       ("kubelet-gateway",), type=usage.attach_timeout),
+    _s("--hook-shell", "KND_HOOK_SHELL", "/bin/sh", "the node's shell that runs the hook "
+       "holding a container until its pod's devices are attached (empty: no hook; the "
+       "container's creation fails until then and the kubelet retries)",
+       ("kubelet-gateway",), type=usage.hook_shell),
+    _s("--hook-dir", "KND_HOOK_DIR", None, "host folder where the hook reads how a pod's "
+       "attach ended (the same path on the node and in the gateway)", ("kubelet-gateway",),
+       type=Path, doc_default="<state-dir>/attach"),
     _s("--plumber-timeout", "KND_PLUMBER_TIMEOUT", "40", "seconds to wait for the plumber "
        "on prepare and unprepare", ("kubelet-gateway",), type=usage.timeout),
     # -- the bus: `knd up`'s embedded one, or the DaemonSet's from `knd bus-config` --

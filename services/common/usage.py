@@ -84,6 +84,22 @@ def duration(text: str) -> float:
     return value
 
 
+def attach_timeout(text: str) -> float:
+    """``type=`` of --device-attach-timeout: a duration from 0 to 60 seconds (DRANET's range)."""
+    value = duration(text)
+    if value > 60:
+        raise argparse.ArgumentTypeError(f"{q(text)}: must be between 0 and 60 seconds")
+    return value
+
+
+def hook_shell(text: str) -> str:
+    """``type=`` of --hook-shell: an absolute path, or empty for no hook."""
+    if text and not text.startswith("/"):
+        raise argparse.ArgumentTypeError(f"{q(text)}: expected an absolute path (or empty "
+                                         "for no hook)")
+    return text
+
+
 def timeout(text: str) -> float:
     """``type=`` of how long one request may take: seconds, more than 0, at most 600."""
     try:

@@ -9,6 +9,10 @@ from __future__ import annotations
 import argparse
 import functools
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from services.kubelet_gateway.nri.barrier import Barrier
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -33,7 +37,9 @@ async def run(args: argparse.Namespace) -> None:
                     gw = await tg.start(functools.partial(
                         serve, on.nc, common, api, kubelet_root=Path(args.kubelet_root),
                         nri_socket=Path(args.nri_socket), nri_index=args.nri_index,
-                        plumber_timeout=args.plumber_timeout))
+                        plumber_timeout=args.plumber_timeout,
+                        device_attach_timeout=args.device_attach_timeout,
+                        barrier=_barrier(args, common.state_dir)))
                     on.health.check("dra_socket", lambda: gw.grpc.dra_socket.is_socket())
                     on.health.info("kubelet_registered", lambda: gw.grpc.registration.registered)
                     on.health.info("nri_connected", lambda: gw.nri.connected)
@@ -41,3 +47,11 @@ async def run(args: argparse.Namespace) -> None:
             finally:
                 with anyio.CancelScope(shield=True):
                     await api.aclose()
+
+
+def _barrier(args: argparse.Namespace, state_dir: Path) -> Barrier | None:
+    from services.kubelet_gateway.nri.barrier import Barrier
+
+    if not args.hook_shell:
+        return None
+    return Barrier(args.hook_dir or state_dir / "attach", args.hook_shell)

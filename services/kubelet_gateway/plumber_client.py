@@ -71,6 +71,10 @@ class PlumberClient:
     async def detach(self, req: p.Detach, deadline: float | None = None) -> p.DetachReply:
         return await self._ask("detach", req, p.DetachReply, deadline)
 
+    async def status(self, req: p.PlumberStatusGet,
+                     deadline: float | None = None) -> p.PlumberStatus:
+        return await self._ask("status", req, p.PlumberStatus, deadline)
+
     async def container_devices(self, req: p.ContainerDevices,
                                 deadline: float | None = None) -> p.ContainerDevicesReply:
         return await self._ask("container-devices", req, p.ContainerDevicesReply, deadline)

@@ -25,6 +25,7 @@ from services.kubelet_gateway.plumber_client import PlumberClient
 
 if TYPE_CHECKING:  # both import grpc; the CLI's --help need not
     from services.kubelet_gateway.grpc_server import GrpcStatus
+    from services.kubelet_gateway.nri.barrier import Barrier
     from services.kubelet_gateway.nri.plugin import NriPlugin
 
 log = logging.getLogger("knd.gateway")
@@ -95,11 +96,14 @@ class Gateway:
 
 async def serve(nc: Client, common: Common, api: ApiPort, *, kubelet_root: Path,
                 nri_socket: Path, nri_index: str = "10", plumber_timeout: float = 40.0,
+                device_attach_timeout: float = 30.0, barrier: Barrier | None = None,
                 task_status: TaskStatus[Gateway] = anyio.TASK_STATUS_IGNORED) -> None:
     """Run the gateway on ``nc`` until cancelled; ``task_status`` reports the
-    :class:`Gateway` once kubelet's sockets listen and the NRI plugin has started."""
+    :class:`Gateway` once kubelet's sockets listen and the NRI plugin has started.
+    ``barrier``: how containers wait for a deferred attach (None: they fail until done)."""
     from services.kubelet_gateway.dra import ClaimEvents
     from services.kubelet_gateway.grpc_server import serve_grpc
+    from services.kubelet_gateway.nri.attach_jobs import AttachJobs, Notices
     from services.kubelet_gateway.nri.plugin import PlumberPodHandler, run_nri
 
     plumber = PlumberClient(nc, common.node, timeout=plumber_timeout)
@@ -114,9 +118,12 @@ async def serve(nc: Client, common: Common, api: ApiPort, *, kubelet_root: Path,
                 kubelet_root=kubelet_root, driver=common.driver_name, api=api,
                 plumber=plumber, inventory_source=feed, task_status=task_status))
             grpc.dra.events = ClaimEvents(nc, common.node)
+            notices = await tg.start(Notices(nc, common.node).run)
+            jobs = await tg.start(AttachJobs(plumber, attach_timeout=device_attach_timeout,
+                                             barrier=barrier, notices=notices).run)
             nri = await tg.start(lambda task_status: run_nri(
                 socket_path=nri_socket, plugin_idx=nri_index,
-                handler=PlumberPodHandler(plumber), task_status=task_status))
+                handler=PlumberPodHandler(plumber, jobs), task_status=task_status))
             task_status.started(Gateway(grpc, nri))
     finally:
         feed.close()

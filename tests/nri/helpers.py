@@ -13,6 +13,8 @@ import anyio
 from kndpeers.nri_runtime import FakeRuntime, PluginConn
 from schemas.plumber import LinuxDevice
 from services.kubelet_gateway.nri import NriPlugin, PodInfo, run_nri
+from services.kubelet_gateway.nri.barrier import Hook
+from services.kubelet_gateway.nri.handler import ContainerSetup
 from tests.helpers.wait import until
 
 
@@ -27,6 +29,9 @@ class FakeHandler:
     fail: dict[str, str] = field(default_factory=dict)
     calls: list[tuple[str, object]] = field(default_factory=list)
     synced: list[list[PodInfo]] = field(default_factory=list)
+    hook: Hook | None = None
+    budgets: list[float] = field(default_factory=list)
+    """The budget of each run_pod / create_container call."""
 
     async def _do(self, what: str, arg: object) -> None:
         self.calls.append((what, arg))
@@ -38,7 +43,8 @@ class FakeHandler:
     def called(self, what: str) -> list:
         return [arg for name, arg in self.calls if name == what]
 
-    async def run_pod(self, pod: PodInfo) -> None:
+    async def run_pod(self, pod: PodInfo, budget: float) -> None:
+        self.budgets.append(budget)
         await self._do("run_pod", pod)
 
     async def stop_pod(self, pod: PodInfo) -> None:
@@ -51,9 +57,11 @@ class FakeHandler:
         await self._do("has_claims", pod)
         return pod.uid in self.claims
 
-    async def container_devices(self, pod: PodInfo, container_name: str) -> list[LinuxDevice]:
-        await self._do("container_devices", (pod, container_name))
-        return self.devices
+    async def create_container(self, pod: PodInfo, container_name: str,
+                               budget: float) -> ContainerSetup:
+        self.budgets.append(budget)
+        await self._do("create_container", (pod, container_name))
+        return ContainerSetup(self.devices, self.hook)
 
     async def sync(self, pods: list[PodInfo]) -> None:
         self.synced.append(pods)

@@ -185,7 +185,7 @@ async def test_create_container_returns_the_devices_adjustment(sock):
                 for d in resp.adjust.linux.devices]
         assert devs == [("/dev/infiniband/uverbs0", "c", 231, 192, 0o600),
                         ("/dev/infiniband/rdma_cm", "c", 10, 58, 0o666)]
-        [(info, name)] = handler.called("container_devices")
+        [(info, name)] = handler.called("create_container")
         assert (info.uid, name) == ("uid-1", "trainer")
 
 

@@ -15,6 +15,7 @@ from schemas.base import decode, encode
 from schemas.subjects import Subjects
 from services.common import bus as busmod
 from services.kubelet_gateway.nri import PlumberPodHandler, PodInfo
+from services.kubelet_gateway.nri.attach_jobs import AttachJobs
 from services.kubelet_gateway.nri.ttrpc import Code, TtrpcError
 from services.kubelet_gateway.plumber_client import PlumberClient
 from tests.conftest import NODE
@@ -66,7 +67,11 @@ async def plumbed(bus) -> AsyncIterator[tuple[TinyPlumber, PlumberPodHandler]]:
         await plumber_nc.subscribe(S.plumber("detach"), cb=tiny.on_detach)
         await plumber_nc.subscribe(S.plumber("container-devices"), cb=tiny.on_devices)
         await busmod.flush(plumber_nc)
-        yield tiny, PlumberPodHandler(PlumberClient(gateway_nc, NODE), deadline=1.0)
+        client = PlumberClient(gateway_nc, NODE)
+        async with anyio.create_task_group() as tg:
+            jobs = await tg.start(AttachJobs(client, attach_timeout=3.0).run)
+            yield tiny, PlumberPodHandler(client, jobs, deadline=1.0)
+            tg.cancel_scope.cancel()
     finally:
         await busmod.close(gateway_nc)
         await busmod.close(plumber_nc)
@@ -130,12 +135,17 @@ async def test_claims_lookup_is_used_when_given(bus):
 async def test_plumber_without_answer_is_an_error_not_a_hang(bus, sock):
     nc = await busmod.connect(bus, "gateway")
     try:
-        handler = PlumberPodHandler(PlumberClient(nc, NODE), deadline=5.0)
-        async with nri_setup(sock, handler) as (_, conn, _p):
+        client = PlumberClient(nc, NODE)
+        async with anyio.create_task_group() as tg, \
+                nri_setup(sock, PlumberPodHandler(client, await tg.start(
+                    AttachJobs(client, attach_timeout=0).run), deadline=5.0)) as (_, conn, _p):
+            # no plumber subscribed: the attach asks again until the request's budget
+            # is spent, then fails the sandbox (no deferring with a timeout of 0)
             with anyio.fail_after(1.5), pytest.raises(TtrpcError) as err:
                 await conn.run_pod_sandbox(pod())
-            # no plumber subscribed: NATS says "no responders" at once
-            assert err.value.code in (Code.INTERNAL, Code.DEADLINE_EXCEEDED)
-            assert "plumber" in err.value.message or "within" in err.value.message
+            assert err.value.code == Code.INTERNAL
+            assert "increase the container runtime NRI plugin_request_timeout" \
+                in err.value.message
+            tg.cancel_scope.cancel()
     finally:
         await busmod.close(nc)

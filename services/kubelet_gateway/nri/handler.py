@@ -10,6 +10,8 @@ from typing import Protocol
 
 from schemas import plumber as p
 from services.common.logs import fields
+from services.kubelet_gateway.nri.attach_jobs import AttachJobs
+from services.kubelet_gateway.nri.barrier import Hook
 from services.kubelet_gateway.plumber_client import PlumberClient, PlumberError
 
 log = logging.getLogger("knd.nri")
@@ -42,11 +44,21 @@ class PodInfo:
         return f"{self.namespace}/{self.name} ({self.uid})"
 
 
+@dataclass(frozen=True)
+class ContainerSetup:
+    """What a container being created gets: device nodes, and the barrier hook while
+    its pod's devices are still being attached."""
+
+    devices: list[p.LinuxDevice] = field(default_factory=list)
+    hook: Hook | None = None
+
+
 class PodHandler(Protocol):
     """The work behind the NRI events. Raising fails the runtime's request with the text."""
 
-    async def run_pod(self, pod: PodInfo) -> None:
-        """RunPodSandbox of a pod with its own network namespace."""
+    async def run_pod(self, pod: PodInfo, budget: float) -> None:
+        """RunPodSandbox of a pod with its own network namespace; answer within
+        ``budget`` seconds."""
 
     async def stop_pod(self, pod: PodInfo) -> None: ...
 
@@ -55,9 +67,9 @@ class PodHandler(Protocol):
     async def has_claims(self, pod: PodInfo) -> bool:
         """Whether the pod holds network claims of this driver (asked for host-network pods)."""
 
-    async def container_devices(self, pod: PodInfo,
-                                container_name: str) -> list[p.LinuxDevice]:
-        """Character devices to add to a container being created (may be empty)."""
+    async def create_container(self, pod: PodInfo, container_name: str,
+                               budget: float) -> ContainerSetup:
+        """What the container gets (answer within ``budget`` seconds)."""
 
     async def sync(self, pods: list[PodInfo]) -> None:
         """The pods alive on the node when the plugin (re)registers."""
@@ -67,7 +79,8 @@ ClaimsLookup = Callable[[PodInfo], Awaitable[bool]]
 
 
 class PlumberPodHandler:
-    """Pod events as plumber commands on the bus.
+    """Pod events as plumber commands on the bus; the attach runs as a job
+    (:class:`AttachJobs`) that may outlive RunPodSandbox.
 
     ``claims_lookup`` answers ``has_claims`` from the gateway's own knowledge (the
     prepared claims reserved for the pod). Without it the plumber is asked with an
@@ -75,26 +88,18 @@ class PlumberPodHandler:
     claims gets an error and a pod without any gets an empty reply.
     """
 
-    def __init__(self, client: PlumberClient, *, deadline: float = 1.5,
+    def __init__(self, client: PlumberClient, jobs: AttachJobs, *, deadline: float = 1.5,
                  claims_lookup: ClaimsLookup | None = None) -> None:
         self.client = client
+        self.jobs = jobs
         self.deadline = deadline
         self.claims_lookup = claims_lookup
         self.live: dict[str, PodInfo] = {}
         """The pods the runtime reported alive (Synchronize, then RunPodSandbox/Remove)."""
 
-    async def run_pod(self, pod: PodInfo) -> None:
+    async def run_pod(self, pod: PodInfo, budget: float) -> None:
         self.live[pod.uid] = pod
-        reply = await self.client.attach(
-            p.Attach(pod=pod.ref, sandbox_id=pod.sandbox_id, netns=pod.netns,
-                     deadline=time.time() + self.deadline),
-            deadline=self.deadline)
-        if reply.error:
-            raise PlumberError(f"attach for pod {pod}: {reply.error}")
-        for itf in reply.interfaces:
-            log.info("pod %s: %s is %s in the pod (%.1f ms)", pod, itf.device, itf.interface,
-                     reply.latency_ms,
-                     extra=fields(claim=itf.claim_uid, pod=pod.uid, device=itf.device))
+        await self.jobs.run_pod(pod.ref, pod.sandbox_id, pod.netns, budget)
 
     async def _detach(self, pod: PodInfo) -> None:
         reply = await self.client.detach(
@@ -107,10 +112,13 @@ class PlumberPodHandler:
                      extra=fields(pod=pod.uid, device=",".join(reply.restored)))
 
     async def stop_pod(self, pod: PodInfo) -> None:
+        # a deferred attach still under way: the detach waits for it at the plumber
+        await self.jobs.settle(pod.uid, self.deadline / 3)
         await self._detach(pod)
 
     async def remove_pod(self, pod: PodInfo) -> None:
         self.live.pop(pod.uid, None)
+        self.jobs.forget(pod.uid)
         await self._detach(pod)
 
     async def has_claims(self, pod: PodInfo) -> bool:
@@ -120,14 +128,17 @@ class PlumberPodHandler:
             p.Attach(pod=pod.ref, sandbox_id=pod.sandbox_id, netns=""), deadline=self.deadline)
         return bool(reply.error or reply.interfaces)
 
-    async def container_devices(self, pod: PodInfo,
-                                container_name: str) -> list[p.LinuxDevice]:
+    async def create_container(self, pod: PodInfo, container_name: str,
+                               budget: float) -> ContainerSetup:
+        started = time.monotonic()
         reply = await self.client.container_devices(
-            p.ContainerDevices(pod=pod.ref, container=container_name), deadline=self.deadline)
+            p.ContainerDevices(pod=pod.ref, container=container_name), deadline=budget)
         if reply.error:
             raise PlumberError(f"devices for container {container_name} of pod {pod}: "
                                f"{reply.error}")
-        return list(reply.devices)
+        hook = await self.jobs.container(pod.ref, pod.sandbox_id, pod.netns, container_name,
+                                         budget - (time.monotonic() - started))
+        return ContainerSetup(list(reply.devices), hook)
 
     async def sync(self, pods: list[PodInfo]) -> None:
         self.live = {pod.uid: pod for pod in pods}

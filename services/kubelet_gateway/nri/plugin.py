@@ -7,7 +7,9 @@ The plugin connects to the runtime's socket, multiplexes it (``mux``), serves th
 - RunPodSandbox (or StateChange RUN_POD_SANDBOX): ``run_pod`` with the pod's netns path;
   a host-network pod that holds claims is refused with a clear error.
 - StopPodSandbox / RemovePodSandbox: ``stop_pod`` / ``remove_pod``.
-- CreateContainer: ``container_devices`` becomes the ``linux.devices`` adjustment.
+- CreateContainer: ``create_container``'s device nodes become the ``linux.devices``
+  adjustment, and while the pod's devices are still being attached, the barrier hook
+  a ``createRuntime`` OCI hook (attach_jobs.py, barrier.py).
 - Synchronize (possibly chunked): ``sync`` with every live pod, once the last chunk is in.
 
 The runtime gives each request about 2 s and skips a slow plugin, so every handler
@@ -56,6 +58,12 @@ NRI_REQUESTS = Counter("knd_nri_requests", "NRI requests served, by method and s
 NRI_LATENCY = Histogram("knd_nri_request_seconds", "NRI request handling time",
                         ["method", "status"],
                         buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 1.5, 2, 5))
+
+HOOKS = Counter("knd_nri_barrier_hooks", "Containers created with the barrier hook (their "
+                "pod's devices were still being attached)")
+
+MARGIN = 0.05
+"""Seconds of a request's budget kept for answering the runtime."""
 
 _INDEX = re.compile(r"[0-9]{2}")
 T = TypeVar("T")
@@ -246,13 +254,19 @@ class NriPlugin:
     async def create_container(self,
                                req: api.CreateContainerRequest) -> api.CreateContainerResponse:
         pod, name = pod_info(req.pod), req.container.name
-        devices = await self._bounded(lambda: self.handler.container_devices(pod, name),
-                                      f"devices of container {name} of pod {pod}", pod)
+        setup = await self._bounded(
+            lambda: self.handler.create_container(pod, name, self.budget - MARGIN),
+            f"creation of container {name} of pod {pod}", pod)
         resp = api.CreateContainerResponse()
-        for dev in devices:
+        for dev in setup.devices:
             resp.adjust.linux.devices.add(path=dev.path, type=dev.type, major=dev.major,
                                           minor=dev.minor,
                                           file_mode=api.OptionalFileMode(value=dev.file_mode))
+        if setup.hook is not None:
+            h = setup.hook
+            resp.adjust.hooks.create_runtime.add(path=h.path, args=h.args, env=h.env,
+                                                 timeout=api.OptionalInt(value=h.timeout))
+            HOOKS.inc()
         return resp
 
     async def state_change(self, req: api.StateChangeEvent) -> api.Empty:
@@ -278,7 +292,8 @@ class NriPlugin:
                     f"claims; their interfaces cannot be moved into the host namespace "
                     f"(drop hostNetwork or the claims)")
             return
-        await self._bounded(lambda: self.handler.run_pod(pod), f"attach for pod {pod}", pod)
+        await self._bounded(lambda: self.handler.run_pod(pod, self.budget - MARGIN),
+                            f"attach for pod {pod}", pod)
 
     @property
     def budget(self) -> float:

@@ -1,0 +1,253 @@
+"""Attach jobs: a pod's devices keep moving in after RunPodSandbox had to answer.
+
+containerd gives an NRI plugin about 2 s per request and disconnects one that answers
+late. Each netns move costs 15-20 ms and the kernel serializes them, so a storm of
+pods, a pod with many devices or a slow NIC driver does not fit. RunPodSandbox waits
+for the pod's attach only within its budget. When the attach is still going:
+
+- with ``--device-attach-timeout`` > 0 it answers (the pod gets the event
+  NetworkDeviceAttachDeferred), the plumber goes on until that deadline, and every
+  container created meanwhile gets the barrier hook (barrier.py), which holds it until
+  every device is in;
+- with 0 it fails the sandbox (NetworkDeviceAttachTimeout); the plumber rolls back
+  whatever it attached once the deadline passes.
+
+The plumber attaches a pod all or nothing: an attach that fails gives every device
+back. So a container never starts with part of its devices: it waits, or its creation
+fails and the kubelet tries again, which starts a new attach until the deadline.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import anyio
+from anyio.abc import TaskGroup, TaskStatus
+from nats.aio.client import Client
+
+from schemas import plumber as p
+from schemas.base import encode
+from schemas.events import Notice
+from schemas.subjects import Subjects
+from services.common.logs import fields
+from services.kubelet_gateway.nri.barrier import Barrier, Hook
+from services.kubelet_gateway.plumber_client import PlumberClient, PlumberError
+
+log = logging.getLogger("knd.nri.attach")
+
+REPLY_GRACE = 5.0
+"""Seconds past its deadline to wait for the plumber's answer (its rollback)."""
+PROGRESS_WAIT = 0.15
+"""Seconds of a request's budget kept to ask the plumber how far the attach got."""
+BUDGET_TEXT = ("not enough time left in the NRI request to attach all the network devices; "
+               "increase the container runtime NRI plugin_request_timeout")
+
+
+@dataclass
+class Job:
+    """One attach of one pod sandbox, running or ended."""
+
+    pod: p.PodRef
+    sandbox_id: str
+    netns: str
+    deadline: float
+    """Epoch seconds: the plumber rolls back what is not done by then."""
+    done: anyio.Event = field(default_factory=anyio.Event)
+    error: str = ""
+    gave_up: bool = False
+    """The deadline passed and the pod was told (once)."""
+
+    def left(self) -> float:
+        return self.deadline - time.time()
+
+
+class AttachJobs:
+    """The pods' attach jobs: started by RunPodSandbox (or, after a restart of the
+    gateway, by a container's creation), kept until RemovePodSandbox."""
+
+    def __init__(self, client: PlumberClient, *, attach_timeout: float = 30.0,
+                 barrier: Barrier | None = None, notices: Notices | None = None) -> None:
+        self.client = client
+        self.attach_timeout = attach_timeout
+        self.barrier = barrier
+        self.notices = notices
+        self.jobs: dict[str, Job] = {}
+        self._tg: TaskGroup | None = None
+
+    async def run(self, *, task_status: TaskStatus[AttachJobs] = anyio.TASK_STATUS_IGNORED
+                  ) -> None:
+        """Hold the jobs' tasks until cancelled (the gateway's lifetime)."""
+        if self.barrier is not None:
+            self.barrier.reset()
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            task_status.started(self)
+            await anyio.sleep_forever()
+
+    def _start(self, pod: p.PodRef, sandbox_id: str, netns: str, deadline: float) -> Job:
+        assert self._tg is not None, "AttachJobs.run is not running"
+        job = Job(pod, sandbox_id, netns, deadline)
+        self.jobs[pod.uid] = job
+        self._tg.start_soon(self._attach, job)
+        return job
+
+    async def _attach(self, job: Job) -> None:
+        req = p.Attach(pod=job.pod, sandbox_id=job.sandbox_id, netns=job.netns,
+                       deadline=job.deadline)
+        try:
+            reply = await self.client.attach(req, deadline=max(0.001, job.left()) + REPLY_GRACE)
+            job.error = reply.error
+            for itf in reply.interfaces:
+                log.info("pod %s: %s is %s in the pod (%.1f ms)", _name(job.pod), itf.device,
+                         itf.interface, reply.latency_ms,
+                         extra=fields(claim=itf.claim_uid, pod=job.pod.uid, device=itf.device))
+        except PlumberError as exc:
+            job.error = str(exc)
+        finally:
+            job.done.set()
+            if self.barrier is not None:
+                self.barrier.release(job.pod.uid, job.error)
+
+    async def _progress(self, uid: str) -> str:
+        """``k/n`` devices of the pod attached, asked of the plumber ("" if it cannot say)."""
+        try:
+            st = await self.client.status(p.PlumberStatusGet(), deadline=PROGRESS_WAIT * 0.8)
+        except PlumberError:
+            return ""
+        total = sum(len(c.devices) for c in st.claims if any(x.uid == uid for x in c.pods))
+        done = sum(1 for a in st.attachments if a.pod_uid == uid and a.phase == "attached")
+        return f"{done}/{total}" if total else ""
+
+    # ---- RunPodSandbox ------------------------------------------------------------------
+
+    async def run_pod(self, pod: p.PodRef, sandbox_id: str, netns: str, budget: float) -> None:
+        """Attach the pod's devices; raises when the sandbox must fail."""
+        old = self.jobs.pop(pod.uid, None)
+        if old is not None and self.barrier is not None:
+            self.barrier.clear(pod.uid)  # a new sandbox: a new netns, a new attach
+        window = self.attach_timeout or budget
+        job = self._start(pod, sandbox_id, netns, time.time() + window)
+        with anyio.move_on_after(max(0.0, budget - PROGRESS_WAIT)):
+            await job.done.wait()
+        if job.done.is_set():
+            if job.error:
+                raise PlumberError(f"attach for pod {_name(pod)}: {job.error}")
+            return
+        got = await self._progress(pod.uid)
+        attached = f"attached {got} network devices" if got else "the network devices"
+        where = fields(pod=pod.uid)
+        if not self.attach_timeout:
+            self._notice(pod, "NetworkDeviceAttachTimeout",
+                         f"{attached} to pod {_name(pod)} within the container runtime NRI "
+                         "request timeout; failing the sandbox so the pod does not start "
+                         "with missing devices. Increase the container runtime NRI "
+                         "plugin_request_timeout")
+            log.warning("pod %s: %s within the NRI request; failing the sandbox (the "
+                        "attach is rolled back)", _name(pod), attached, extra=where)
+            raise PlumberError(f"{attached}: {BUDGET_TEXT}")
+        if self.barrier is not None:
+            self.barrier.pending(pod.uid)
+        self._notice(pod, "NetworkDeviceAttachDeferred",
+                     f"{attached} to pod {_name(pod)} within the container runtime NRI "
+                     "request timeout; the attach continues and the pod's containers wait "
+                     f"for it, up to {self.attach_timeout:g}s. Increase the container "
+                     "runtime NRI plugin_request_timeout to attach all devices at sandbox "
+                     "creation")
+        log.info("pod %s: RunPodSandbox answers with the attach in progress (%s, "
+                 "deadline in %.1f s)", _name(pod), got or "?", job.left(), extra=where)
+
+    # ---- CreateContainer ----------------------------------------------------------------
+
+    async def container(self, pod: p.PodRef, sandbox_id: str, netns: str, container: str,
+                        budget: float) -> Hook | None:
+        """What a container being created must wait for: None (nothing, the devices are
+        in), the barrier hook, or an error that fails its creation."""
+        if not netns:
+            return None  # host network: no devices were moved
+        job = self.jobs.get(pod.uid)
+        if job is None:
+            # the gateway restarted since the sandbox ran: the plumber knows what is
+            # attached (an attach of an attached pod answers at once)
+            job = self._start(pod, sandbox_id, netns,
+                              time.time() + (self.attach_timeout or budget))
+        elif job.done.is_set() and job.error and job.left() > 0:
+            log.info("pod %s: retrying the attach (%s)", _name(pod), job.error,
+                     extra=fields(pod=pod.uid))
+            job = self._start(pod, sandbox_id, netns, job.deadline)
+        with anyio.move_on_after(max(0.0, budget - PROGRESS_WAIT)):
+            await job.done.wait()
+        if job.done.is_set():
+            if not job.error:
+                return None
+            if job.left() <= 0 and not job.gave_up:
+                job.gave_up = True
+                self._notice(pod, "NetworkDeviceAttachFailed",
+                             f"gave up attaching network devices to pod {_name(pod)} after "
+                             f"{self.attach_timeout:g}s: {job.error}. The sandbox stays and "
+                             "the kubelet keeps retrying; delete the pod to start over")
+            raise PlumberError(f"network devices of pod {_name(pod)}: {job.error}")
+        if self.barrier is None:
+            got = await self._progress(pod.uid)
+            raise PlumberError(f"network devices of pod {_name(pod)}: {got or 'not all'} "
+                               f"attached, the kubelet will retry: {BUDGET_TEXT}")
+        self.barrier.pending(pod.uid)
+        log.info("pod %s: container %s waits for the network devices (hook, %.1f s left)",
+                 _name(pod), container, job.left(), extra=fields(pod=pod.uid))
+        return self.barrier.hook(uid=pod.uid, namespace=pod.namespace, name=pod.name,
+                                 container=container, netns=netns, deadline_in=job.left())
+
+    # ---- StopPodSandbox / RemovePodSandbox ----------------------------------------------
+
+    async def settle(self, uid: str, budget: float) -> bool:
+        """Before a detach: let a running attach end (within ``budget``); False if it
+        is still running (the detach then waits its turn at the plumber)."""
+        job = self.jobs.get(uid)
+        if job is None or job.done.is_set():
+            return True
+        with anyio.move_on_after(budget):
+            await job.done.wait()
+        return job.done.is_set()
+
+    def forget(self, uid: str) -> None:
+        self.jobs.pop(uid, None)
+        if self.barrier is not None:
+            self.barrier.clear(uid)
+
+    def _notice(self, pod: p.PodRef, reason: str, message: str) -> None:
+        if self.notices is not None:
+            self.notices.pod(pod, reason, message)
+
+
+class Notices:
+    """Publishes :class:`Notice` events; the publisher makes Kubernetes Events of them."""
+
+    def __init__(self, nc: Client, node: str) -> None:
+        self.nc = nc
+        self.node = node
+        self.subject = Subjects(node).event("notice")
+        self._tg: TaskGroup | None = None
+
+    async def run(self, *, task_status: TaskStatus[Notices] = anyio.TASK_STATUS_IGNORED
+                  ) -> None:
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            task_status.started(self)
+            await anyio.sleep_forever()
+
+    def pod(self, pod: p.PodRef, reason: str, message: str, type: str = "Warning") -> None:
+        note = Notice(node=self.node, kind="Pod", namespace=pod.namespace, name=pod.name,
+                      uid=pod.uid, reason=reason, message=message, type=type)
+        if self._tg is not None:
+            self._tg.start_soon(self._publish, note)
+
+    async def _publish(self, note: Notice) -> None:
+        try:
+            await self.nc.publish(self.subject, encode(note))
+        except Exception as exc:  # a notice is best effort: the log has it too
+            log.warning("notice %s for pod %s not published: %s", note.reason, note.uid, exc)
+
+
+def _name(pod: p.PodRef) -> str:
+    return f"{pod.namespace}/{pod.name}" if pod.name else pod.uid
