@@ -17,13 +17,16 @@ conn 1 (the ``Plugin`` methods). Every registered connection is handed to the te
 from __future__ import annotations
 
 import functools
+import json
 import re
+import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
 import anyio
 import anyio.lowlevel
+import anyio.to_thread
 from anyio.abc import SocketStream, TaskGroup
 from google.protobuf.message import Message as ProtoMessage
 
@@ -61,6 +64,9 @@ class PluginConn:
         self.client = client
         self.registration = registration
         self.deadline = deadline
+        self.disconnect_late = True
+        self.timed_out: list[str] = []
+        """Methods the plugin answered too late (the connection was closed after each)."""
 
     @property
     def closed(self) -> anyio.Event:
@@ -68,8 +74,19 @@ class PluginConn:
 
     async def call(self, method: str, request: ProtoMessage, response_type: type[ProtoMessage],
                    *, deadline: float | None = None, service: str = PLUGIN_SERVICE):
-        return await self.client.call(service, method, request, response_type,
-                                      deadline=deadline or self.deadline)
+        """One request; a plugin that does not answer within the deadline is
+        disconnected, as containerd does (``timed_out`` counts them)."""
+        limit = deadline or self.deadline
+        started = anyio.current_time()
+        try:
+            return await self.client.call(service, method, request, response_type,
+                                          deadline=limit)
+        except TtrpcError as exc:
+            late = anyio.current_time() - started >= limit  # not the plugin's own error
+            if exc.code == Code.DEADLINE_EXCEEDED and late and self.disconnect_late:
+                self.timed_out.append(method)
+                await self.mux.aclose()
+            raise
 
     async def configure(self, *, registration_timeout_ms: int = 5000,
                         request_timeout_ms: int = 2000) -> api.ConfigureResponse:
@@ -138,6 +155,29 @@ class PluginConn:
 
     async def close(self) -> None:
         await self.mux.aclose()
+
+
+class HookFailed(RuntimeError):
+    """An OCI hook exited non-zero or outlived its timeout: the container is not created."""
+
+
+async def run_oci_hooks(hooks: Sequence[api.Hook], state: dict) -> None:
+    """Run ``hooks`` as runc runs a container's ``createRuntime`` hooks: ``path`` with
+    ``args`` (argv[0] included) and only ``env``, the container's state as JSON on stdin,
+    killed after ``timeout`` seconds; the first failure stops creation with its stderr."""
+    for hook in hooks:
+        timeout = hook.timeout.value if hook.HasField("timeout") else None
+        run = functools.partial(subprocess.run, list(hook.args) or [hook.path],
+                                executable=hook.path, capture_output=True,
+                                env=dict(e.split("=", 1) for e in hook.env),
+                                input=json.dumps(state), text=True, timeout=timeout)
+        try:
+            res = await anyio.to_thread.run_sync(run)
+        except subprocess.TimeoutExpired:
+            raise HookFailed(f"{hook.path}: timed out after {timeout} s") from None
+        if res.returncode:
+            raise HookFailed(f"{hook.path}: exit status {res.returncode}: "
+                             f"{res.stderr.strip()}")
 
 
 class FakeRuntime:

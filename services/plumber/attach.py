@@ -24,7 +24,7 @@ import errno
 import logging
 import os
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -136,6 +136,8 @@ class Attacher:
         # 8, 16) attached all 64 in time, 12 the soonest; 6 and 3 left 2 to 10 past
         # the deadline (checks no longer overlapped), 32 left 14 (all in lockstep).
         self._slots = anyio.Semaphore(ATTACH_SLOTS)
+        self.before_move: Callable[[], Awaitable[None]] | None = None
+        """Only in tests (services.plumber.slowdown): a slow device driver."""
 
     def lock(self, pod_uid: str) -> AbstractAsyncContextManager[None]:
         """One attach/detach at a time per pod; different pods run concurrently."""
@@ -296,6 +298,8 @@ class Attacher:
             job.recorded = True
             snap = att.host
             if snap is not None:
+                if self.before_move is not None:
+                    await self.before_move()
                 iface = job.cfg.interface
                 # up in the same request: in a storm each request of its own waits
                 # for the move RTNL is busy with

@@ -29,7 +29,7 @@ from services.common import bus
 from services.common.config import Common
 from services.common.locks import KeyedLocks
 from services.common.logs import fields
-from services.plumber import devconf, features, metrics
+from services.plumber import devconf, features, metrics, slowdown
 from services.plumber.attach import Attacher
 from services.plumber.cdi import CdiSpecs
 from services.plumber.checkpoint import Checkpoint
@@ -340,6 +340,7 @@ async def serve(nc: Client, common: Common, *, netns: str | None = None,
             notifier = Notifier(nc, common, store, tg, status_timeout)
             restorer = Restorer(store, host, rdma, notifier)
             attacher = Attacher(store, host, restorer, rdma, inventory, common.driver_name)
+            attacher.before_move = slowdown.from_environment()
             plumber = Plumber(common, store, host, inventory, attacher,
                               CdiSpecs(cdi_root, common.driver_name), rdma, notifier,
                               inventory_wait=inventory_wait, provided=Provided(

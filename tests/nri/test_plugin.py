@@ -134,14 +134,19 @@ async def test_host_network_pod_without_claims_is_left_alone(sock):
 
 
 async def test_slow_handler_is_an_error_well_inside_the_request_timeout(sock):
-    handler = FakeHandler(delay={"run_pod": 30})
-    async with nri_setup(sock, handler) as (_, conn, plugin):
-        start = time.monotonic()
-        with pytest.raises(TtrpcError) as err:
-            await conn.run_pod_sandbox(pod())
-        took = time.monotonic() - start
-        assert err.value.code == Code.DEADLINE_EXCEEDED
-        assert took < 0.3 + 0.5 and plugin.budget == 0.3
+    handler = FakeHandler(delay={"run_pod": 30, "stop_pod": 30})
+    async with nri_setup(sock, handler, handshake=False) as (_, conn, plugin):
+        await conn.handshake(request_timeout_ms=500)
+        for call in (conn.run_pod_sandbox, conn.stop_pod_sandbox):
+            start = time.monotonic()
+            with pytest.raises(TtrpcError) as err:
+                await call(pod())
+            took = time.monotonic() - start
+            assert err.value.code == Code.DEADLINE_EXCEEDED
+            assert took < 0.5, (call, took)
+        # RunPodSandbox: the request's time less 0.2 s; the others 3/4 of it at most
+        assert plugin.attach_budget == pytest.approx(0.3) and plugin.budget == 0.3
+        assert handler.budgets[0] < plugin.attach_budget
 
 
 async def test_default_budget_is_inside_the_runtime_timeout(sock):
@@ -149,6 +154,7 @@ async def test_default_budget_is_inside_the_runtime_timeout(sock):
     assert plugin.budget == 1.5 < 2.0
     plugin.request_timeout = 1.0  # a runtime configured with a shorter request timeout
     assert plugin.budget == 0.75
+    assert plugin.attach_budget == pytest.approx(0.8)
 
 
 async def test_slow_request_does_not_block_others(sock):

@@ -140,8 +140,9 @@ async def test_plumber_without_answer_is_an_error_not_a_hang(bus, sock):
                 nri_setup(sock, PlumberPodHandler(client, await tg.start(
                     AttachJobs(client, attach_timeout=0).run), deadline=5.0)) as (_, conn, _p):
             # no plumber subscribed: the attach asks again until the request's budget
-            # is spent, then fails the sandbox (no deferring with a timeout of 0)
-            with anyio.fail_after(1.5), pytest.raises(TtrpcError) as err:
+            # is spent, then fails the sandbox (no deferring with a timeout of 0), before
+            # the runtime's own deadline (2 s)
+            with anyio.fail_after(2.0), pytest.raises(TtrpcError) as err:
                 await conn.run_pod_sandbox(pod())
             assert err.value.code == Code.INTERNAL
             assert "increase the container runtime NRI plugin_request_timeout" \

@@ -64,6 +64,8 @@ HOOKS = Counter("knd_nri_barrier_hooks", "Containers created with the barrier ho
 
 MARGIN = 0.05
 """Seconds of a request's budget kept for answering the runtime."""
+DEADLINE_MARGIN = 0.2
+"""Seconds before the runtime's request deadline by which an attach request answers."""
 
 _INDEX = re.compile(r"[0-9]{2}")
 T = TypeVar("T")
@@ -254,9 +256,10 @@ class NriPlugin:
     async def create_container(self,
                                req: api.CreateContainerRequest) -> api.CreateContainerResponse:
         pod, name = pod_info(req.pod), req.container.name
+        budget = self.attach_budget
         setup = await self._bounded(
-            lambda: self.handler.create_container(pod, name, self.budget - MARGIN),
-            f"creation of container {name} of pod {pod}", pod)
+            lambda: self.handler.create_container(pod, name, budget - MARGIN),
+            f"creation of container {name} of pod {pod}", pod, budget)
         resp = api.CreateContainerResponse()
         for dev in setup.devices:
             resp.adjust.linux.devices.add(path=dev.path, type=dev.type, major=dev.major,
@@ -292,17 +295,25 @@ class NriPlugin:
                     f"claims; their interfaces cannot be moved into the host namespace "
                     f"(drop hostNetwork or the claims)")
             return
-        await self._bounded(lambda: self.handler.run_pod(pod, self.budget - MARGIN),
-                            f"attach for pod {pod}", pod)
+        budget = self.attach_budget
+        await self._bounded(lambda: self.handler.run_pod(pod, budget - MARGIN),
+                            f"attach for pod {pod}", pod, budget)
 
     @property
     def budget(self) -> float:
         """Seconds a handler call may take: well inside the runtime's request timeout."""
         return min(self.handler_timeout, 0.75 * self.request_timeout)
 
+    @property
+    def attach_budget(self) -> float:
+        """Seconds RunPodSandbox and CreateContainer may take: all of the runtime's
+        request less DRANET's margin. Their handlers answer in time themselves, with
+        an attach that goes on in the background (attach_jobs.py)."""
+        return max(0.1, self.request_timeout - DEADLINE_MARGIN)
+
     async def _bounded(self, fn: Callable[[], Awaitable[T]], what: str,
-                       pod: PodInfo | None = None) -> T:
-        budget = self.budget
+                       pod: PodInfo | None = None, budget: float | None = None) -> T:
+        budget = self.budget if budget is None else budget
         where = fields(pod=pod.uid if pod is not None else None)
         try:
             with anyio.move_on_after(budget) as scope:
