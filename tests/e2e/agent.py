@@ -19,7 +19,8 @@ class Agent:
     """``knd up --standalone`` run as the node netns' own agent (its /sys, its loopback)."""
 
     def __init__(self, ns: NetNS, state_dir: Path, node: str = "e2e-node",
-                 extra: tuple[str, ...] = ("--filter", "true")) -> None:
+                 extra: tuple[str, ...] = ("--filter", "true"),
+                 env: dict[str, str] | None = None) -> None:
         self.ns = ns
         self.state_dir = state_dir
         self.node = node
@@ -32,6 +33,8 @@ class Agent:
                                   "--cdi-root", str(state_dir / "cdi"), *extra])
         self.proc: subprocess.Popen | None = None
         self.log = state_dir / "agent.log"
+        self.env = dict(env or {})
+        """More variables for the agent (KNDTEST_ATTACH_DELAY...)."""
 
     def start(self) -> Agent:
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -39,7 +42,8 @@ class Agent:
             # its own process group, as a job started from a terminal has
             self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT,
                                          start_new_session=True,
-                                         env={**os.environ, "KND_LOG_LEVEL": "info"})
+                                         env={**os.environ, "KND_LOG_LEVEL": "info",
+                                              **self.env})
         return self
 
     def children(self) -> dict[str, int]:

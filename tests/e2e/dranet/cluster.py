@@ -57,11 +57,14 @@ class PodRun:
 
 class Cluster:
     def __init__(self, node: NetNS, state: Path, runtime: FakeRuntime,
-                 extra: tuple[str, ...] = ()) -> None:
+                 extra: tuple[str, ...] = (), env: dict[str, str] | None = None,
+                 request_timeout_ms: int = 2000) -> None:
         self.node = node
         self.runtime = runtime
         self.agent = Agent(node, state, node=NODE,
-                           extra=("--filter", "true", "--driver-name", DRIVER, *extra))
+                           extra=("--filter", "true", "--driver-name", DRIVER, *extra), env=env)
+        self.request_timeout_ms = request_timeout_ms
+        """What the runtime tells the plugin at Configure (containerd: 2 s by default)."""
         self.api = FileApi(state)
         self.dra = f"unix://{self.agent.kubelet_root}/plugins/{DRIVER}/dra.sock"
         self.wire = NetNS("knd-wire")
@@ -82,7 +85,7 @@ class Cluster:
 
     async def shake_hands(self) -> None:
         self.conn = await self.runtime.next_plugin(wait=30)
-        await self.conn.handshake()
+        await self.conn.handshake(request_timeout_ms=self.request_timeout_ms)
 
     async def close(self) -> None:
         for run in list(self.pods.values()):
@@ -205,9 +208,10 @@ class Cluster:
                     started.append(pod_name)
         return started
 
-    async def run_pod(self, name: str, claim_refs: list[dict]) -> PodRun:
+    async def run_pod(self, name: str, claim_refs: list[dict], sandbox: bool = True) -> PodRun:
         """The pod is scheduled (claims allocated and reserved), kubelet prepares its
-        claims, the runtime runs its sandbox: the equivalent of "condition=ready"."""
+        claims, the runtime runs its sandbox (unless not ``sandbox``: the caller does):
+        the equivalent of "condition=ready"."""
         run = PodRun(name=name, uid=str(uuid.uuid4()), netns=NetNS("knd-pod"), claims=[])
         self.pods[name] = run
         for ref in claim_refs:
@@ -235,8 +239,9 @@ class Cluster:
             for c in run.claims:
                 err = resp.claims[c["metadata"]["uid"]].error
                 assert not err, f"pod {name}: claim {c['metadata']['name']}: {err}"
-        assert self.conn is not None
-        await self.conn.run_pod_sandbox(run.sandbox)
+        if sandbox:
+            assert self.conn is not None
+            await self.conn.run_pod_sandbox(run.sandbox)
         return run
 
     async def delete_pod(self, name: str) -> None:
