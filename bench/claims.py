@@ -189,8 +189,9 @@ def conc_net(j: int, k: int) -> tuple[str, str, list[str]]:
 
 async def run(b: Bench) -> dict:
     from kndpeers import kubelet
-    from kndpeers.nri_runtime import FakeRuntime, pod
+    from kndpeers.nri_runtime import FakeRuntime, HookFailed, container, pod, run_oci_hooks
     from services.common.api.files import FileApi
+    from services.kubelet_gateway.nri.ttrpc import TtrpcError
 
     args, api = b.args, FileApi(b.state)
     for ns in (b.host, b.fhost, b.wire, b.fwire):
@@ -203,7 +204,8 @@ async def run(b: Bench) -> dict:
             while not names <= b.published():
                 await anyio.sleep(0.05)
 
-    async with FakeRuntime(b.state / "nri.sock", deadline=30.0) as runtime:
+    # containerd's default: 2 s a request, and a plugin that answers late is disconnected
+    async with FakeRuntime(b.state / "nri.sock", deadline=2.0) as runtime:
         b.start_agent()
         await published({f"kbs{i}" for i in range(args.n)})
         plugin = await runtime.next_plugin(wait=30)
@@ -271,9 +273,28 @@ async def run(b: Bench) -> dict:
 
         conc: dict[str, Any] = {"pods": PODS, "devices": 2 * PODS,
                                 "host_interfaces": len(b.host_links())}
+        started: dict[int, float] = {}
+        early: list[int] = []
+
+        async def start_pod(j: int) -> None:
+            """The runtime's RunPodSandbox, then the kubelet's first container: created
+            with knd's hooks run as runc runs them, again on failure (0.1 s later)."""
+            sb = sandboxes[j]
+            await plugin.run_pod_sandbox(sb)
+            while True:
+                try:
+                    resp = await plugin.create_container(sb, container("main", sb))
+                    await run_oci_hooks(resp.adjust.hooks.create_runtime, {"id": f"c{j}"})
+                    break
+                except (TtrpcError, HookFailed):
+                    await anyio.sleep(0.1)
+            started[j] = time.perf_counter()
+            if not all(configured(pods[j], *conc_net(j, k)) for k in (0, 1)):
+                early.append(j)
+
         for step, fn, items in (
                 ("prepare", lambda c: kubelet_call("Prepare", c), claims),
-                ("attach", plugin.run_pod_sandbox, sandboxes),
+                ("attach", start_pod, list(range(PODS))),
                 ("detach", plugin.stop_pod_sandbox, sandboxes),
                 ("remove", plugin.remove_pod_sandbox, sandboxes),
                 ("unprepare", lambda c: kubelet_call("Unprepare", c), claims)):
@@ -284,12 +305,13 @@ async def run(b: Bench) -> dict:
             errs = [repr(x) for x in out if isinstance(x, Exception)]
             conc[f"{step}_errors"] = {"count": len(errs), "first": errs[:3]}
             if step == "attach":
-                conc["configured_at_reply"] = count_configured()
-                conc["all_configured"] = conc["configured_at_reply"] == 2 * PODS
-                with anyio.move_on_after(10):  # did the agent finish after all?
-                    while count_configured() < 2 * PODS:
-                        await anyio.sleep(0.05)
-                    conc["all_configured_after_ms"] = round((time.perf_counter() - t0) * 1000)
+                # ends: each pod's first container started (its devices all in)
+                conc["pods_started"] = len(started)
+                conc["started_early"] = len(early)
+                conc["configured_at_start"] = count_configured()
+                conc["all_configured"] = conc["configured_at_start"] == 2 * PODS
+                conc["plugin_timed_out"] = len(plugin.timed_out)
+                conc["plugin_connections"] = runtime.connections
         await dra.aclose()
     home = b.host_links()
     conc["devices_back_home"] = sum(f"kbc{j}{x}" in home for j in range(PODS) for x in "ab")
@@ -326,8 +348,12 @@ def targets(r: dict) -> list[dict]:
             (f"{PODS}x2 all attached within 1 s", c["attach_wall_ms"],
              c["attach_wall_ms"] <= TARGET_WALL_MS and c["all_configured"]),
             # the kernel's floor for the same 64 moves and configurations, this run
-            (f"{PODS}x2 all attached within the runtime's budget (1.5 s)",
-             c["configured_at_reply"], c["all_configured"] and not c["attach_errors"]["count"]),
+            # containerd's 2 s a request: every pod runs, none before its devices are in,
+            # and the plugin is never disconnected for a late answer
+            (f"{PODS}x2 every pod started with all its devices, none early, plugin "
+             "never late", c["pods_started"],
+             c["all_configured"] and c["pods_started"] == PODS and not c["started_early"]
+             and not c["attach_errors"]["count"] and not c["plugin_timed_out"]),
             (f"{PODS}x2 wall <= 1.5x the ip -batch floor's", c["attach_over_floor"],
              c["all_configured"] and c["attach_over_floor"] <= 1.5)]
     return [{"target": t, "value": v, "pass": bool(ok)} for t, v, ok in rows]

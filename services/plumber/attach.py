@@ -24,8 +24,8 @@ import errno
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -138,6 +138,8 @@ class Attacher:
         self._slots = anyio.Semaphore(ATTACH_SLOTS)
         self.before_move: Callable[[], Awaitable[None]] | None = None
         """Only in tests (services.plumber.slowdown): a slow device driver."""
+        self.stopping: dict[str, int] = {}
+        """Pods with a detach waiting: their attach moves no further device."""
 
     def lock(self, pod_uid: str) -> AbstractAsyncContextManager[None]:
         """One attach/detach at a time per pod; different pods run concurrently."""
@@ -298,8 +300,10 @@ class Attacher:
             job.recorded = True
             snap = att.host
             if snap is not None:
-                if self.before_move is not None:
+                if self.before_move is not None and att.pod_uid not in self.stopping:
                     await self.before_move()
+                if att.pod_uid in self.stopping:
+                    raise KernelError("move", errno.ECANCELED, "the pod is being stopped")
                 iface = job.cfg.interface
                 # up in the same request: in a storm each request of its own waits
                 # for the move RTNL is busy with
@@ -380,7 +384,9 @@ class Attacher:
         return outs
 
     async def detach(self, pod_uid: str, reason: str = "detach") -> DetachReply:
-        async with self.lock(pod_uid):
+        # an attach of this pod still under way (deferred past RunPodSandbox) moves no
+        # further device: it rolls back, and this detach gets the lock sooner
+        async with self._stopping(pod_uid), self.lock(pod_uid):
             atts = [a for a in self.store.attachments(pod_uid=pod_uid) if a.phase != GONE]
             if not atts:
                 return DetachReply()
@@ -404,6 +410,16 @@ class Attacher:
         errors = [f"device {q(a.device)} of claim {a.claim_uid}: {o.error}" for a in atts
                   if (o := outs[f"{a.claim_uid}/{a.device}"]).result == PENDING]
         return DetachReply(restored=restored, error="; ".join(errors))
+
+    @asynccontextmanager
+    async def _stopping(self, pod_uid: str) -> AsyncIterator[None]:
+        self.stopping[pod_uid] = self.stopping.get(pod_uid, 0) + 1
+        try:
+            yield
+        finally:
+            self.stopping[pod_uid] -= 1
+            if not self.stopping[pod_uid]:
+                del self.stopping[pod_uid]
 
     async def detach_claim(self, claim_uid: str, reason: str = "unprepare") -> list[str]:
         """Give back every device of a claim, whatever pod has it; returns errors."""

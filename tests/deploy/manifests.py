@@ -58,6 +58,7 @@ HOST_PATHS = {  # hostPath -> {container: writable?}: nobody else may mount it
     "/var/lib/kubelet/plugins": {"kubelet-gateway": True},
     "/var/lib/kubelet/plugins_registry": {"kubelet-gateway": True},
     "/var/run/nri": {"kubelet-gateway": False, "containerd-nri": False},
+    "/var/run/knd/attach": {"kubelet-gateway": True},
     "/etc/containerd": {"containerd-nri": False},
     "/etc/containerd/conf.d": {"containerd-nri": True},
 }

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 from nats.aio.client import Client
+from prometheus_client.metrics import Counter, Gauge
 
 from schemas import plumber as p
 from schemas.base import encode
@@ -36,6 +37,11 @@ from services.kubelet_gateway.nri.barrier import Barrier, Hook
 from services.kubelet_gateway.plumber_client import PlumberClient, PlumberError
 
 log = logging.getLogger("knd.nri.attach")
+
+SANDBOXES = Counter("knd_nri_sandbox_attach", "RunPodSandbox answers: attached (all in), "
+                    "deferred (answered with the attach going on), rejected (no time, "
+                    "--device-attach-timeout=0) or failed", ["result"])
+RUNNING = Gauge("knd_nri_attach_jobs_running", "Pods whose attach is under way")
 
 REPLY_GRACE = 5.0
 """Seconds past its deadline to wait for the plumber's answer (its rollback)."""
@@ -96,6 +102,7 @@ class AttachJobs:
     async def _attach(self, job: Job) -> None:
         req = p.Attach(pod=job.pod, sandbox_id=job.sandbox_id, netns=job.netns,
                        deadline=job.deadline)
+        RUNNING.inc()
         try:
             reply = await self.client.attach(req, deadline=max(0.001, job.left()) + REPLY_GRACE)
             job.error = reply.error
@@ -106,6 +113,7 @@ class AttachJobs:
         except PlumberError as exc:
             job.error = str(exc)
         finally:
+            RUNNING.dec()
             job.done.set()
             if self.barrier is not None:
                 self.barrier.release(job.pod.uid, job.error)
@@ -132,6 +140,7 @@ class AttachJobs:
         with anyio.move_on_after(max(0.0, budget - PROGRESS_WAIT)):
             await job.done.wait()
         if job.done.is_set():
+            SANDBOXES.labels("failed" if job.error else "attached").inc()
             if job.error:
                 raise PlumberError(f"attach for pod {_name(pod)}: {job.error}")
             return
@@ -139,6 +148,7 @@ class AttachJobs:
         attached = f"attached {got} network devices" if got else "the network devices"
         where = fields(pod=pod.uid)
         if not self.attach_timeout:
+            SANDBOXES.labels("rejected").inc()
             self._notice(pod, "NetworkDeviceAttachTimeout",
                          f"{attached} to pod {_name(pod)} within the container runtime NRI "
                          "request timeout; failing the sandbox so the pod does not start "
@@ -147,6 +157,7 @@ class AttachJobs:
             log.warning("pod %s: %s within the NRI request; failing the sandbox (the "
                         "attach is rolled back)", _name(pod), attached, extra=where)
             raise PlumberError(f"{attached}: {BUDGET_TEXT}")
+        SANDBOXES.labels("deferred").inc()
         if self.barrier is not None:
             self.barrier.pending(pod.uid)
         self._notice(pod, "NetworkDeviceAttachDeferred",

@@ -255,3 +255,27 @@ async def test_a_larger_request_timeout_attaches_everything_at_sandbox_creation(
         events = knd_events(c, life.run.uid) + "\n".join(life.events)
         assert "NetworkDeviceAttachDeferred" not in events
         assert "NetworkDeviceAttachTimeout" not in events
+
+
+async def test_a_pod_stopped_while_its_attach_is_deferred_gets_nothing_more(
+        node_ns: NetNS, short_dir: Path):
+    """Not in nri_timeout.bats: the pod goes away before its devices are all in. The
+    attach moves nothing more, every device comes home, the plugin stays connected."""
+    async with slow_node(node_ns, short_dir) as c:
+        doc = yaml.safe_load((MANIFESTS / "pod_slow_attach.yaml").read_text())
+        run = await c.run_pod(POD, doc["spec"]["resourceClaims"], sandbox=False)
+        assert c.conn is not None
+        await c.conn.run_pod_sandbox(run.sandbox)  # deferred: some devices are in
+        assert 0 < len(pod_in_pod(c, run)) < NUM_DEVICES
+        for call in (c.conn.stop_pod_sandbox, c.conn.remove_pod_sandbox):
+            try:
+                await call(run.sandbox)
+            except TtrpcError:
+                pass  # the runtime logs a failed stop and removes the sandbox anyway
+        await c.until(lambda: (not pod_in_pod(c, run) and all(
+            c.node.ip("link", "show", n, check=False) for n in SLOW)) or None, 15,
+            "every slow device back on the host")
+        assert_stayed_connected(c)
+        # the devices not yet moved when the stop came never were
+        assert "the pod is being stopped" in c.agent.log.read_text()
+        c.pods.pop(POD).netns.delete()
