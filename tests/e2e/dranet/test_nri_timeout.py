@@ -279,3 +279,29 @@ async def test_a_pod_stopped_while_its_attach_is_deferred_gets_nothing_more(
         # the devices not yet moved when the stop came never were
         assert "the pod is being stopped" in c.agent.log.read_text()
         c.pods.pop(POD).netns.delete()
+
+
+async def test_an_attach_past_its_deadline_starts_no_container_and_gives_all_back(
+        node_ns: NetNS, short_dir: Path):
+    """Not in nri_timeout.bats: 4.2 s of attach against --device-attach-timeout=3. No
+    container may start; the plumber gives back what it moved; the kubelet's retries
+    fail with why until the pod is deleted."""
+    async with slow_node(node_ns, short_dir, "--device-attach-timeout=3") as c:
+        doc = yaml.safe_load((MANIFESTS / "pod_slow_attach.yaml").read_text())
+        run = await c.run_pod(POD, doc["spec"]["resourceClaims"], sandbox=False)
+        life = PodLife(run)
+        assert c.conn is not None
+        await c.conn.run_pod_sandbox(run.sandbox)  # deferred
+        with pytest.raises(TimeoutError):
+            life.started.append(await create(c, life, "agnhost", seconds=8))
+        assert life.started == [] and life.events
+        assert all("Failed: Error:" in e for e in life.events)
+        # the hook's stderr or the CreateContainer error: why, as the kubelet shows it
+        assert any("rolled back" in e for e in life.events), life.events
+        events = await all_events(c, life, "NetworkDeviceAttachDeferred",
+                                  "NetworkDeviceAttachFailed")
+        assert "gave up attaching network devices" in events
+        assert pod_in_pod(c, run) == []
+        assert all(c.node.ip("link", "show", n, check=False) for n in SLOW)
+        assert_stayed_connected(c)
+        await c.delete_pod(POD)
