@@ -115,7 +115,8 @@ class AttachJobs:
         finally:
             RUNNING.dec()
             job.done.set()
-            if self.barrier is not None:
+            # a job a new sandbox replaced (or RemovePodSandbox dropped) releases nobody
+            if self.barrier is not None and self.jobs.get(job.pod.uid) is job:
                 self.barrier.release(job.pod.uid, job.error)
 
     async def _progress(self, uid: str) -> str:
@@ -144,6 +145,8 @@ class AttachJobs:
             if job.error:
                 raise PlumberError(f"attach for pod {_name(pod)}: {job.error}")
             return
+        if self.attach_timeout and self.barrier is not None:
+            self.barrier.pending(pod.uid)  # before any await: the job's end releases it
         got = await self._progress(pod.uid)
         attached = f"attached {got} network devices" if got else "the network devices"
         where = fields(pod=pod.uid)
@@ -158,8 +161,6 @@ class AttachJobs:
                         "attach is rolled back)", _name(pod), attached, extra=where)
             raise PlumberError(f"{attached}: {BUDGET_TEXT}")
         SANDBOXES.labels("deferred").inc()
-        if self.barrier is not None:
-            self.barrier.pending(pod.uid)
         self._notice(pod, "NetworkDeviceAttachDeferred",
                      f"{attached} to pod {_name(pod)} within the container runtime NRI "
                      "request timeout; the attach continues and the pod's containers wait "
