@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from schemas.base import Message
 from schemas.claims import ClaimStatus, ClaimStatusReply
-from schemas.events import ClaimPrepared, ClaimUnprepared
+from schemas.events import ClaimPrepared, ClaimUnprepared, Notice
 from schemas.inventory import DeviceEvent, InventoryGet, InventorySnapshot, SlicePublished
 from schemas.plumber import (
     Attach,
@@ -134,12 +134,17 @@ ROUTES: tuple[Route, ...] = (
     _ask("plumber.status", PlumberStatusGet, PlumberStatus, PLUMBER, DISCOVERY, ADMIN,
          why="discovery keeps prepared claims' devices; knd status"),
     _event("device.attached", DeviceAttached, PLUMBER),
-    _event("device.detached", DeviceDetached, PLUMBER),
-    _event("device.failed", DeviceFailed, PLUMBER),
-    _event("claim.prepared", ClaimPrepared, GATEWAY, DISCOVERY,
-           why="discovery keeps a prepared claim's devices published"),
+    _event("device.detached", DeviceDetached, PLUMBER, PUBLISHER,
+           why="the publisher: Kubernetes Events for devices that did not come back"),
+    _event("device.failed", DeviceFailed, PLUMBER, PUBLISHER,
+           why="the publisher: Kubernetes Events on the pod"),
+    _event("claim.prepared", ClaimPrepared, GATEWAY, DISCOVERY, PUBLISHER,
+           why="discovery keeps a prepared claim's devices published; the publisher: "
+               "Kubernetes Events for a failed prepare"),
     _event("claim.unprepared", ClaimUnprepared, GATEWAY, DISCOVERY,
            why="discovery lets them go"),
+    _event("notice", Notice, GATEWAY, PUBLISHER,
+           why="what a user should see: the publisher writes it as a Kubernetes Event"),
     *_micro(),
 )
 
