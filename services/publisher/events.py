@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -248,7 +248,9 @@ class EventRecorder:
         self.api = api
         self.correlator = Correlator(component, host, clock=clock)
         self.call_timeout = call_timeout
-        self._send, self._receive = anyio.create_memory_object_stream[Occurrence](queue)
+        self.queue = queue
+        self._queue: deque[Occurrence] = deque()
+        self._wake = anyio.Event()
 
     def record(self, occ: Occurrence) -> bool:
         """Queue ``occ`` without waiting; False (logged and counted) if it is invalid or
@@ -259,20 +261,23 @@ class EventRecorder:
             metrics.EVENTS_WRITTEN.labels(cut(occ.reason, MAX_REASON), "invalid").inc()
             log.warning("event %s not written: %s", q(occ.reason), exc)
             return False
-        try:
-            self._send.send_nowait(occ)
-        except anyio.WouldBlock:
+        if len(self._queue) >= self.queue:
             metrics.EVENTS_WRITTEN.labels(occ.reason, "dropped").inc()
             log.warning("event %s on %s %s/%s not written: %d events wait for the API "
                         "server already", occ.reason, occ.obj.kind, occ.obj.namespace,
-                        occ.obj.name, self._send.statistics().current_buffer_used)
+                        occ.obj.name, len(self._queue))
             return False
+        self._queue.append(occ)
+        self._wake.set()
         return True
 
     async def run(self) -> None:
-        async with self._receive:
-            async for occ in self._receive:
-                await self.write(occ)
+        """Write what is queued, in order, until cancelled."""
+        while True:
+            await self._wake.wait()
+            self._wake = anyio.Event()
+            while self._queue:
+                await self.write(self._queue.popleft())
 
     async def write(self, occ: Occurrence) -> str:
         """Correlate and write one occurrence; the result as counted: ``created``,
