@@ -15,7 +15,8 @@ user of either driver sees the same thing when knd keeps client-go's defaults
 All state is in LRU maps of at most 4096 keys each (client-go's size), and time comes
 from an injectable clock, so tests are deterministic. Writes run on one task from a
 bounded queue: whoever records never waits on the API server, and a refused, lost or
-timed-out write is logged and counted (``knd_events_written_total``), never raised.
+timed-out write is logged and counted (``knd_publisher_events_written_total``), never
+raised.
 """
 
 from __future__ import annotations

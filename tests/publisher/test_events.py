@@ -41,7 +41,7 @@ def occ(message: str = "boom", reason: str = "NetworkDeviceAttachFailed",
 
 
 def written(reason: str, result: str) -> float:
-    return REGISTRY.get_sample_value("knd_events_written_total",
+    return REGISTRY.get_sample_value("knd_publisher_events_written_total",
                                      {"reason": reason, "result": result}) or 0.0
 
 
