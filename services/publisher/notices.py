@@ -96,9 +96,10 @@ async def listen(sub: Subscription, schema: type[Message], translate: Translate,
         occ = translate(decoded) if decoded is not None else None
         if occ is None:
             continue
-        if not occ.obj.name or not occ.obj.namespace:
+        if not isinstance(decoded, Notice) and not (occ.obj.name and occ.obj.namespace):
             # the plumber lost the claim (and its pod) before it reported: nothing to
-            # write the event on; the plumber's log has it
+            # write the event on; the plumber's log has it (a Notice must name its object:
+            # the recorder refuses one that does not, naming the field)
             metrics.EVENTS_WRITTEN.labels(occ.reason, "no-object").inc()
             log.info("event %s on %s %s not written: its name is not known", occ.reason,
                      occ.obj.kind, occ.obj.uid)

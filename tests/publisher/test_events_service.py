@@ -12,6 +12,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+from prometheus_client import REGISTRY
 
 from schemas import events as reasons
 from schemas.base import Message, encode
@@ -78,6 +79,11 @@ def notice(**kw) -> Notice:
     return Notice(**(base | kw))
 
 
+def written(reason: str, result: str) -> float:
+    return REGISTRY.get_sample_value("knd_publisher_events_written_total",
+                                     {"reason": reason, "result": result}) or 0.0
+
+
 def by_reason(srv: KubeApiServer) -> dict[str, dict]:
     return {e["reason"]: e for e in srv.objects("events")}
 
@@ -134,8 +140,12 @@ async def test_bad_or_refused_events_change_nothing_and_the_publisher_goes_on(
             speaking_as(bus, "gateway") as gateway, \
             speaking_as(bus, "plumber") as plumber, \
             speaking_as(bus, "discovery") as discovery:
+        invalid = written(reasons.ATTACH_DEFERRED, "invalid")
+        unknown_pod = written(reasons.ATTACH_FAILED, "no-object")
+        refused = written("Refused", "error")
         await gateway(S.notice, notice(reason="not a reason"))
         await gateway(S.notice, notice(namespace="Team_A"))
+        await gateway(S.notice, notice(name=""))
         await gateway(S.notice, b'{"node": "x", "kind": "Node"}')  # not a Notice at all
         # the pod is not known (the claim was gone): nothing to write it on
         await plumber(S.event("device.failed"), failed(pod_namespace="", pod_name=""))
@@ -146,6 +156,11 @@ async def test_bad_or_refused_events_change_nothing_and_the_publisher_goes_on(
         await gateway(S.notice, notice(reason="Invalid"))
         await until(lambda: ("create", "events", 422) in kube_api.requests)
         assert kube_api.objects("events") == []
+        assert written(reasons.ATTACH_DEFERRED, "invalid") == invalid + 2  # namespace, name
+        assert written("not a reason", "invalid") >= 1
+        # another subscription than the notices': it may come later
+        await until(lambda: written(reasons.ATTACH_FAILED, "no-object") == unknown_pod + 1)
+        assert written("Refused", "error") == refused + 1
         # still serving: events and the pool
         await gateway(S.notice, notice(reason="Fine"))
         await discovery(S.inventory_snapshot, InventorySnapshot(
