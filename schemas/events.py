@@ -34,9 +34,6 @@ class ClaimUnprepared(Message):
     latency_ms: float = 0.0
 
 
-NOTICE_KINDS = ("Pod", "ResourceClaim")
-NOTICE_TYPES = ("Warning", "Normal")
-
 # Kubernetes Event reasons knd writes (``kubectl get events --field-selector reason=...``);
 # DRANET's names where DRANET has one.
 ATTACH_DEFERRED = "NetworkDeviceAttachDeferred"
@@ -64,7 +61,7 @@ class Notice(Message):
     dropped): ``namespace`` a DNS label, ``name`` a DNS subdomain, ``uid`` and
     ``reason`` not empty, ``reason`` at most 128 characters of letters and digits
     (CamelCase, DRANET's names where they exist: NetworkDeviceAttachDeferred...);
-    ``message`` is cut to 1024 characters."""
+    ``message`` is made one line (control characters escaped) and cut to 1024 bytes."""
 
     node: str
     kind: Literal["Pod", "ResourceClaim"]
