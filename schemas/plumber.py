@@ -154,9 +154,14 @@ class DeviceDetached(Message):
     interface: str
     """Name in the host after the detach ("" when the device is gone)."""
     reason: str
-    """``detach``, ``unprepare``, ``rollback``, ``reconcile``, ``netns-gone``..."""
+    """``detach``, ``unprepare``, ``rollback``, ``reconcile``, ``netns-gone``,
+    ``device-deleted`` (a virtual device deleted in a live pod netns)..."""
     gone: bool = False
     """A virtual device destroyed with its pod netns: nothing came back."""
+    pod_namespace: str = ""
+    pod_name: str = ""
+    """The pod as the claim's checkpoint knows it ("" when it does not): the publisher
+    needs both to write a Kubernetes Event on the pod."""
 
 
 class DeviceFailed(Message):
@@ -165,8 +170,15 @@ class DeviceFailed(Message):
     claim_uid: str
     device: str
     step: str
+    """What failed: a kernel step (``move``, ``link``, ``routes``...), ``config.<field>``,
+    ``attach``, ``deadline`` (finished after the runtime gave up), ``create...`` (a
+    child device), ``rdma`` (the RDMA link device; the netdev is attached anyway) or
+    ``restore`` (giving the device back to the node; retried in the background)."""
     error: str
     rolled_back: bool = True
+    pod_namespace: str = ""
+    pod_name: str = ""
+    """As in DeviceDetached."""
 
 
 # Status: ``knd.<node>.plumber.status`` (admin -> plumber), the checkpoint as ``knd status``

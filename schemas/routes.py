@@ -135,14 +135,17 @@ ROUTES: tuple[Route, ...] = (
          why="discovery keeps prepared claims' devices; the gateway counts a deferred "
              "attach's progress; knd status"),
     _event("device.attached", DeviceAttached, PLUMBER),
-    _event("device.detached", DeviceDetached, PLUMBER),
-    _event("device.failed", DeviceFailed, PLUMBER),
-    _event("claim.prepared", ClaimPrepared, GATEWAY, DISCOVERY,
-           why="discovery keeps a prepared claim's devices published"),
+    _event("device.detached", DeviceDetached, PLUMBER, PUBLISHER,
+           why="the publisher: Kubernetes Events for devices that did not come back"),
+    _event("device.failed", DeviceFailed, PLUMBER, PUBLISHER,
+           why="the publisher: Kubernetes Events on the pod"),
+    _event("claim.prepared", ClaimPrepared, GATEWAY, DISCOVERY, PUBLISHER,
+           why="discovery keeps a prepared claim's devices published; the publisher: "
+               "Kubernetes Events for a failed prepare"),
     _event("claim.unprepared", ClaimUnprepared, GATEWAY, DISCOVERY,
            why="discovery lets them go"),
     _event("notice", Notice, GATEWAY, PUBLISHER,
-           why="the publisher writes it as a Kubernetes Event"),
+           why="what a user should see: the publisher writes it as a Kubernetes Event"),
     *_micro(),
 )
 

@@ -58,3 +58,9 @@ class Subjects:
     def event(self, kind: str) -> str:
         """``kind`` like ``device.added`` or ``slice.published``."""
         return f"{self.root}.events.{kind}"
+
+    @property
+    def notice(self) -> str:
+        """Something a user should see (``schemas.events.Notice``): the publisher writes
+        it as a Kubernetes Event."""
+        return self.event("notice")

@@ -324,6 +324,8 @@ class Attacher:
                     att.rdma_error = f"RDMA device {att.rdma_device} not moved: {exc}"
                     log.warning("%s: RDMA device %s not moved to the pod: %s", job.where,
                                 att.rdma_device, exc)
+                    # not rolled back: the attach goes on; the user sees it on the pod
+                    self.notify.failed(att, "rdma", att.rdma_error, rolled_back=False)
             att.phase = ATTACHED
             self.store.put_attachment(att)
         except KernelError as exc:

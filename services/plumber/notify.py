@@ -48,15 +48,26 @@ class Notifier:
             interface=att.pod_ifname, netns=att.netns, ips=list(att.ips), mac=att.mac,
             latency_ms=latency_ms))
 
+    def _pod(self, att: Attachment) -> tuple[str, str]:
+        """The pod's namespace and name, from the claim's reservation in the checkpoint
+        ("", "" once the claim is gone): the publisher needs them for a Kubernetes Event."""
+        plan = self.store.claim(att.claim_uid)
+        for pod in plan.pods if plan is not None else ():
+            if pod.uid == att.pod_uid:
+                return pod.namespace, pod.name
+        return "", ""
+
     def detached(self, att: Attachment, reason: str, interface: str, gone: bool) -> None:
+        ns, name = self._pod(att)
         self._publish("device.detached", DeviceDetached(
             node=self.node, pod_uid=att.pod_uid, claim_uid=att.claim_uid, device=att.device,
-            interface=interface, reason=reason, gone=gone))
+            interface=interface, reason=reason, gone=gone, pod_namespace=ns, pod_name=name))
 
     def failed(self, att: Attachment, step: str, error: str, rolled_back: bool) -> None:
+        ns, name = self._pod(att)
         self._publish("device.failed", DeviceFailed(
             node=self.node, pod_uid=att.pod_uid, claim_uid=att.claim_uid, device=att.device,
-            step=step, error=error, rolled_back=rolled_back))
+            step=step, error=error, rolled_back=rolled_back, pod_namespace=ns, pod_name=name))
 
     def status_of(self, plan: ClaimPlan, error: str = "") -> ClaimStatus:
         return claim_status(self.driver, plan, self.store.attachment, error)

@@ -25,3 +25,9 @@ PUBLISHED_DEVICES = Gauge("knd_publisher_published_devices",
 RDMA_DEVICES = Gauge("knd_publisher_rdma_devices",
                      "Published devices with the <driver>/rdma attribute true")
 GENERATION = Gauge("knd_publisher_pool_generation", "Generation of the node's pool")
+EVENTS_WRITTEN = Counter("knd_publisher_events_written",
+                         "Kubernetes Events, by reason and result: created, patched (the same "
+                         "event again: count bumped), spam (dropped by the rate limit), error "
+                         "(the API refused it or did not answer), dropped (the queue was "
+                         "full), invalid, no-object (the pod's name is not known)",
+                         ["reason", "result"])

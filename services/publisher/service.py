@@ -29,8 +29,9 @@ from services.common.api import ApiError, ApiPort
 from services.common.backoff import Backoff
 from services.common.config import Common
 from services.common.snapshots import NewestSnapshot
-from services.publisher import metrics
+from services.publisher import metrics, notices
 from services.publisher.claims import ClaimStatusWriter
+from services.publisher.events import EventRecorder
 from services.publisher.reconcile import PoolReconciler, SliceRejected, SyncResult
 
 log = logging.getLogger("knd.publisher")
@@ -62,6 +63,7 @@ class Publisher:
         self._wake = anyio.Event()
         self.status = PublisherStatus(node=self.node, pool=self.node, driver=self.driver)
         self.claims = ClaimStatusWriter(api, self.driver)
+        self.events = EventRecorder(api, self.driver, self.node, call_timeout=api_timeout)
 
     # ---- snapshots -----------------------------------------------------------------------
 
@@ -198,6 +200,10 @@ async def serve(nc: Client, common: Common, api: ApiPort, *,
         pub = Publisher(nc, common, api, api_timeout=api_timeout,
                         resync_interval=resync_interval, backoff_max=backoff_max)
         sub = await nc.subscribe(pub.subjects.inventory_snapshot)
+        # bus events that become Kubernetes Events (services.publisher.notices)
+        event_subs = [(await nc.subscribe(subject), schema, translate)
+                      for subject, (schema, translate)
+                      in notices.sources(pub.subjects).items()]
         svc = await bus.serve(nc, SERVICE, "publishes the node's devices as ResourceSlices")
         group = svc.add_group(name=pub.subjects.publisher_group)
         await group.add_endpoint(name="status", handler=bus.typed_handler(
@@ -209,6 +215,9 @@ async def serve(nc: Client, common: Common, api: ApiPort, *,
             tg.start_soon(pub.listen, sub)
             tg.start_soon(pub.worker)
             tg.start_soon(pub.ask_inventory)
+            tg.start_soon(pub.events.run)
+            for event_sub, schema, translate in event_subs:
+                tg.start_soon(notices.listen, event_sub, schema, translate, pub.events)
             if resync_interval > 0:
                 tg.start_soon(pub.resync)
             task_status.started(pub)

@@ -3,10 +3,10 @@
 Connects to the bus as the read-only ``observer`` user and prints every
 ``knd.<node>.events.<kind>`` message: devices found and lost (discovery), slices
 published (publisher), devices attached to / detached from pods (plumber), claims
-prepared / unprepared (gateway). ``--json`` prints one JSON object a line (the
-decoded payload, every field, plus ``subject`` and ``event``). A payload that does
-not match its schema, or an event kind this build does not know, is printed raw,
-counted and reported at the end; it never stops the stream.
+prepared / unprepared and notices for kubectl (gateway). ``--json`` prints one JSON
+object a line (the decoded payload, every field, plus ``subject`` and ``event``). A
+payload that does not match its schema, or an event kind this build does not know, is
+printed raw, counted and reported at the end; it never stops the stream.
 
 Exit status: 0; 1 when ``--count`` events did not come within ``--timeout``;
 2 when the bus cannot be used (unreadable credentials, unreachable, not allowed).
@@ -27,7 +27,7 @@ import msgspec
 
 from schemas import routes
 from schemas.base import DecodeError, Message, decode
-from schemas.events import ClaimPrepared, ClaimUnprepared
+from schemas.events import ClaimPrepared, ClaimUnprepared, Notice
 from schemas.inventory import DeviceEvent, SlicePublished
 from schemas.plumber import DeviceAttached, DeviceDetached, DeviceFailed
 from schemas.subjects import Subjects
@@ -155,6 +155,9 @@ def summary(msg: Message) -> list[tuple[str, Any]]:
         return [("claim", f"{msg.namespace}/{msg.name}" if msg.name else ""),
                 ("uid", msg.claim_uid), ("devices", ",".join(msg.devices)),
                 ("latency", _ms(msg.latency_ms)), ("error", msg.error)]
+    if isinstance(msg, Notice):
+        return [("object", f"{msg.kind.lower()}/{msg.namespace}/{msg.name}"), ("uid", msg.uid),
+                ("type", msg.type), ("reason", msg.reason), ("message", msg.message)]
     if isinstance(msg, ClaimUnprepared):
         return [("claim", f"{msg.namespace}/{msg.name}" if msg.name else ""),
                 ("uid", msg.claim_uid), ("latency", _ms(msg.latency_ms)),

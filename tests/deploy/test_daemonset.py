@@ -239,7 +239,7 @@ def test_rbac_is_exactly_what_the_services_use():
         (("resource.k8s.io",), ("resourceclaims",)): {"get", "list", "watch"},
         (("resource.k8s.io",), ("resourceclaims/status",)): {"patch", "update"},
         (("",), ("nodes",)): {"get"},
-        (("",), ("events",)): {"create"},
+        (("",), ("events",)): {"create", "patch"},
     }
     (sa,) = [d for d in m.render("base") if d["kind"] == "ServiceAccount"]
     assert sa["automountServiceAccountToken"] is False

@@ -4,8 +4,9 @@ No kube-apiserver can run here, so this stands in for it: the real
 kubernetes-asyncio client talks to it unchanged, which keeps the product's
 API code (paths, query parameters, bodies, error mapping) honestly exercised.
 It serves the subset knd uses (nodes, resourceslices, resourceclaims and
-their status) and can be told to fail or hang on chosen requests, so retry
-and timeout paths can be tested.
+their status, events) and the discovery documents kubectl asks for, and can
+be told to fail or hang on chosen requests, so retry and timeout paths can be
+tested.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from typing import Any
 import yaml
 from aiohttp import web
 
+from tests.kubeapi.discovery import document
 from tests.kubeapi.store import FIELD_LABELS, KINDS, Kind, StatusError, Store, now
+from tests.kubeapi.tables import event_table, wants_table
 
 log = logging.getLogger("knd.tests.kubeapi")
 
@@ -163,6 +166,9 @@ class KubeApiServer:
         if raw is not None:
             self.requests.append(("get", request.path, 200))
             return web.Response(body=raw, content_type="application/json")
+        found = document(request.path) if request.method == "GET" else None
+        if found is not None:  # what kubectl asks first
+            return web.json_response(found)
         try:
             route = self._route(request.path)
             verb = _verb(request.method, route)
@@ -235,8 +241,11 @@ class KubeApiServer:
                     raise StatusError(400, "BadRequest",
                                       f'field label not supported: {key}')
             labels = _parse_selector(request.query.get("labelSelector", ""), labels=True)
-            return 200, _page(self.store.list(kind, route.namespace, fields, labels),
-                              request.query.get("limit", ""), request.query.get("continue", ""))
+            body = _page(self.store.list(kind, route.namespace, fields, labels),
+                         request.query.get("limit", ""), request.query.get("continue", ""))
+            if kind.resource == "events" and wants_table(request.headers.get("Accept", "")):
+                return 200, event_table(body)
+            return 200, body
         if verb == "get":
             return 200, self.store.get(kind, ns, name)
         if verb == "delete":

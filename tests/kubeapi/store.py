@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from tests.kubeapi.eventrules import validate_event
 from tests.kubeapi.validation import Cause, validate_resource_slice
 
 
@@ -47,6 +48,7 @@ KINDS = {
                            True, True),
     "deviceclasses": Kind("deviceclasses", "resource.k8s.io", "v1", "DeviceClass",
                           False, False),
+    "events": Kind("events", "", "v1", "Event", True, False),
 }
 
 # Fields the real server accepts in a fieldSelector, per resource.
@@ -55,7 +57,15 @@ FIELD_LABELS = {
     "resourceslices": {"metadata.name", "spec.nodeName", "spec.driver"},
     "resourceclaims": {"metadata.name", "metadata.namespace"},
     "deviceclasses": {"metadata.name"},
+    # pkg/registry/core/event/strategy.go ToSelectableFields
+    "events": {"metadata.name", "metadata.namespace", "involvedObject.kind",
+               "involvedObject.namespace", "involvedObject.name", "involvedObject.uid",
+               "involvedObject.apiVersion", "involvedObject.resourceVersion",
+               "involvedObject.fieldPath", "reason", "reportingComponent", "source", "type"},
 }
+
+# Selector fields that are not the object's path of the same name.
+FIELD_PATHS = {"events": {"source": "source.component"}}
 
 
 @dataclass
@@ -163,7 +173,8 @@ class Store:
         for (obj_ns, _), obj in self.data[kind.resource].items():
             if ns is not None and obj_ns != ns:
                 continue
-            if not all(_matches(get_path(obj, k), op, v) for k, op, v in fields):
+            paths = FIELD_PATHS.get(kind.resource, {})
+            if not all(_matches(get_path(obj, paths.get(k, k)), op, v) for k, op, v in fields):
                 continue
             obj_labels = (obj.get("metadata") or {}).get("labels") or {}
             if not all(_label_matches(obj_labels, k, op, v) for k, op, v in labels):
@@ -191,12 +202,12 @@ class Store:
                               "resourceVersion should not be set on objects to be created")
         if kind.has_status:
             body.pop("status", None)
+        if kind.namespaced:  # the URL's (the server refused a body that says otherwise)
+            meta["namespace"] = ns
         self._validate(kind, name, body)
         if (ns, name) in self.data[kind.resource]:
             raise StatusError(409, "AlreadyExists", f'{kind.qualified} "{name}" already exists',
                               _details(kind, name))
-        if kind.namespaced:
-            meta["namespace"] = ns
         meta["uid"] = str(uuid.uuid4())
         meta["creationTimestamp"] = now()
         meta["generation"] = 1
@@ -291,10 +302,11 @@ class Store:
 
     @staticmethod
     def _validate(kind: Kind, name: str, obj: dict) -> None:
-        if kind.resource == "resourceslices":
-            causes = validate_resource_slice(obj)
-            if causes:
-                raise _invalid(kind, name, causes)
+        validate = {"resourceslices": validate_resource_slice,
+                    "events": validate_event}.get(kind.resource)
+        causes = validate(obj) if validate is not None else []
+        if causes:
+            raise _invalid(kind, name, causes)
 
 
 def _invalid(kind: Kind, name: str, causes: list[Cause]) -> StatusError:

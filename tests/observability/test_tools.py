@@ -12,6 +12,7 @@ import anyio
 import pytest
 
 from schemas.base import encode
+from schemas.events import Notice
 from schemas.inventory import DeviceEvent
 from schemas.subjects import Subjects
 from services.common import auth
@@ -114,6 +115,27 @@ async def test_kind_filter_and_readable_lines(bus, bus_state: Path) -> None:
     assert "device=new-dev" in first and "if=new-dev" in first and "type=veth" in first
     assert "gone-dev" not in out
     assert "RAW not json" in second and "invalid DeviceEvent" in second
+
+
+async def test_a_notice_reads_as_the_event_it_becomes(bus, bus_state: Path) -> None:
+    proc = events(bus_state, "--kind", "notice", "--count", "1")
+    gateway = await busmod.connect(bus, "gateway")
+    try:
+        await anyio.to_thread.run_sync(wait_following, proc)
+        await gateway.publish(Subjects(NODE).notice, encode(Notice(
+            node=NODE, kind="Pod", namespace="team-a", name="web-0", uid="uid-1",
+            type="Warning", reason="NetworkDeviceAttachDeferred", message="attached 1/2")))
+        await busmod.flush(gateway)
+        out, err = await anyio.to_thread.run_sync(lambda: proc.communicate(timeout=20))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        await busmod.close(gateway)
+    assert proc.returncode == 0, err
+    (line,) = out.splitlines()
+    assert f" {NODE} notice " in line
+    assert "object=pod/team-a/web-0 uid=uid-1 type=Warning " \
+        "reason=NetworkDeviceAttachDeferred message='attached 1/2'" in line
 
 
 def test_another_nodes_events_are_refused(bus, bus_state: Path) -> None:

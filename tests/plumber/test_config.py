@@ -144,6 +144,9 @@ async def test_events_and_claim_status(env: Env, plumber) -> None:
                 await anyio.sleep(0.01)
         failed = decode(next(d for s, d in events if s.endswith("device.failed")), DeviceFailed)
         assert failed.step == "config.routes[0]" and failed.rolled_back
+        # the pod by name too, from the claim's reservation: the publisher writes an
+        # Event on it
+        assert (failed.pod_namespace, failed.pod_name) == ("default", f"pod-{pod_uid}")
         assert statuses[-1].devices[0].conditions[0].reason == "AttachFailed"
         assert (await env.unprepare(claim)).error == ""
 
@@ -176,6 +179,7 @@ async def test_events_and_claim_status(env: Env, plumber) -> None:
         detached = decode(next(d for s, d in events if s.endswith("device.detached")),
                           DeviceDetached)
         assert (detached.interface, detached.reason, detached.gone) == ("ea0", "detach", False)
+        assert (detached.pod_namespace, detached.pod_name) == ("default", f"pod-{pod_uid}")
         assert statuses[-1].devices[0].conditions[0].status == "False"
     finally:
         await busmod.close(observer)

@@ -7,12 +7,16 @@ import os
 import stat
 from pathlib import Path
 
+import anyio
 import pytest
 
 from schemas import plumber as p
+from schemas.base import decode
 from schemas.inventory import Device
+from schemas.subjects import Subjects
+from services.common import bus as busmod
 from tests.helpers.sysfs_tree import rdma_without_netdev
-from tests.plumber.conftest import DRIVER, Env, netdev, uid
+from tests.plumber.conftest import DRIVER, NODE, Env, netdev, uid
 
 pytestmark = pytest.mark.anyio
 
@@ -95,19 +99,38 @@ async def test_missing_char_device_fails_prepare(rdma_env: Env) -> None:
 
 
 async def test_exclusive_mode_rdma_move_is_best_effort(env: Env) -> None:
-    """No RDMA netlink on this kernel: the netdev still attaches, the RDMA move is logged."""
+    """No RDMA netlink on this kernel: the netdev still attaches, the RDMA move is logged
+    and reported (``device.failed``, step ``rdma``: an Event on the pod)."""
     rdma_without_netdev(env.tmp / "sysfs")
     dev_root(env.tmp / "dev")
     env.node.veth("eth1", "peer1")
-    async with env.running(rdma_mode="exclusive") as pl:
-        assert pl.rdma.mode == "exclusive"
-        await env.inventory([netdev("dev-r", "eth1", rdma=True, rdmaDevice="mlx5_1")])
-        claim, pod_uid = uid(), uid("pod")
-        assert (await env.prepare(claim, [("dev-r", None)], [pod_uid])).error == ""
-        rep = await env.attach(pod_uid, env.pod())
-        assert rep.error == "" and rep.interfaces[0].interface == "eth1"
-        assert pl.store.attachments()[0].rdma_moved is False
-        assert (await env.detach(pod_uid)).restored == ["dev-r"]
+    observer = await busmod.connect(env.creds, "observer")
+    failed: list[p.DeviceFailed] = []
+
+    async def on_failed(msg) -> None:
+        failed.append(decode(msg.data, p.DeviceFailed))
+
+    await observer.subscribe(Subjects(NODE).event("device.failed"), cb=on_failed)
+    await busmod.flush(observer)
+    try:
+        async with env.running(rdma_mode="exclusive") as pl:
+            assert pl.rdma.mode == "exclusive"
+            await env.inventory([netdev("dev-r", "eth1", rdma=True, rdmaDevice="mlx5_1")])
+            claim, pod_uid = uid(), uid("pod")
+            assert (await env.prepare(claim, [("dev-r", None)], [pod_uid])).error == ""
+            rep = await env.attach(pod_uid, env.pod())
+            assert rep.error == "" and rep.interfaces[0].interface == "eth1"
+            assert pl.store.attachments()[0].rdma_moved is False
+            with anyio.fail_after(5):
+                while not failed:
+                    await anyio.sleep(0.01)
+            (ev,) = failed
+            assert (ev.step, ev.rolled_back, ev.device, ev.pod_uid) == \
+                ("rdma", False, "dev-r", pod_uid)
+            assert "mlx5_1" in ev.error and ev.pod_name == f"pod-{pod_uid}"
+            assert (await env.detach(pod_uid)).restored == ["dev-r"]
+    finally:
+        await busmod.close(observer)
 
 
 async def test_missing_cdi_spec_is_rewritten_on_start(env: Env) -> None:

@@ -10,6 +10,8 @@ they run in a cluster. Layout under ``<state-dir>/api/``::
     nodes/<name>.json
     resourceslices/<name>.json
     resourceclaims/<namespace>/<name>.json
+    events/<namespace>/<name>.json       core/v1 Events, pruned an hour after their last
+                                         write (the API server's default --event-ttl)
 
 Every write replaces a whole file atomically (temp file, fsync, rename) so a
 reader, or a restart after a crash, never sees half an object. Operations run
@@ -24,6 +26,7 @@ import copy
 import fcntl
 import json
 import random
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -38,7 +41,11 @@ from services.common.files import write_atomic
 
 T = TypeVar("T")
 
-SLICES, NODES, CLAIMS = "resourceslices", "nodes", "resourceclaims"
+SLICES, NODES, CLAIMS, EVENTS = "resourceslices", "nodes", "resourceclaims", "events"
+EVENT_TTL = 3600.0
+"""Seconds an event file is kept after its last write, as the API server keeps events."""
+MAX_EVENT_NAME = 250
+"""An event's file is ``<name>.json``: a file name has at most 255 bytes."""
 SLICE_API_VERSION = "resource.k8s.io/v1"
 STALE = "the object has been modified; please apply your changes to the latest version"
 
@@ -278,5 +285,91 @@ class FileApi:
     async def update_claim_status(self, obj: dict) -> dict:
         return await self._run(self._update_claim_status, obj)
 
+    # ---- events --------------------------------------------------------------------------
+
+    def _event_path(self, namespace: object, name: object) -> Path:
+        if isinstance(name, str) and len(name.encode()) > MAX_EVENT_NAME:
+            raise Invalid(f"metadata.name: an event name of {len(name.encode())} bytes is "
+                          f"over the {MAX_EVENT_NAME} a standalone event file can have",
+                          reason="Invalid")
+        return self._path(EVENTS, name, namespace)
+
+    def _create_event(self, obj: dict) -> dict:
+        obj = copy.deepcopy(obj)
+        obj.setdefault("apiVersion", "v1")
+        obj.setdefault("kind", "Event")
+        meta = obj.setdefault("metadata", {})
+        path = self._event_path(meta.get("namespace"), meta.get("name"))
+        _check_event_namespace(obj)
+        if meta.get("resourceVersion"):
+            raise ApiError("resourceVersion should not be set on objects to be created", 500,
+                           "InternalError")
+        _prune(path.parent, time.time() - EVENT_TTL)
+        if path.exists():
+            raise Conflict(f'{EVENTS} "{meta["name"]}" already exists', reason="AlreadyExists")
+        self._new_meta(meta)
+        write_json_atomic(path, obj)
+        return obj
+
+    async def create_event(self, obj: dict) -> dict:
+        return await self._run(self._create_event, obj)
+
+    def _patch_event(self, namespace: str, name: str, patch: dict) -> dict:
+        path = self._event_path(namespace, name)
+        stored = self._read(path, EVENTS)
+        pmeta = patch.get("metadata")
+        if not isinstance(pmeta, dict):
+            pmeta = {}
+        self._check(EVENTS, name, stored, pmeta.get("uid"), pmeta.get("resourceVersion"))
+        new = _merge_patch(stored, patch)
+        if not isinstance(new.get("metadata"), dict):
+            new["metadata"] = {}
+        for key in ("name", "namespace", "uid", "creationTimestamp", "generation",
+                    "resourceVersion"):  # as the API server: not the patch's to change
+            new["metadata"][key] = stored["metadata"].get(key)
+        _check_event_namespace(new)
+        if new == stored:
+            return new
+        new["metadata"]["resourceVersion"] = self._next_rv()
+        write_json_atomic(path, new)
+        return new
+
+    async def patch_event(self, namespace: str, name: str, patch: dict) -> dict:
+        return await self._run(self._patch_event, namespace, name, patch)
+
     async def aclose(self) -> None:
         """Nothing held open between calls."""
+
+
+def _check_event_namespace(obj: dict) -> None:
+    """The API server's rule: an event lives in its object's namespace."""
+    involved = obj.get("involvedObject")
+    theirs = involved.get("namespace") if isinstance(involved, dict) else None
+    ours = obj["metadata"].get("namespace")
+    if (theirs or "") != ours:
+        raise Invalid(f"involvedObject.namespace: Invalid value: {theirs!r}: does not match "
+                      f"event.namespace ({ours!r})", reason="Invalid")
+
+
+def _merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386: objects merge, null deletes, anything else replaces."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    out = copy.deepcopy(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = _merge_patch(out.get(key), value)
+    return out
+
+
+def _prune(folder: Path, before: float) -> None:
+    """Forget the events last written before ``before``: with no API server to expire
+    them, a standalone node would keep every event it ever wrote."""
+    if not folder.is_dir():
+        return
+    for path in folder.glob("*.json"):
+        with contextlib.suppress(FileNotFoundError):
+            if path.stat().st_mtime < before:
+                path.unlink()

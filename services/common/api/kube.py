@@ -144,6 +144,20 @@ class KubeApi:
         return await self._call(api.replace_namespaced_resource_claim_status,
                                 meta["name"], meta["namespace"], obj)
 
+    async def create_event(self, obj: dict) -> dict:
+        namespace = obj["metadata"]["namespace"]
+        api = CoreV1Api(await self._connect())
+        event = await self._call(api.create_namespaced_event, namespace, obj)
+        return _checked(event, "create_namespaced_event", "")
+
+    async def patch_event(self, namespace: str, name: str, patch: dict) -> dict:
+        # a merge patch, stated: the client would send a dict as a strategic merge patch,
+        # which is the same for these scalar fields but not what the port promises
+        api = CoreV1Api(await self._connect())
+        event = await self._call(api.patch_namespaced_event, name, namespace, patch,
+                                 _content_type="application/merge-patch+json")
+        return _checked(event, "patch_namespaced_event", "")
+
     async def list_all(self, resource: str, page: int = 500) -> list[dict]:
         """Every object of ``resource`` (resourceslices, deviceclasses, resourceclaims,
         nodes) in the cluster, read ``page`` at a time, with apiVersion and kind."""

@@ -70,4 +70,14 @@ class ApiPort(Protocol):
         """
         ...
 
+    async def create_event(self, obj: dict) -> dict:
+        """Create a core/v1 Event in ``obj["metadata"]["namespace"]`` (Conflict with reason
+        AlreadyExists when the name is taken; Invalid when the server refuses it)."""
+        ...
+
+    async def patch_event(self, namespace: str, name: str, patch: dict) -> dict:
+        """Merge ``patch`` (a JSON merge patch: count, lastTimestamp, message) into the
+        Event; NotFound once it expired (the server keeps events an hour by default)."""
+        ...
+
     async def aclose(self) -> None: ...

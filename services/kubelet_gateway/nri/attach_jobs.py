@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Literal
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
@@ -30,7 +31,7 @@ from prometheus_client.metrics import Counter, Gauge
 
 from schemas import plumber as p
 from schemas.base import encode
-from schemas.events import Notice
+from schemas.events import ATTACH_DEFERRED, ATTACH_FAILED, ATTACH_TIMEOUT, Notice
 from schemas.subjects import Subjects
 from services.common.logs import fields
 from services.kubelet_gateway.nri.barrier import Barrier, Hook
@@ -152,7 +153,7 @@ class AttachJobs:
         where = fields(pod=pod.uid)
         if not self.attach_timeout:
             SANDBOXES.labels("rejected").inc()
-            self._notice(pod, "NetworkDeviceAttachTimeout",
+            self._notice(pod, ATTACH_TIMEOUT,
                          f"{attached} to pod {_name(pod)} within the container runtime NRI "
                          "request timeout; failing the sandbox so the pod does not start "
                          "with missing devices. Increase the container runtime NRI "
@@ -161,7 +162,7 @@ class AttachJobs:
                         "attach is rolled back)", _name(pod), attached, extra=where)
             raise PlumberError(f"{attached}: {BUDGET_TEXT}")
         SANDBOXES.labels("deferred").inc()
-        self._notice(pod, "NetworkDeviceAttachDeferred",
+        self._notice(pod, ATTACH_DEFERRED,
                      f"{attached} to pod {_name(pod)} within the container runtime NRI "
                      "request timeout; the attach continues and the pod's containers wait "
                      f"for it, up to {self.attach_timeout:g}s. Increase the container "
@@ -195,7 +196,7 @@ class AttachJobs:
                 return None
             if job.left() <= 0 and not job.gave_up:
                 job.gave_up = True
-                self._notice(pod, "NetworkDeviceAttachFailed",
+                self._notice(pod, ATTACH_FAILED,
                              f"gave up attaching network devices to pod {_name(pod)} after "
                              f"{self.attach_timeout:g}s: {job.error}. The sandbox stays and "
                              "the kubelet keeps retrying; delete the pod to start over")
@@ -238,7 +239,7 @@ class Notices:
     def __init__(self, nc: Client, node: str) -> None:
         self.nc = nc
         self.node = node
-        self.subject = Subjects(node).event("notice")
+        self.subject = Subjects(node).notice
         self._tg: TaskGroup | None = None
 
     async def run(self, *, task_status: TaskStatus[Notices] = anyio.TASK_STATUS_IGNORED
@@ -248,7 +249,8 @@ class Notices:
             task_status.started(self)
             await anyio.sleep_forever()
 
-    def pod(self, pod: p.PodRef, reason: str, message: str, type: str = "Warning") -> None:
+    def pod(self, pod: p.PodRef, reason: str, message: str,
+            type: Literal["Warning", "Normal"] = "Warning") -> None:
         note = Notice(node=self.node, kind="Pod", namespace=pod.namespace, name=pod.name,
                       uid=pod.uid, reason=reason, message=message, type=type)
         if self._tg is not None:
