@@ -81,6 +81,14 @@ def test_knd_up_hands_each_child_exactly_what_it_reads() -> None:
     assert "KND_FILTER" not in supervisor.child_env(up, Path("/c"), "plumber")
 
 
+def test_an_empty_value_that_turns_a_default_off_reaches_the_child() -> None:
+    up = parse("up", {}, "--hook-shell=", "--webhook-url=")
+    env = supervisor.child_env(up, Path("/c"), "kubelet-gateway")
+    assert env["KND_HOOK_SHELL"] == ""
+    assert parse("kubelet-gateway", env).hook_shell == ""
+    assert "KND_WEBHOOK_URL" not in supervisor.child_env(up, Path("/c"), "plumber")
+
+
 def test_the_bus_collects_its_heap_sooner_unless_told_otherwise(monkeypatch) -> None:
     up = parse("up", {})
     assert supervisor.child_env(up, Path("/c"))["GOGC"] == supervisor.NATS_GOGC == "50"

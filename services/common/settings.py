@@ -286,7 +286,8 @@ def child_env(args: argparse.Namespace, service: str) -> dict[str, str]:
     for s in TABLE:
         if s.env and s.passed and service in s.commands:
             value = getattr(args, s.dest, None)
-            if value is not None and value != "":
+            # "" is unset, unless it turns off what the default turns on (--hook-shell=)
+            if value is not None and (value != "" or s.default_for(service)):
                 env[s.env] = show(value)
     return env
 

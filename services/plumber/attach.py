@@ -136,7 +136,7 @@ class Attacher:
         # 8, 16) attached all 64 in time, 12 the soonest; 6 and 3 left 2 to 10 past
         # the deadline (checks no longer overlapped), 32 left 14 (all in lockstep).
         self._slots = anyio.Semaphore(ATTACH_SLOTS)
-        self.before_move: Callable[[], Awaitable[None]] | None = None
+        self.before_move: Callable[[Callable[[], bool]], Awaitable[None]] | None = None
         """Only in tests (services.plumber.slowdown): a slow device driver."""
         self.stopping: dict[str, int] = {}
         """Pods with a detach waiting: their attach moves no further device."""
@@ -300,10 +300,11 @@ class Attacher:
             job.recorded = True
             snap = att.host
             if snap is not None:
-                if self.before_move is not None and att.pod_uid not in self.stopping:
-                    await self.before_move()
-                if att.pod_uid in self.stopping:
-                    raise KernelError("move", errno.ECANCELED, "the pod is being stopped")
+                if self.before_move is not None:
+                    await self.before_move(lambda: not self._halted(job))
+                why = self._halted(job)
+                if why:
+                    raise KernelError(why[0], why[1], why[2])
                 iface = job.cfg.interface
                 # up in the same request: in a storm each request of its own waits
                 # for the move RTNL is busy with
@@ -337,6 +338,14 @@ class Attacher:
         except Exception as exc:  # a bug must still roll back, not leave a half-moved device
             log.exception("%s: attach failed", job.where)
             job.step, job.error = "attach", f"internal error: {exc!r}"
+
+    def _halted(self, job: Job) -> tuple[str, int, str] | None:
+        """Why the job's device must not move now (a step, errno and text), or None."""
+        if job.att.pod_uid in self.stopping:
+            return "move", errno.ECANCELED, "the pod is being stopped"
+        if 0 < job.deadline < time.time():  # it would be rolled back anyway
+            return "deadline", errno.ETIMEDOUT, "not moved: the attach's deadline passed"
+        return None
 
     async def _rollback(self, jobs: list[Job]) -> AttachReply:
         ROLLBACKS.inc()

@@ -17,8 +17,9 @@ import anyio
 VARIABLE = "KNDTEST_ATTACH_DELAY"
 
 
-def from_environment() -> Callable[[], Awaitable[None]] | None:
-    """The delay to run before each move, or None (the variable is unset or empty)."""
+def from_environment() -> Callable[[Callable[[], bool]], Awaitable[None]] | None:
+    """The delay to run before each move, or None (the variable is unset or empty); it is
+    given whether the move is still wanted once its turn comes."""
     raw = os.environ.get(VARIABLE, "")
     if not raw:
         return None
@@ -27,8 +28,9 @@ def from_environment() -> Callable[[], Awaitable[None]] | None:
         raise ValueError(f"{VARIABLE}={raw!r}: expected seconds, more than 0, at most 10")
     one_at_a_time = anyio.Lock()
 
-    async def delay() -> None:
+    async def delay(wanted: Callable[[], bool]) -> None:
         async with one_at_a_time:
-            await anyio.sleep(seconds)
+            if wanted():  # a move the plumber gave up on costs no driver time
+                await anyio.sleep(seconds)
 
     return delay
