@@ -146,6 +146,10 @@ def validate_kind(iface: InterfaceConfig, families: set[int], mtu_min_v6: int,
     if mode == SLAAC:
         _slaac_rules(iface, child, kind or PASSTHROUGH, errors)
     if iface.ipvlan is not None:
+        ipv_mode = canonical(iface.ipvlan.mode, IPVLAN_MODES)
+        if mode == SLAAC and ipv_mode in ("L3", "L3S"):
+            errors.append(f"interface.ipvlan.mode: {ipv_mode} passes no multicast to the child, "
+                          "so no router advertisement reaches it; addressing 'SLAAC' needs L2")
         if kind != IPVLAN:
             errors.append("interface.ipvlan: only valid with type IPVLAN")
         if iface.ipvlan.mode and canonical(iface.ipvlan.mode, IPVLAN_MODES) is None:

@@ -31,12 +31,12 @@ from typing import Any, TypeVar
 
 import anyio
 
-from schemas.netconfig import NetworkConfig
+from schemas.netconfig import SLAAC, NetworkConfig, addressing, child_kind, defaulted
 from schemas.plumber import Attach, AttachedInterface, AttachReply, DetachReply
 from schemas.text import q
 from services.common.locks import KeyedLocks
 from services.common.logs import fields
-from services.plumber import nsfs
+from services.plumber import children, nsfs
 from services.plumber.checkpoint import Checkpoint
 from services.plumber.devconf import DevconfError
 from services.plumber.inventory import Inventory
@@ -49,7 +49,7 @@ from services.plumber.model import (
     ClaimPlan,
     PlannedDevice,
 )
-from services.plumber.netops import KernelError, Rtnl
+from services.plumber.netops import KernelError, LinkRec, Rtnl
 from services.plumber.podconfig import (
     RuleCopier,
     configure,
@@ -255,7 +255,8 @@ class Attacher:
         jobs = []
         for plan, dev in todo:
             where = f"device {q(dev.device)} of claim {plan.uid}"
-            cfg = dev.config or NetworkConfig()
+            cfg = defaulted(dev.config or NetworkConfig())
+            kind = child_kind(cfg.interface)
             snap, pod_ifname, host_rules = None, "", []
             ifname = self._current_ifname(dev, where)
             if dev.ifname:
@@ -270,9 +271,12 @@ class Attacher:
                     raise AttachError(f"{where}: config.interface.name: {q(pod_ifname)} is "
                                       f"already used by {taken[pod_ifname]}")
                 taken[pod_ifname] = where
-                snap = await host.snapshot(link)
-                snap.sysctls = dict(dev.host_sysctls)
-                host_rules = await copier.rules_for(snap, where)
+                if kind:  # the parent stays: nothing of it moves, nothing comes back
+                    snap = children.child_snapshot(link)
+                else:
+                    snap = await host.snapshot(link)
+                    snap.sysctls = dict(dev.host_sysctls)
+                    host_rules = await copier.rules_for(snap, where)
             if cfg.rules:
                 if pod_rules is None:
                     pod_rules = {rule_key(r) for r in await pod.rules()}
@@ -284,28 +288,35 @@ class Attacher:
                 claim_uid=plan.uid, device=dev.device, pod_uid=req.pod.uid, phase=ATTACHING,
                 netns=req.netns, ns_dev=nsid.dev, ns_ino=nsid.ino, sandbox_id=req.sandbox_id,
                 host=snap, pod_ifname=pod_ifname, rules=list(cfg.rules), host_rules=host_rules,
-                rdma_device=dev.rdma_device,
+                rdma_device=dev.rdma_device, child=kind if snap else "",
+                temp_name=children.temp_name() if kind and snap else "",
                 mac=cfg.interface.hardwareAddr or (snap.mac if snap else ""))
             jobs.append(Job(plan, dev, cfg, att, deadline=req.deadline))
         return jobs
+
+    async def _move_in(self, job: Job, pod: Rtnl, fd: int) -> LinkRec:
+        att, iface = job.att, job.cfg.interface
+        assert att.host is not None
+        # up in the same request: in a storm each request of its own waits for the
+        # move RTNL is busy with
+        # SLAAC: down, for its sysctls to be set before it solicits a router (configure)
+        await self.host.move_in(att.host.index, fd, name=att.pod_ifname, mtu=iface.mtu or 0,
+                                mac=iface.hardwareAddr or "",
+                                up=addressing(iface) != SLAAC)
+        link = await pod.link(name=att.pod_ifname)
+        if link is None:
+            raise KernelError("move", errno.ENODEV,
+                              f"{att.pod_ifname} is not in the pod after the move")
+        return link
 
     async def _attach_one(self, job: Job, host: Rtnl, pod: Rtnl, fd: int) -> None:
         att = job.att
         try:
             self.store.put_attachment(att)  # the intent, before the first kernel change
             job.recorded = True
-            snap = att.host
-            if snap is not None:
-                iface = job.cfg.interface
-                # up in the same request: in a storm each request of its own waits
-                # for the move RTNL is busy with
-                await self.host.move_in(snap.index, fd, name=att.pod_ifname,
-                                        mtu=iface.mtu or 0, mac=iface.hardwareAddr or "",
-                                        up=True)
-                link = await pod.link(name=att.pod_ifname)
-                if link is None:
-                    raise KernelError("move", errno.ENODEV,
-                                      f"{att.pod_ifname} is not in the pod after the move")
+            if att.host is not None:
+                link = await (children.create(host, pod, fd, job.cfg, att, self.store)
+                              if att.child else self._move_in(job, pod, fd))
                 att.pod_index, att.mac = link.index, link.mac
                 await configure(job.cfg, job.att, job.deadline, pod, fd, link, self.store)
             if att.rdma_device and self.rdma.mode == "exclusive":

@@ -33,6 +33,7 @@ from services.plumber import devconf, features, metrics
 from services.plumber.attach import Attacher
 from services.plumber.cdi import CdiSpecs
 from services.plumber.checkpoint import Checkpoint
+from services.plumber.children import share_key
 from services.plumber.devconf import DevconfError
 from services.plumber.inventory import Inventory
 from services.plumber.model import GONE, PHASES, ClaimPlan
@@ -131,8 +132,10 @@ class Plumber:
         granted += given
         if errors:
             return p.PrepareReply(claim_uid=req.claim_uid, error="; ".join(errors))
-        held = {d.device: c.uid for c in self.store.claims() if c.uid != req.claim_uid
-                for d in c.devices}
+        held: dict[str, list[tuple[str, str]]] = {}
+        for c in self.store.claims():
+            for d in c.devices if c.uid != req.claim_uid else ():
+                held.setdefault(d.device, []).append((c.uid, share_key(d.config)))
         try:
             plan = plan_claim(req, node=self.node, driver=self.driver, inventory=inv,
                               host=facts, held=held)
