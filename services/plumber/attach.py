@@ -24,10 +24,9 @@ import errno
 import logging
 import os
 import time
-from collections.abc import Awaitable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import anyio
 
@@ -58,6 +57,7 @@ from services.plumber.podconfig import (
 )
 from services.plumber.rdma import Rdma
 from services.plumber.restore import PENDING, RESTORED, Host, Outcome, Restorer
+from services.plumber.together import together as _together
 
 log = logging.getLogger("knd.plumber.attach")
 A = TypeVar("A")
@@ -88,28 +88,6 @@ class Job:
     @property
     def where(self) -> str:
         return f"device {q(self.dev.device)} of claim {self.plan.uid}"
-
-
-async def _together(a: Awaitable[A], b: Awaitable[B]) -> tuple[A, B]:
-    """Both awaited at once (each a netlink round trip on its own socket or thread);
-    if one fails the other is cancelled, and a socket it opened is closed."""
-    out: list[Any] = [None, None]
-
-    async def run(i: int, aw: Awaitable[Any]) -> None:
-        out[i] = await aw
-
-    try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(run, 0, a)
-            tg.start_soon(run, 1, b)
-    except BaseException as exc:
-        for made in out:
-            if isinstance(made, Rtnl):
-                await made.aclose()  # shielded: also when we are being cancelled
-        if isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-            raise exc.exceptions[0] from None  # callers handle the error itself
-        raise
-    return out[0], out[1]
 
 
 def _pod(req: Attach) -> str:

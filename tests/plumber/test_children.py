@@ -18,6 +18,7 @@ from schemas.netconfig import (
     NetworkConfig,
     RouteConfig,
 )
+from services.plumber.checkpoint import Checkpoint
 from services.plumber.model import ATTACHED
 from tests.helpers.netns import NetNS
 from tests.helpers.ra import Router
@@ -303,3 +304,35 @@ async def test_slaac_without_a_router_fails_and_rolls_back(env: Env, plumber) ->
     assert netstate.snapshot(pod.name) == pod_before
     netstate.assert_same(env.node.name, host_before)
     assert (await env.unprepare(claim)).error == ""
+
+
+async def test_crash_right_after_the_child_was_made_is_undone_on_start(env: Env) -> None:
+    """The plumber died between creating the child and renaming it (its row says
+    ``attaching``, the child still has its temporary name): the next start deletes it
+    and takes the parent it brought up down again."""
+    parent(env, "kp0", "kq0", "10.80.0")
+    env.node.ip("link", "set", "kp0", "down")
+    await env.inventory([netdev("dev-k", "kp0")])
+    host_before = netstate.snapshot(env.node.name)
+    pod = env.pod()
+    pod_before = netstate.snapshot(pod.name)
+    claim, pod_uid = uid(), uid("pod")
+    async with env.running() as pl:
+        assert (await env.prepare(claim, [("dev-k", child_cfg("MACVLAN", "10.80.0"))],
+                                  [pod_uid])).error == ""
+        assert (await env.attach(pod_uid, pod)).error == ""
+        (att,) = pl.store.attachments()
+    # what the kernel and the checkpoint hold at that point of an attach
+    pod.ip("link", "set", "net1", "down")
+    pod.ip("addr", "flush", "dev", "net1")
+    pod.ip("link", "set", "net1", "name", att.temp_name)
+    att.phase = "attaching"
+    store = Checkpoint(env.common.state_dir / "plumber" / "checkpoint.db")
+    store.put_attachment(att)
+    store.close()
+    assert att.temp_name in netstate.links(pod.name)
+    async with env.running() as pl:
+        assert pl.store.attachments() == []
+        assert netstate.snapshot(pod.name) == pod_before
+        netstate.assert_same(env.node.name, host_before)
+        assert (await env.unprepare(claim)).error == ""

@@ -160,15 +160,21 @@ class Cluster:
                     exactly = req["exactly"]
                     exprs = [*self.classes.get(exactly["deviceClassName"], []),
                              *(s["cel"]["expression"] for s in exactly.get("selectors", []))]
+                    # a device with allowMultipleAllocations goes to any number of
+                    # claims, each allocation with a shareID of its own (KEP-5075)
                     fits = [n for n, d in sorted(devices.items())
-                            if n not in taken and self._matches(exprs, d)]
+                            if (n not in taken or d.get("allowMultipleAllocations"))
+                            and self._matches(exprs, d)]
                     count = exactly.get("count", 1)
                     if len(fits) < count:
                         break
                     for name in fits[:count]:
                         taken.add(name)
-                        results.append({"request": req["name"], "driver": DRIVER,
-                                        "pool": NODE, "device": name})
+                        result = {"request": req["name"], "driver": DRIVER, "pool": NODE,
+                                  "device": name}
+                        if devices[name].get("allowMultipleAllocations"):
+                            result["shareID"] = str(uuid.uuid4())
+                        results.append(result)
                 else:
                     break
                 await anyio.sleep(0.05)

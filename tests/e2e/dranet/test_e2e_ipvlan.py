@@ -154,3 +154,53 @@ async def test_slaac_interfaces_autoconfigure_from_a_router(cluster: Cluster):
     ips = await cluster.until(lambda: len(network_ips(cluster, "dummy-interface-slaac")) >= 2
                               and network_ips(cluster, "dummy-interface-slaac"))
     assert {str(ipaddress.ip_interface(a).network) for a in ips} == set(prefixes.values())
+
+
+async def test_one_nic_for_many_pods(node_ns, short_dir):
+    """knd's sharing end to end (not a DRANET scenario: DRANET publishes a parent for
+    one claim at a time): discovery publishes dummy0 with allowMultipleAllocations
+    (--shared-devices), the scheduler gives it to two claims with a shareID each, and
+    each pod gets a child of it; both reach the far end, and the parent stays home."""
+    from kndpeers.nri_runtime import FakeRuntime
+
+    state = short_dir / "state"
+    (state / "nri").mkdir(parents=True, exist_ok=True)
+    shared = 'device.attributes["dra.net"].ifName == "dummy0"'
+    async with FakeRuntime(state / "nri" / "nri.sock") as runtime:
+        cluster = Cluster(node_ns, state, runtime, extra=("--shared-devices", shared))
+        try:
+            await cluster.start()
+            peer = cluster.dummy("dummy0")
+            cluster.wire.ip("addr", "add", "169.254.210.1/24", "dev", peer)
+            await cluster.apply("deviceclass")
+            await cluster.until(lambda: cluster.devices().get("dummy0", {}).get(
+                "allowMultipleAllocations") is True, what="dummy0 published as shared")
+            for i in (1, 2):
+                cluster.claims[f"share-{i}"] = {
+                    "metadata": {"name": f"share-{i}"},
+                    "spec": {"devices": {
+                        "requests": [{"name": "nic", "exactly": {
+                            "deviceClassName": "dra.net", "selectors": [{"cel": {
+                                "expression": 'device.attributes["dra.net"].ifName == '
+                                              '"dummy0"'}}]}}],
+                        "config": [{"opaque": {"driver": "dra.net", "parameters": {
+                            "interface": {"type": "MACVLAN", "name": "net1",
+                                          "addresses": [f"169.254.210.1{i}/24"]}}}}]}}}
+                await cluster.run_pod(f"pod-share-{i}", [{"name": "nic",
+                                                          "resourceClaimName": f"share-{i}"}])
+            shares = {cluster.claims[f"share-{i}"]["status"]["allocation"]["devices"][
+                "results"][0]["shareID"] for i in (1, 2)}
+            assert len(shares) == 2
+            for i in (1, 2):
+                res = cluster.exec(f"pod-share-{i}", "ping", "-c", "1", "-W", "2",
+                                   "169.254.210.1", check=False)
+                assert res.returncode == 0, res.stdout + res.stderr
+                status = await cluster.until(lambda i=i: cluster.claim_status(
+                    f"share-{i}").get("devices"))
+                assert status[0]["shareID"] in shares
+            assert "dummy0" in cluster.sh("ip", "link", "show", "dummy0")
+            for i in (1, 2):
+                await cluster.delete_pod(f"pod-share-{i}")
+            assert "state UP" in cluster.sh("ip", "link", "show", "dummy0")
+        finally:
+            await cluster.close()
