@@ -26,7 +26,6 @@ import os
 import time
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import TypeVar
 
 import anyio
 
@@ -60,8 +59,6 @@ from services.plumber.restore import PENDING, RESTORED, Host, Outcome, Restorer
 from services.plumber.together import together as _together
 
 log = logging.getLogger("knd.plumber.attach")
-A = TypeVar("A")
-B = TypeVar("B")
 
 RETURN_WAIT = 2.0
 """How long a detach waits for a physical device to come back from a dead netns."""

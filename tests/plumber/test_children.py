@@ -71,6 +71,10 @@ def sysctl(ns: NetNS, path: str) -> str:
                           text=True, check=True).stdout.strip()
 
 
+def in_proc(ns: NetNS, path: str) -> bool:
+    return subprocess.run(ns.exec_argv(["test", "-e", f"/proc/{path}"])).returncode == 0
+
+
 async def test_macvlan_child_is_made_configured_and_deleted(env: Env, plumber) -> None:
     parent(env, "mp0", "mq0", "10.70.0")
     await env.inventory([netdev("dev-m", "mp0")])
@@ -336,3 +340,19 @@ async def test_crash_right_after_the_child_was_made_is_undone_on_start(env: Env)
         assert netstate.snapshot(pod.name) == pod_before
         netstate.assert_same(env.node.name, host_before)
         assert (await env.unprepare(claim)).error == ""
+
+
+async def test_ipv6_off_on_a_link_without_ipv6_is_no_error(env: Env, plumber) -> None:
+    """Below an MTU of 1280 the kernel takes IPv6 off the interface (no ipv6 sysctls at
+    all): ``disableIPv6: true`` asks for what is already so (DRANET's rule)."""
+    env.node.veth("vp0", "vq0")
+    await env.inventory([netdev("dev-v", "vp0")])
+    pod = env.pod()
+    claim, pod_uid = uid(), uid("pod")
+    cfg = child_cfg("MACVLAN", "10.81.0", mtu=1200, disableIPv6=True)
+    assert (await env.prepare(claim, [("dev-v", cfg)], [pod_uid])).error == ""
+    att = await env.attach(pod_uid, pod)
+    assert att.error == "", att.error
+    assert link(pod.name, "net1")["mtu"] == 1200
+    assert not in_proc(pod, "sys/net/ipv6/conf/net1")
+    assert (await env.detach(pod_uid)).error == ""
