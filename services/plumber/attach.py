@@ -294,7 +294,7 @@ class Attacher:
                               if att.child else self._move_in(job, pod, fd))
                 att.pod_index, att.mac = link.index, link.mac
                 await configure(job.cfg, job.att, job.deadline, pod, fd, link, self.store)
-            if att.rdma_device and self.rdma.mode == "exclusive":
+            if att.rdma_device and self.rdma.mode == "exclusive" and not att.child:
                 try:
                     await self.rdma.move(att.rdma_device, self.host.fd, fd)
                     att.rdma_moved = True

@@ -23,6 +23,7 @@ from nats.aio.client import Client
 
 from schemas import plumber as p
 from schemas.inventory import InventorySnapshot
+from schemas.netconfig import child_kind
 from schemas.subjects import Subjects
 from schemas.text import q
 from services.common import bus
@@ -143,6 +144,12 @@ class Plumber:
         except PlanError as exc:
             return p.PrepareReply(claim_uid=req.claim_uid, error="; ".join(exc.errors))
         errs = await self._device_checks(plan)
+        if self.rdma.mode == "exclusive":  # DRANET's rule: the RDMA device cannot follow
+            errs += [f"devices[{n}].config.interface.type: {q(d.device)} has RDMA device "
+                     f"{d.rdma_device}, which the exclusive RDMA netns mode would move into "
+                     "one pod: a child of it needs the shared mode"
+                     for n, d in enumerate(plan.devices)
+                     if d.rdma_device and d.config and child_kind(d.config.interface)]
         if errs:
             return p.PrepareReply(claim_uid=req.claim_uid, error="; ".join(errs))
         if self.provided.active:
