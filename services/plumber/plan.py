@@ -226,7 +226,7 @@ def sharing_errors(device: str, cfg: NetworkConfig | None,
                 f"{', '.join(sorted(alone))}, which moves it into its pod"]
     differ = sorted({key for _, key in holders if key != mine})
     if differ:
-        return [f"config.interface.type: a {mine} child cannot share {q(device)} with the "
+        return [f"config.interface.type: {mine} cannot share {q(device)} with the "
                 f"{' / '.join(differ)} children of claim {others}: one parent has one ipvlan "
                 "mode and flag, and cannot host ipvlan and macvlan children at once"]
     return []
