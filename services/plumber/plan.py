@@ -127,7 +127,8 @@ def device_errors(cfg: NetworkConfig, link: LinkRec, host_addrs: Iterable[str]) 
     # a lease is IPv4 and unknown until attach; the host's addresses stay home
     addrs = [] if i.dhcp else [a for a in (_iface(x) for x in (i.addresses or list(host_addrs)))
                                if a]
-    versions = {a.version for a in addrs} | ({4} if i.dhcp else set())
+    slaac = addressing(i) == SLAAC  # an IPv6 address, known only once a router sends it
+    versions = {a.version for a in addrs} | ({4} if i.dhcp else set()) | ({6} if slaac else set())
     if i.dhcp and len(bytes.fromhex(link.mac.replace(":", "") or "")) != 6:
         errs.append(f"interface.dhcp: {link.name} has no Ethernet address to ask a DHCP "
                     "lease for")
@@ -152,7 +153,8 @@ def device_errors(cfg: NetworkConfig, link: LinkRec, host_addrs: Iterable[str]) 
             errs.append(f"routes[{n}].gateway: IPv{gw.version} gateway {r.gateway} but the "
                         f"interface gets no IPv{gw.version} address")
         src = _ip(r.source) if r.source else None
-        if src is not None and not i.dhcp and src not in ips:
+        if src is not None and not i.dhcp and src not in ips \
+                and not (slaac and src.version == 6):
             errs.append(f"routes[{n}].source: {r.source} is not an address of the interface")
     return errs
 

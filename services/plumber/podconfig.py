@@ -169,6 +169,10 @@ async def configure(cfg: NetworkConfig, att: Attachment, deadline: float, pod: R
                   for step, r, ok in routes]
     for step, a in addrs:
         await pod.add_address(step, idx, a)
+    autoconf: list[str] = []
+    if addressing(iface) == SLAAC:  # the pod starts with its address, or not at all; and
+        # before routes: a gateway in the advertised prefix is reachable only then
+        autoconf = await slaac.wait(pod, idx, name, deadline)
     for step, r, exist_ok in sorted(routes, key=lambda x: bool(x[1].gateway)):
         await pod.add_route(step, idx, r, exist_ok=exist_ok)
     for n, rule in enumerate(cfg.rules):
@@ -195,6 +199,4 @@ async def configure(cfg: NetworkConfig, att: Attachment, deadline: float, pod: R
         await ebpf.detach_programs(fd, idx, name)
     if link.up and not att.child:
         await devconf.write_sysctls(fd, sysctls)
-    att.ips = [a.cidr for _, a in addrs]
-    if addressing(iface) == SLAAC:  # the pod starts with its address, or not at all
-        att.ips += await slaac.wait(pod, idx, name, deadline)
+    att.ips = [a.cidr for _, a in addrs] + autoconf

@@ -275,7 +275,9 @@ async def test_slaac_from_a_real_router_advertisement(env: Env, plumber, kind: s
     await env.inventory([netdev("dev-l", "lp0")])
     pod = env.pod()
     claim, pod_uid = uid(), uid("pod")
-    cfg = NetworkConfig(interface=InterfaceConfig(type=kind, name="net1", addressing="slaac"))
+    cfg = NetworkConfig(interface=InterfaceConfig(type=kind, name="net1", addressing="slaac"),
+                        routes=[RouteConfig(destination="2001:db8:7a::/64",
+                                            gateway="2001:db8:79::1")])
     assert (await env.prepare(claim, [("dev-l", cfg)], [pod_uid])).error == ""
     with Router(env.node.name, "lq0", "2001:db8:79::/64"):
         att = await env.attach(pod_uid, pod)
@@ -288,6 +290,9 @@ async def test_slaac_from_a_real_router_advertisement(env: Env, plumber, kind: s
     assert [f"{a['local']}/{a['prefixlen']}" for a in shown] == [ip6]
     assert (sysctl(pod, "ipv6/conf/net1/accept_ra"),
             sysctl(pod, "ipv6/conf/net1/router_solicitation_delay")) == ("2", "0")
+    # a gateway in the advertised prefix: the route went in once the address was there
+    assert ("2001:db8:7a::/64", "2001:db8:79::1") in {
+        (r["dst"], r.get("gateway")) for r in ip_json(pod.name, "-6", "route", "show")}
     if kind == "MACVLAN":  # DRANET's SLAAC default for a child: a random address, no DAD
         assert sysctl(pod, "ipv6/conf/net1/addr_gen_mode") == "3"
     assert (await env.detach(pod_uid)).error == ""
