@@ -18,6 +18,9 @@ class Device(Strict, kw_only=True):
     name: str
     attributes: dict[str, AttrValue] = {}
     capacity: dict[str, str] = {}
+    shared: bool = False
+    """Published with ``allowMultipleAllocations`` (KEP-5075): several claims may hold
+    it at once, each for an ipvlan or macvlan child (discovery's ``--shared-devices``)."""
 
 
 class InventorySnapshot(Message):

@@ -22,6 +22,7 @@ SAMPLES = {
     "KND_METRICS_ADDRESS": "127.0.0.1:19501",
     "KND_FEATURE_GATES": "PersistentResourceSliceAttributes=true",
     "KND_SYSFS_ROOT": "/host/sys", "KND_NETNS": "node-ns", "KND_FILTER": "true",
+    "KND_SHARED_DEVICES": "device.attributes[\"knd.dev\"].sriov == false",
     "KND_RESCAN_INTERVAL": "90", "KND_CLOUD_PROVIDER_HINT": "GCE",
     "KND_PROFILE_PROVIDER": "webhook", "KND_WEBHOOK_URL": "unix:///run/hook.sock",
     "KND_WEBHOOK_TIMEOUT": "3", "KND_METADATA_URL": "http://127.0.0.1:1",

@@ -42,16 +42,45 @@ rules[i].source/dest...   CIDRs without host bits, of one family
 neighbors[i]              ``destination`` an IP and ``hardwareAddr`` a non-zero 6-octet MAC,
                           both required; one entry per destination
 ethtool.features/...      names 1..32 chars of ``[A-Za-z0-9_-]``
+interface.type            ``Passthrough`` (default), ``IPVLAN``, ``MACVLAN`` (any case); a
+                          child keeps the device on the host; IPVLAN: no ``hardwareAddr``;
+                          no DHCP for a child
+interface.addressing      ``Static`` (default), ``DHCP``, ``SLAAC`` (no IPv6 in
+                          ``addresses``, not with ``acceptRA: 0``, ``disableIPv6``,
+                          ``addrGenMode`` 1, 2, or 0 on an ipvlan; mtu >= 1280),
+                          ``Unnumbered`` (a child, no ``addresses``)
+interface.ipvlan          ``mode`` L2 (default), L3, L3S; ``flag`` Bridge (default),
+                          Private, VEPA; only with type IPVLAN
+interface.macvlan         ``mode`` Bridge (default), Private, VEPA; only with MACVLAN
+interface.acceptRA ...    acceptRA 0..2, dadTransmits >= 0, routerSolicitationDelay >= 0,
+                          routerSolicitationInterval >= 1, addrGenMode 0..3, disableIPv6;
+                          set, they need an mtu >= 1280 (not ``disableIPv6: true``)
 sysctls                   ``ipv4.<name>`` / ``ipv6.<name>`` from :data:`SYSCTLS`, value a
                           decimal integer string in the name's range
 ========================  ==================================================================
 """
 
 from schemas.netconfig.decode import ConfigError, decode_config
+from schemas.netconfig.kinds import (
+    ADDRESSING,
+    IPVLAN,
+    MACVLAN,
+    PASSTHROUGH,
+    SLAAC,
+    TYPES,
+    UNNUMBERED,
+    addressing,
+    child_kind,
+    defaulted,
+    interface_type,
+    named_sysctls,
+)
 from schemas.netconfig.merge import merge
 from schemas.netconfig.types import (
     EthtoolConfig,
     InterfaceConfig,
+    IPVlanConfig,
+    MacvlanConfig,
     NeighborConfig,
     NetworkConfig,
     RouteConfig,
@@ -73,8 +102,10 @@ from schemas.netconfig.validate import (
 )
 
 __all__ = [
-    "ARP_IGNORE", "IFNAMSIZ", "MAX_ADDRESSES", "MAX_PARAMETERS", "MTU_MAX", "MTU_MIN",
-    "MTU_MIN_IPV6", "OFFLOAD_MAX", "SYSCTLS", "ConfigError", "EthtoolConfig",
-    "InterfaceConfig", "NeighborConfig", "NetworkConfig", "RouteConfig", "RuleConfig",
-    "VRFConfig", "decode_config", "merge", "validate", "vrf_table",
+    "ADDRESSING", "ARP_IGNORE", "IFNAMSIZ", "IPVLAN", "MACVLAN", "MAX_ADDRESSES",
+    "MAX_PARAMETERS", "MTU_MAX", "MTU_MIN", "MTU_MIN_IPV6", "OFFLOAD_MAX", "PASSTHROUGH",
+    "SLAAC", "SYSCTLS", "TYPES", "UNNUMBERED", "ConfigError", "EthtoolConfig",
+    "IPVlanConfig", "InterfaceConfig", "MacvlanConfig", "NeighborConfig", "NetworkConfig",
+    "RouteConfig", "RuleConfig", "VRFConfig", "addressing", "child_kind", "decode_config",
+    "defaulted", "interface_type", "merge", "named_sysctls", "validate", "vrf_table",
 ]

@@ -6,7 +6,7 @@ from typing import Any
 
 import msgspec
 
-from schemas.netconfig.types import EthtoolConfig, InterfaceConfig, NetworkConfig, VRFConfig
+from schemas.netconfig.types import EthtoolConfig, InterfaceConfig, NetworkConfig
 
 
 def _is_set(struct: msgspec.Struct, field: msgspec.structs.FieldInfo) -> bool:
@@ -26,7 +26,7 @@ def merge(configs: list[NetworkConfig]) -> NetworkConfig:
 
     - ``profile``: a non-empty one replaces;
     - ``interface``: field by field (``name``, ``mtu``, ...); ``addresses`` is one
-      field, replaced as a whole list, and ``vrf`` one field (name and table together);
+      field, replaced as a whole list, and ``vrf``, ``ipvlan``, ``macvlan`` one field each;
     - ``routes``, ``rules``, ``neighbors``: each replaced as a whole list;
     - ``ethtool.features``, ``ethtool.privateFlags``, ``sysctls``: key by key.
 
@@ -46,7 +46,7 @@ def merge(configs: list[NetworkConfig]) -> NetworkConfig:
             if _is_set(cfg.interface, field):
                 value = getattr(cfg.interface, field.name)
                 iface[field.name] = list(value) if isinstance(value, list) else \
-                    msgspec.structs.replace(value) if isinstance(value, VRFConfig) else value
+                    msgspec.structs.replace(value) if isinstance(value, msgspec.Struct) else value
         for name in ("routes", "rules", "neighbors"):
             if getattr(cfg, name):
                 lists[name] = [msgspec.structs.replace(x) for x in getattr(cfg, name)]

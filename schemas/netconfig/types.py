@@ -15,6 +15,22 @@ class VRFConfig(Strict):
     """Absent: :func:`vrf_table` of the name, so devices naming one VRF share its table."""
 
 
+class IPVlanConfig(Strict):
+    """``interface.ipvlan``: how an ``IPVLAN`` child shares its parent (DRANET's block)."""
+
+    mode: str = ""
+    """``L2`` (DRANET's only one and the default), knd also ``L3``, ``L3S``."""
+    flag: str = ""
+    """``Bridge`` (DRANET's only one and the default), knd also ``Private``, ``VEPA``."""
+
+
+class MacvlanConfig(Strict):
+    """``interface.macvlan`` (knd extension): how a ``MACVLAN`` child shares its parent."""
+
+    mode: str = ""
+    """``Bridge`` (the default), ``Private`` or ``VEPA``."""
+
+
 class InterfaceConfig(Strict):
     # field names are DRANET's JSON names (camelCase), kept verbatim for compatibility
     name: str = ""
@@ -33,6 +49,23 @@ class InterfaceConfig(Strict):
     arpIgnore: int | None = None
     arpAnnounce: int | None = None
     vrf: VRFConfig | None = None
+    type: str = ""
+    """``Passthrough`` (default: the device moves into the pod), ``IPVLAN`` or, a knd
+    extension, ``MACVLAN`` (a child of the device is made in the pod; the device stays
+    on the host, and several claims may hold it). Matched without regard to case."""
+    addressing: str = ""
+    """``Static`` (default), ``DHCP``, ``SLAAC`` (IPv6 from router advertisements) or
+    ``Unnumbered`` (a child with no address at all)."""
+    ipvlan: IPVlanConfig | None = None
+    macvlan: MacvlanConfig | None = None
+    acceptRA: int | None = None
+    """0..2: ``net.ipv6.conf.<if>.accept_ra`` in the pod."""
+    dadTransmits: int | None = None
+    routerSolicitationDelay: int | None = None
+    routerSolicitationInterval: int | None = None
+    disableIPv6: bool | None = None
+    addrGenMode: int | None = None
+    """0..3: ``net.ipv6.conf.<if>.addr_gen_mode`` (3: random)."""
 
 
 class RouteConfig(Strict):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import re
 
+from schemas.netconfig.kinds import DHCP, addressing, validate_kind
 from schemas.netconfig.types import (
     InterfaceConfig,
     NeighborConfig,
@@ -250,14 +251,17 @@ def _validate_interface(iface: InterfaceConfig, errors: list[str]) -> set[int]:
         bad_mac = _mac(iface.hardwareAddr, unicast=True)
         if bad_mac:
             errors.append(f"interface.hardwareAddr: {bad_mac}")
-    if iface.dhcp and iface.addresses:
-        errors.append("interface.dhcp: dhcp and interface.addresses are mutually exclusive")
+    if addressing(iface) == DHCP and iface.addresses:
+        field = "dhcp" if iface.dhcp else "addressing"
+        errors.append(f"interface.{field}: DHCP and interface.addresses are mutually "
+                      "exclusive")
     for field in ("gsoMaxSize", "groMaxSize", "gsoIPv4MaxSize", "groIPv4MaxSize"):
         _int_range(errors, f"interface.{field}", getattr(iface, field), 1, OFFLOAD_MAX)
     if iface.arpIgnore is not None and iface.arpIgnore not in ARP_IGNORE:
         errors.append(f"interface.arpIgnore: {iface.arpIgnore} is not one of 0, 1, 2, 3, 8")
     _int_range(errors, "interface.arpAnnounce", iface.arpAnnounce, 0, ARP_ANNOUNCE_MAX)
     _validate_vrf(iface, errors)
+    validate_kind(iface, families, MTU_MIN_IPV6, errors)
     return families
 
 

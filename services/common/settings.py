@@ -111,6 +111,10 @@ TABLE: tuple[Setting, ...] = (
        "instead of our own (tests, demos)", DISCOVERY_PLUMBER),
     _s("--filter", "KND_FILTER", None, 'CEL expression choosing the published devices; '
        '"true" publishes every device (default: all but veth host ends)', ("discovery",)),
+    _s("--shared-devices", "KND_SHARED_DEVICES", None, "CEL expression (as --filter) "
+       "choosing the devices published with allowMultipleAllocations, so several claims "
+       "may hold one, each for an ipvlan or macvlan child (DRA consumable capacity; "
+       "default: none)", ("discovery",)),
     _s("--rescan-interval", "KND_RESCAN_INTERVAL", "60", "seconds (or a Go duration: 90s, "
        "1m) between discovery's rescans without kernel events", ("discovery",),
        aliases=("--inventory-max-poll-interval",), type=usage.duration),

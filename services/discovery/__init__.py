@@ -18,12 +18,13 @@ def once(args: argparse.Namespace) -> int:
     """``knd discovery --once``: what discovery sees, for a person or a bug report."""
     import msgspec
 
-    from services.discovery.filter import device_filter
+    from services.discovery.filter import device_filter, shared_filter
     from services.discovery.service import Scanner
     from services.kernel.sysfs import Sysfs
 
     scanner = Scanner(args.driver_name, Sysfs(args.sysfs_root),
-                      device_filter(args.filter, args.driver_name), args.netns)
+                      device_filter(args.filter, args.driver_name), args.netns,
+                      shared_filter(args.shared_devices))
     try:
         devices = scanner.scan(fresh=True)
     finally:
@@ -40,7 +41,7 @@ async def run(args: argparse.Namespace) -> None:
     """``knd discovery``: ready (``/readyz``) once on the bus with a first snapshot."""
     from services.common.wiring import on_the_bus
     from services.discovery.cloud import CloudAttributes
-    from services.discovery.filter import device_filter
+    from services.discovery.filter import device_filter, shared_filter
     from services.discovery.service import Scanner, Tuning, serve
     from services.kernel.sysfs import Sysfs
     from services.providers.choose import providers_open
@@ -53,7 +54,8 @@ async def run(args: argparse.Namespace) -> None:
         chosen = device_filter(args.filter, common.driver_name)
         # its netlink socket is made by a thread that enters the netns: not on the loop
         scanner = await anyio.to_thread.run_sync(
-            Scanner, common.driver_name, Sysfs(args.sysfs_root), chosen, args.netns)
+            Scanner, common.driver_name, Sysfs(args.sysfs_root), chosen, args.netns,
+            shared_filter(args.shared_devices))
         discovery = await tg.start(functools.partial(
             serve, on.nc, common, scanner, netns=args.netns,
             tuning=Tuning(resync=args.rescan_interval), cloud=cloud))

@@ -49,15 +49,21 @@ def device_filter(expression: str | None, driver: str) -> DeviceFilter | Default
     return DeviceFilter(expression) if expression else DefaultFilter(driver)
 
 
+def shared_filter(expression: str | None) -> DeviceFilter | None:
+    """``--shared-devices``: which published devices several claims may hold at once
+    (none without it). Same language and context as ``--filter``."""
+    return DeviceFilter(expression, "--shared-devices") if expression else None
+
+
 class DeviceFilter:
     """A ``--filter`` expression. Raises :class:`services.common.celexpr.CelError`
     (the text says where) for one that does not compile."""
 
-    def __init__(self, expression: str) -> None:
+    def __init__(self, expression: str, flag: str = "--filter") -> None:
         from services.common.celexpr import compile_checked
 
         self.expression = expression
-        self._program = compile_checked(expression, "--filter")
+        self._program = compile_checked(expression, flag)
 
     def __call__(self, device: Device) -> bool:
         per_domain: dict[str, dict[str, object]] = {}

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, replace
 
 import anyio
+import msgspec
 from anyio.abc import TaskStatus
 from nats.aio.client import Client
 from prometheus_client.metrics import Counter, Gauge, Histogram
@@ -113,10 +114,12 @@ class Scanner:
     """One full rescan: links, routes and sysfs -> the devices to publish."""
 
     def __init__(self, driver: str, sysfs: Sysfs, device_filter: DeviceFilter | DefaultFilter,
-                 netns: str | None = None) -> None:
+                 netns: str | None = None, shared: DeviceFilter | None = None) -> None:
         self.driver = driver
         self.hardware = HardwareCache(sysfs)
         self.filter = device_filter
+        self.shared = shared
+        """``--shared-devices``: the published devices several claims may hold at once."""
         self.reader = rtnl.Reader(netns)
         self.ebpf = EbpfReader(netns)
         self.links: list[LinkInfo] = []
@@ -149,7 +152,11 @@ class Scanner:
         return devices
 
     def select(self, devices: list[Device]) -> list[Device]:
-        return [d for d in devices if self.filter(d)]
+        chosen = [d for d in devices if self.filter(d)]
+        if self.shared is None:
+            return chosen
+        return [msgspec.structs.replace(d, shared=True) if self.shared(d) else d
+                for d in chosen]
 
     def close(self) -> None:
         self.reader.close()

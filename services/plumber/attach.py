@@ -27,16 +27,15 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
 
 import anyio
 
-from schemas.netconfig import NetworkConfig
+from schemas.netconfig import SLAAC, NetworkConfig, addressing, child_kind, defaulted
 from schemas.plumber import Attach, AttachedInterface, AttachReply, DetachReply
 from schemas.text import q
 from services.common.locks import KeyedLocks
 from services.common.logs import fields
-from services.plumber import nsfs
+from services.plumber import children, nsfs
 from services.plumber.checkpoint import Checkpoint
 from services.plumber.devconf import DevconfError
 from services.plumber.inventory import Inventory
@@ -49,7 +48,7 @@ from services.plumber.model import (
     ClaimPlan,
     PlannedDevice,
 )
-from services.plumber.netops import KernelError, Rtnl
+from services.plumber.netops import KernelError, LinkRec, Rtnl
 from services.plumber.podconfig import (
     RuleCopier,
     configure,
@@ -58,10 +57,9 @@ from services.plumber.podconfig import (
 )
 from services.plumber.rdma import Rdma
 from services.plumber.restore import PENDING, RESTORED, Host, Outcome, Restorer
+from services.plumber.together import together as _together
 
 log = logging.getLogger("knd.plumber.attach")
-A = TypeVar("A")
-B = TypeVar("B")
 
 RETURN_WAIT = 2.0
 """How long a detach waits for a physical device to come back from a dead netns."""
@@ -88,28 +86,6 @@ class Job:
     @property
     def where(self) -> str:
         return f"device {q(self.dev.device)} of claim {self.plan.uid}"
-
-
-async def _together(a: Awaitable[A], b: Awaitable[B]) -> tuple[A, B]:
-    """Both awaited at once (each a netlink round trip on its own socket or thread);
-    if one fails the other is cancelled, and a socket it opened is closed."""
-    out: list[Any] = [None, None]
-
-    async def run(i: int, aw: Awaitable[Any]) -> None:
-        out[i] = await aw
-
-    try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(run, 0, a)
-            tg.start_soon(run, 1, b)
-    except BaseException as exc:
-        for made in out:
-            if isinstance(made, Rtnl):
-                await made.aclose()  # shielded: also when we are being cancelled
-        if isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-            raise exc.exceptions[0] from None  # callers handle the error itself
-        raise
-    return out[0], out[1]
 
 
 def _pod(req: Attach) -> str:
@@ -259,7 +235,8 @@ class Attacher:
         jobs = []
         for plan, dev in todo:
             where = f"device {q(dev.device)} of claim {plan.uid}"
-            cfg = dev.config or NetworkConfig()
+            cfg = defaulted(dev.config or NetworkConfig())
+            kind = child_kind(cfg.interface)
             snap, pod_ifname, host_rules = None, "", []
             ifname = self._current_ifname(dev, where)
             if dev.ifname:
@@ -274,9 +251,12 @@ class Attacher:
                     raise AttachError(f"{where}: config.interface.name: {q(pod_ifname)} is "
                                       f"already used by {taken[pod_ifname]}")
                 taken[pod_ifname] = where
-                snap = await host.snapshot(link)
-                snap.sysctls = dict(dev.host_sysctls)
-                host_rules = await copier.rules_for(snap, where)
+                if kind:  # the parent stays: nothing of it moves, nothing comes back
+                    snap = children.child_snapshot(link)
+                else:
+                    snap = await host.snapshot(link)
+                    snap.sysctls = dict(dev.host_sysctls)
+                    host_rules = await copier.rules_for(snap, where)
             if cfg.rules:
                 if pod_rules is None:
                     pod_rules = {rule_key(r) for r in await pod.rules()}
@@ -288,36 +268,43 @@ class Attacher:
                 claim_uid=plan.uid, device=dev.device, pod_uid=req.pod.uid, phase=ATTACHING,
                 netns=req.netns, ns_dev=nsid.dev, ns_ino=nsid.ino, sandbox_id=req.sandbox_id,
                 host=snap, pod_ifname=pod_ifname, rules=list(cfg.rules), host_rules=host_rules,
-                rdma_device=dev.rdma_device,
+                rdma_device=dev.rdma_device, child=kind if snap else "",
+                temp_name=children.temp_name() if kind and snap else "",
                 mac=cfg.interface.hardwareAddr or (snap.mac if snap else ""))
             jobs.append(Job(plan, dev, cfg, att, deadline=req.deadline))
         return jobs
+
+    async def _move_in(self, job: Job, pod: Rtnl, fd: int) -> LinkRec:
+        att, iface = job.att, job.cfg.interface
+        assert att.host is not None
+        # up in the same request: in a storm each request of its own waits for the
+        # move RTNL is busy with
+        # SLAAC: down, for its sysctls to be set before it solicits a router (configure)
+        await self.host.move_in(att.host.index, fd, name=att.pod_ifname, mtu=iface.mtu or 0,
+                                mac=iface.hardwareAddr or "",
+                                up=addressing(iface) != SLAAC)
+        link = await pod.link(name=att.pod_ifname)
+        if link is None:
+            raise KernelError("move", errno.ENODEV,
+                              f"{att.pod_ifname} is not in the pod after the move")
+        return link
 
     async def _attach_one(self, job: Job, host: Rtnl, pod: Rtnl, fd: int) -> None:
         att = job.att
         try:
             self.store.put_attachment(att)  # the intent, before the first kernel change
             job.recorded = True
-            snap = att.host
-            if snap is not None:
+            if att.host is not None:
                 if self.before_move is not None:
                     await self.before_move(lambda: not self._halted(job))
                 why = self._halted(job)
                 if why:
                     raise KernelError(why[0], why[1], why[2])
-                iface = job.cfg.interface
-                # up in the same request: in a storm each request of its own waits
-                # for the move RTNL is busy with
-                await self.host.move_in(snap.index, fd, name=att.pod_ifname,
-                                        mtu=iface.mtu or 0, mac=iface.hardwareAddr or "",
-                                        up=True)
-                link = await pod.link(name=att.pod_ifname)
-                if link is None:
-                    raise KernelError("move", errno.ENODEV,
-                                      f"{att.pod_ifname} is not in the pod after the move")
+                link = await (children.create(host, pod, fd, job.cfg, att, self.store)
+                              if att.child else self._move_in(job, pod, fd))
                 att.pod_index, att.mac = link.index, link.mac
                 await configure(job.cfg, job.att, job.deadline, pod, fd, link, self.store)
-            if att.rdma_device and self.rdma.mode == "exclusive":
+            if att.rdma_device and self.rdma.mode == "exclusive" and not att.child:
                 try:
                     await self.rdma.move(att.rdma_device, self.host.fd, fd)
                     att.rdma_moved = True

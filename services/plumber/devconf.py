@@ -17,6 +17,7 @@ import os
 import re
 import threading
 import time
+from collections.abc import Sequence
 
 from pyroute2.ethtool.ioctl import (
     SIOCETHTOOL,
@@ -46,6 +47,11 @@ class DevconfError(Exception):
 # ---- sysctls ---------------------------------------------------------------------------
 
 
+_OFF_WITHOUT_IPV6 = {("accept_ra", "0"), ("disable_ipv6", "1")}
+"""Settings an interface without IPv6 (an MTU below 1280, IPv6 off in the netns) has
+already: asking for them there is no error (DRANET's rule)."""
+
+
 def _write_sysctls(entries: list[tuple[str, str, str]]) -> None:
     for field, rel, value in entries:
         path = f"/proc/sys/{rel}"
@@ -53,6 +59,11 @@ def _write_sysctls(entries: list[tuple[str, str, str]]) -> None:
             with open(path, "w") as f:
                 f.write(value)
         except FileNotFoundError:
+            if rel.startswith("net/ipv6/"):
+                if (rel.rsplit("/", 1)[1], value) in _OFF_WITHOUT_IPV6:
+                    continue
+                raise DevconfError(field, f"no sysctl {rel.replace('/', '.')}: IPv6 is not "
+                                          "available on the interface") from None
             raise DevconfError(field, f"no sysctl {rel.replace('/', '.')}") from None
         except OSError as exc:
             raise DevconfError(field, f"cannot set {rel.replace('/', '.')} to {q(value)}: "
@@ -124,7 +135,7 @@ def _restore_sysctls(ifname: str, saved: dict[str, str]) -> list[str]:
     refused = []
     for key, value in sorted(saved.items()):
         try:  # one at a time: a refused key must not keep the others from coming back
-            _write_sysctls(interface_sysctls(ifname, {key: value}, None))
+            _write_sysctls(interface_sysctls(ifname, {key: value}))
         except DevconfError:
             refused.append(key)
     return refused
@@ -136,30 +147,23 @@ async def restore_sysctls(fd: int, ifname: str, saved: dict[str, str]) -> list[s
     return await nsfs.in_netns(fd, _restore_sysctls, ifname, saved) if saved else []
 
 
-def interface_sysctls(ifname: str, sysctls: dict[str, str], forwarding: bool | None,
-                      arp_ignore: int | None = None,
-                      arp_announce: int | None = None) -> list[tuple[str, str, str]]:
+def interface_sysctls(ifname: str, sysctls: dict[str, str],
+                      named: Sequence[tuple[str, str, str]] = ()) -> list[tuple[str, str, str]]:
     """The writes a config asks for: key ``ipv4.arp_ignore`` is
     ``net.ipv4.conf.<ifname>.arp_ignore``. The key is checked again here, whatever
-    validated it before, because it becomes a path under /proc/sys. DRANET's
-    ``interface.arpIgnore``/``arpAnnounce`` come last: they win over ``sysctls``."""
+    validated it before, because it becomes a path under /proc/sys. The named fields
+    (``named``: ``(field, key, value)`` from :func:`schemas.netconfig.named_sysctls`,
+    DRANET's ``arpIgnore``, ``acceptRA``...) come last, in their order: they win over
+    ``sysctls``."""
     out: list[tuple[str, str, str]] = []
-    for key, value in sysctls.items():
-        field = f"sysctls[{key}]"
+    for field, key, value in [*((f"sysctls[{k}]", k, v) for k, v in sysctls.items()),
+                              *named]:
         if not _SYSCTL_KEY.fullmatch(key):
             raise DevconfError(field, "not an ipv4.<name> or ipv6.<name> key")
         if not _SYSCTL_VALUE.fullmatch(value):
             raise DevconfError(field, f"{q(value)} is not an integer")
         family, _, name = key.partition(".")
         out.append((field, f"net/{family}/conf/{ifname}/{name}", value))
-    if forwarding is not None:
-        flag = "1" if forwarding else "0"
-        out.append(("interface.forwarding", f"net/ipv4/conf/{ifname}/forwarding", flag))
-        out.append(("interface.forwarding", f"net/ipv6/conf/{ifname}/forwarding", flag))
-    for field, name, level in (("interface.arpIgnore", "arp_ignore", arp_ignore),
-                               ("interface.arpAnnounce", "arp_announce", arp_announce)):
-        if level is not None:
-            out.append((field, f"net/ipv4/conf/{ifname}/{name}", str(int(level))))
     return out
 
 

@@ -170,7 +170,14 @@ class Attachment(Strict):
     """Identity of that netns (nsfs inode), to tell it from a later one at the same path."""
     sandbox_id: str = ""
     host: LinkSnapshot | None = None
-    """None for an RDMA device without netdev."""
+    """None for an RDMA device without netdev. For a child: its parent, identity only."""
+    child: str = ""
+    """``ipvlan`` or ``macvlan``: a child of ``host`` was made in the pod (the device
+    stays on the host, shared); "": the device itself moved."""
+    temp_name: str = ""
+    """The child's name between its creation and its rename (to find it after a crash)."""
+    parent_raised: bool = False
+    """This attach brought the child's parent up: the last child to go takes it down."""
     pod_ifname: str = ""
     pod_index: int = 0
     rules: list[RuleConfig] = []

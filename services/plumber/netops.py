@@ -224,6 +224,15 @@ class Rtnl:
                 out.append(rec)
         return out
 
+    async def ipv6_global(self, index: int) -> list[tuple[str, int]]:
+        """``(cidr, IFA_F_* flags)`` of the universe-scope IPv6 addresses of ``index``,
+        temporary and tentative ones included (for :mod:`slaac` to judge)."""
+        req = ifaddrmsg()
+        req["index"], req["family"] = index, socket.AF_INET6
+        return [(f"{m.get('address')}/{m['prefixlen']}", m.get("flags") or m["flags"])
+                for m in await self._filtered("addresses", req, RTM_GETADDR)
+                if m["index"] == index and m["scope"] == 0]
+
     async def routes(self, index: int) -> list[RouteRec]:
         """Routes through ``index`` in every table, less those the kernel makes itself."""
         out = []
@@ -320,6 +329,9 @@ class Rtnl:
 
     async def set_link(self, step: str, index: int, **kw: Any) -> None:
         await self._do(step, self.ipr.link("set", index=index, **kw))
+
+    async def add_link(self, step: str, **kw: Any) -> None:
+        await self._do(step, self.ipr.link("add", **kw))
 
     async def del_link(self, step: str, index: int) -> None:
         await self._do(step, self.ipr.link("del", index=index))

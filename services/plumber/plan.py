@@ -19,9 +19,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from schemas.inventory import InventorySnapshot
-from schemas.netconfig import NetworkConfig
+from schemas.netconfig import (
+    SLAAC,
+    UNNUMBERED,
+    NetworkConfig,
+    addressing,
+    child_kind,
+    defaulted,
+)
 from schemas.plumber import Prepare
 from schemas.text import q
+from services.plumber.children import share_key
 from services.plumber.model import ClaimPlan, PlannedDevice, RouteRec
 from services.plumber.netops import LinkRec
 
@@ -88,6 +96,30 @@ def schema_errors(cfg: NetworkConfig) -> list[str]:
     return list(validate(cfg))
 
 
+def child_errors(cfg: NetworkConfig, link: LinkRec) -> list[str]:
+    """A child of ``link`` (DRANET's rules for a subinterface, knd's for its parent)."""
+    i, kind = cfg.interface, child_kind(cfg.interface)
+    errs = []
+    if link.master:
+        errs.append(f"interface.type: {link.name} is a port of another interface (index "
+                    f"{link.master}), which holds its receive path: it cannot host a "
+                    f"{kind} child")
+    if i.mtu is not None and i.mtu > link.mtu:
+        errs.append(f"interface.mtu: {i.mtu} is above the MTU of the parent {link.name} "
+                    f"({link.mtu}); a {kind} child cannot exceed it")
+    if i.mtu is None and link.mtu < MIN_MTU_V6:
+        v6 = [f for f in ("acceptRA", "dadTransmits", "routerSolicitationDelay",
+                          "routerSolicitationInterval", "addrGenMode") if getattr(i, f) is not None]
+        if v6 or addressing(i) == SLAAC:
+            errs.append(f"interface.{v6[0] if v6 else 'addressing'}: needs IPv6, but the "
+                        f"parent {link.name} has an MTU of {link.mtu} (< {MIN_MTU_V6}) and "
+                        "the claim sets no mtu")
+    if not i.addresses and addressing(i) not in (SLAAC, UNNUMBERED):
+        errs.append(f"interface.addresses: a {kind} child gets no address of its parent's; "
+                    "set interface.addresses, or interface.addressing SLAAC or Unnumbered")
+    return errs
+
+
 def device_errors(cfg: NetworkConfig, link: LinkRec, host_addrs: Iterable[str]) -> list[str]:
     """Checks against the real interface (only for a config whose values parse)."""
     errs: list[str] = []
@@ -95,7 +127,8 @@ def device_errors(cfg: NetworkConfig, link: LinkRec, host_addrs: Iterable[str]) 
     # a lease is IPv4 and unknown until attach; the host's addresses stay home
     addrs = [] if i.dhcp else [a for a in (_iface(x) for x in (i.addresses or list(host_addrs)))
                                if a]
-    versions = {a.version for a in addrs} | ({4} if i.dhcp else set())
+    slaac = addressing(i) == SLAAC  # an IPv6 address, known only once a router sends it
+    versions = {a.version for a in addrs} | ({4} if i.dhcp else set()) | ({6} if slaac else set())
     if i.dhcp and len(bytes.fromhex(link.mac.replace(":", "") or "")) != 6:
         errs.append(f"interface.dhcp: {link.name} has no Ethernet address to ask a DHCP "
                     "lease for")
@@ -120,7 +153,8 @@ def device_errors(cfg: NetworkConfig, link: LinkRec, host_addrs: Iterable[str]) 
             errs.append(f"routes[{n}].gateway: IPv{gw.version} gateway {r.gateway} but the "
                         f"interface gets no IPv{gw.version} address")
         src = _ip(r.source) if r.source else None
-        if src is not None and not i.dhcp and src not in ips:
+        if src is not None and not i.dhcp and src not in ips \
+                and not (slaac and src.version == 6):
             errs.append(f"routes[{n}].source: {r.source} is not an address of the interface")
     return errs
 
@@ -166,16 +200,46 @@ def config_errors(cfg: NetworkConfig, link: LinkRec | None, host_addrs: Iterable
                   host_routes: Iterable[RouteRec] = ()) -> list[str]:
     errs = schema_errors(cfg)
     if not errs and link is not None:
-        errs += device_errors(cfg, link, host_addrs)
-        errs += host_route_errors(cfg, link, host_routes)
+        cfg = defaulted(cfg)
+        if child_kind(cfg.interface):  # nothing of the parent's goes into the pod
+            errs += child_errors(cfg, link)
+            errs += device_errors(cfg, link, [])
+        else:
+            errs += device_errors(cfg, link, host_addrs)
+            errs += host_route_errors(cfg, link, host_routes)
     return errs
 
 
+def sharing_errors(device: str, cfg: NetworkConfig | None,
+                   holders: list[tuple[str, str]]) -> list[str]:
+    """Whether ``device`` may be prepared with ``cfg`` while ``holders`` (other claims,
+    each with its :func:`share_key`) have it: only children of one kind and mode share."""
+    if not holders:
+        return []
+    mine = share_key(cfg)
+    others = ", ".join(sorted(uid for uid, _ in holders))
+    alone = [uid for uid, key in holders if not key]
+    if not mine:
+        return [f"device: {q(device)} is already prepared for claim {others}; a device is "
+                "moved into one pod only, and shared only as ipvlan or macvlan children "
+                "(config.interface.type)"]
+    if alone:
+        return [f"device: {q(device)} is already prepared for claim "
+                f"{', '.join(sorted(alone))}, which moves it into its pod"]
+    differ = sorted({key for _, key in holders if key != mine})
+    if differ:
+        return [f"config.interface.type: {mine} cannot share {q(device)} with the "
+                f"{' / '.join(differ)} children of claim {others}: one parent has one ipvlan "
+                "mode and flag, and cannot host ipvlan and macvlan children at once"]
+    return []
+
+
 def plan_claim(req: Prepare, *, node: str, driver: str, inventory: InventorySnapshot | None,
-               host: HostFacts, held: dict[str, str]) -> ClaimPlan:
+               host: HostFacts, held: dict[str, list[tuple[str, str]]]) -> ClaimPlan:
     """Resolve ``req`` or raise PlanError listing every problem found.
 
-    ``held`` maps devices to the other claims that have them prepared.
+    ``held`` maps devices to the other claims that have them prepared, each with its
+    :func:`share_key` (how it uses the device).
     """
     errs: list[str] = []
     if not req.claim_uid:
@@ -200,9 +264,9 @@ def plan_claim(req: Prepare, *, node: str, driver: str, inventory: InventorySnap
             errs.append(f"{p}.device: {q(dr.device)} is also devices[{seen[dr.device]}]")
             continue
         seen[dr.device] = n
-        if dr.device in held:
-            errs.append(f"{p}.device: {q(dr.device)} is already prepared for claim "
-                        f"{held[dr.device]}")
+        shared = sharing_errors(dr.device, dr.config, held.get(dr.device, []))
+        if shared:
+            errs += [f"{p}.{e}" for e in shared]
             continue
         ifname = dev.attributes.get(f"{driver}/ifName")
         rdma = dev.attributes.get(f"{driver}/rdmaDevice")

@@ -10,8 +10,16 @@ import socket
 
 import msgspec
 
-from schemas.netconfig import NetworkConfig, RouteConfig, RuleConfig, vrf_table
-from services.plumber import devconf, dhcp, ebpf, features, vrf
+from schemas.netconfig import (
+    SLAAC,
+    NetworkConfig,
+    RouteConfig,
+    RuleConfig,
+    addressing,
+    named_sysctls,
+    vrf_table,
+)
+from services.plumber import devconf, dhcp, ebpf, features, slaac, vrf
 from services.plumber.checkpoint import Checkpoint
 from services.plumber.model import AddrRec, Attachment, LinkSnapshot, RouteRec, RuleRec
 from services.plumber.netops import RT_SCOPE_LINK, LinkRec, Rtnl
@@ -121,8 +129,14 @@ async def configure(cfg: NetworkConfig, att: Attachment, deadline: float, pod: R
                                ("gro_max_size", iface.groMaxSize),
                                ("gso_ipv4_max_size", iface.gsoIPv4MaxSize),
                                ("gro_ipv4_max_size", iface.groIPv4MaxSize)) if v}
-    if sizes:
+    # a child had its sizes and sysctls before it came up (children.create), and has
+    # nothing of its parent's: the snapshot of a parent holds no addresses or routes
+    if sizes and not att.child:
         await pod.set_link("config.interface.gso/gro sizes", idx, **sizes)
+    sysctls = devconf.interface_sysctls(name, cfg.sysctls, named_sysctls(iface))
+    if not link.up and not att.child:  # moved down (SLAAC): the policy before the link
+        await devconf.write_sysctls(fd, sysctls)
+        await pod.set_link("link up", idx, state="up")
     # as DRANET: the host's routes of the interface, in every table, go too, with or
     # without configured addresses; one already there (a config route) is no error
     routes = [(f"config.routes[{n}]", config_route(r), False)
@@ -137,8 +151,11 @@ async def configure(cfg: NetworkConfig, att: Attachment, deadline: float, pod: R
     elif iface.addresses:
         addrs = [(f"config.interface.addresses[{n}]", config_address(a))
                  for n, a in enumerate(iface.addresses)]
-    else:  # DRANET's default: the host's addresses move with the interface
-        addrs = [(f"host address {a.cidr}", a) for a in snap.addresses]
+    else:  # DRANET's default: the host's addresses move with the interface; with SLAAC
+        # only its IPv4 ones (IPv6 comes from the pod's own router advertisement)
+        slaac_only = addressing(iface) == SLAAC
+        addrs = [(f"host address {a.cidr}", a) for a in snap.addresses
+                 if not (slaac_only and ":" in a.cidr)]
     if not iface.dhcp:  # with a lease the host's configuration stays home
         routes += [(host_route_step(r), r, True) for r in snap.routes]
     if iface.vrf is not None:  # before addresses: enslaving cycles the link
@@ -152,6 +169,10 @@ async def configure(cfg: NetworkConfig, att: Attachment, deadline: float, pod: R
                   for step, r, ok in routes]
     for step, a in addrs:
         await pod.add_address(step, idx, a)
+    autoconf: list[str] = []
+    if addressing(iface) == SLAAC:  # the pod starts with its address, or not at all; and
+        # before routes: a gateway in the advertised prefix is reachable only then
+        autoconf = await slaac.wait(pod, idx, name, deadline)
     for step, r, exist_ok in sorted(routes, key=lambda x: bool(x[1].gateway)):
         await pod.add_route(step, idx, r, exist_ok=exist_ok)
     for n, rule in enumerate(cfg.rules):
@@ -176,6 +197,6 @@ async def configure(cfg: NetworkConfig, att: Attachment, deadline: float, pod: R
         await devconf.set_private_flags(fd, name, wanted)
     if iface.disableEbpfPrograms:
         await ebpf.detach_programs(fd, idx, name)
-    await devconf.write_sysctls(fd, devconf.interface_sysctls(
-        name, cfg.sysctls, iface.forwarding, iface.arpIgnore, iface.arpAnnounce))
-    att.ips = [a.cidr for _, a in addrs]
+    if link.up and not att.child:
+        await devconf.write_sysctls(fd, sysctls)
+    att.ips = [a.cidr for _, a in addrs] + autoconf

@@ -28,7 +28,7 @@ import anyio
 
 from schemas.text import q
 from services.common.logs import fields
-from services.plumber import devconf, nsfs, vrf
+from services.plumber import children, devconf, nsfs, vrf
 from services.plumber.checkpoint import Checkpoint
 from services.plumber.devconf import DevconfError
 from services.plumber.metrics import RESTORE_FAILURES
@@ -162,6 +162,8 @@ class Restorer:
     async def find_in_pod(self, pod: Rtnl, att: Attachment) -> LinkRec | None:
         snap = att.host
         assert snap is not None
+        if att.child:
+            return await children.find(pod, att)
         if att.pod_index:
             link = await pod.link(index=att.pod_index)
             if link and link.name == att.pod_ifname and link.kind == snap.kind:
@@ -205,6 +207,8 @@ class Restorer:
             return Outcome(PENDING, error=str(exc))
 
     async def _restore(self, att: Attachment, reason: str) -> Outcome:
+        if att.child:
+            return await self._remove_child(att, reason)
         snap = att.host
         alive = pod_netns_alive(att)
         if alive:
@@ -247,20 +251,64 @@ class Restorer:
         self.notify.detached(att, reason if alive else "netns-gone", snap.name, gone=False)
         return Outcome(RESTORED, interface=snap.name)
 
+    async def _remove_child(self, att: Attachment, reason: str) -> Outcome:
+        """A child goes with nothing to give back: deleted in a live pod netns (our rules
+        and a VRF we made with it), already gone with a dead one (the kernel deletes
+        children with their netns). The parent is left as it is, unless this attach
+        brought it up and no other child of it is left."""
+        alive = pod_netns_alive(att)
+        if alive:
+            try:
+                fd = nsfs.open_netns(att.netns)
+            except nsfs.NetnsError:
+                alive = False
+            else:
+                try:
+                    async with await Rtnl.open(fd) as pod:
+                        await self._drop_rules(pod, att)
+                        await children.delete(pod, att)
+                        if att.vrf:
+                            await vrf.drop_if_unused(pod, att.vrf)
+                finally:
+                    os.close(fd)
+        if att.parent_raised:
+            await self._lower_parent(att)
+        self.store.drop_attachment(att.claim_uid, att.device)
+        self.notify.detached(att, reason if alive else "netns-gone", "", gone=not alive)
+        return Outcome(RESTORED if alive else GONE_OUT)
+
+    async def _lower_parent(self, att: Attachment) -> None:
+        snap = att.host
+        assert snap is not None
+        others = [a for a in self.store.attachments() if a.child and a.host is not None
+                  and a.host.index == snap.index and a.phase != GONE
+                  and (a.claim_uid, a.device) != (att.claim_uid, att.device)]
+        if others:  # the last child of the parent takes it down
+            others[0].parent_raised = True
+            self.store.put_attachment(others[0])
+            return
+        async with await self.host.session() as host:
+            link = await host.link(index=snap.index)
+            if link is not None and link.name == snap.name and link.up:
+                await host.set_link(f"restore: parent {snap.name} down", snap.index,
+                                    state="down")
+
+    async def _drop_rules(self, pod: Rtnl, att: Attachment) -> None:
+        for rule in att.rules:
+            try:
+                await pod.del_rule(rule)
+            except KernelError as exc:
+                log.warning("pod %s: rule %s not removed: %s", att.pod_uid, rule, exc)
+        for hr in att.host_rules:
+            try:
+                await pod.del_host_rule(hr)
+            except KernelError as exc:
+                log.warning("pod %s: rule %s not removed: %s", att.pod_uid, hr.describe(), exc)
+
     async def _leave_pod(self, att: Attachment, fd: int) -> None:
         """In a live pod netns: drop our rules, move the device (and RDMA device) out."""
         async with await Rtnl.open(fd) as pod:
-            for rule in att.rules:
-                try:
-                    await pod.del_rule(rule)
-                except KernelError as exc:
-                    log.warning("pod %s: rule %s not removed: %s", att.pod_uid, rule, exc)
-            for hr in att.host_rules:
-                try:
-                    await pod.del_host_rule(hr)
-                except KernelError as exc:
-                    log.warning("pod %s: rule %s not removed: %s", att.pod_uid,
-                                hr.describe(), exc)
+            await self._drop_rules(pod, att)
             if att.rdma_moved:
                 try:
                     await self.rdma.move(att.rdma_device, fd, self.host.fd)

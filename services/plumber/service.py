@@ -23,6 +23,7 @@ from nats.aio.client import Client
 
 from schemas import plumber as p
 from schemas.inventory import InventorySnapshot
+from schemas.netconfig import child_kind
 from schemas.subjects import Subjects
 from schemas.text import q
 from services.common import bus
@@ -33,6 +34,7 @@ from services.plumber import devconf, features, metrics, slowdown
 from services.plumber.attach import Attacher
 from services.plumber.cdi import CdiSpecs
 from services.plumber.checkpoint import Checkpoint
+from services.plumber.children import share_key
 from services.plumber.devconf import DevconfError
 from services.plumber.inventory import Inventory
 from services.plumber.model import GONE, PHASES, ClaimPlan
@@ -131,8 +133,10 @@ class Plumber:
         granted += given
         if errors:
             return p.PrepareReply(claim_uid=req.claim_uid, error="; ".join(errors))
-        held = {d.device: c.uid for c in self.store.claims() if c.uid != req.claim_uid
-                for d in c.devices}
+        held: dict[str, list[tuple[str, str]]] = {}
+        for c in self.store.claims():
+            for d in c.devices if c.uid != req.claim_uid else ():
+                held.setdefault(d.device, []).append((c.uid, share_key(d.config)))
         try:
             plan = plan_claim(req, node=self.node, driver=self.driver, inventory=inv,
                               host=facts, held=held)
@@ -140,6 +144,12 @@ class Plumber:
         except PlanError as exc:
             return p.PrepareReply(claim_uid=req.claim_uid, error="; ".join(exc.errors))
         errs = await self._device_checks(plan)
+        if self.rdma.mode == "exclusive":  # DRANET's rule: the RDMA device cannot follow
+            errs += [f"devices[{n}].config.interface.type: {q(d.device)} has RDMA device "
+                     f"{d.rdma_device}, which the exclusive RDMA netns mode would move into "
+                     "one pod: a child of it needs the shared mode"
+                     for n, d in enumerate(plan.devices)
+                     if d.rdma_device and d.config and child_kind(d.config.interface)]
         if errs:
             return p.PrepareReply(claim_uid=req.claim_uid, error="; ".join(errs))
         if self.provided.active:

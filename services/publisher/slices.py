@@ -118,6 +118,11 @@ def slice_index(base: str, name: str) -> int | None:
     return int(rest)
 
 
+FEATURE_FIELDS = frozenset({"allowMultipleAllocations"})
+"""Device fields an API server drops when their feature gate (DRAConsumableCapacity) is
+off: the device then stays exclusive, and a slice without it is not rewritten forever."""
+
+
 def is_limited(device: Mapping[str, Any]) -> bool:
     """Taints or counters lower the slice's device limit to 64."""
     return bool(device.get("taints") or device.get("consumesCounters"))
@@ -203,6 +208,8 @@ def same_device(want: Mapping[str, Any], have: Mapping[str, Any]) -> bool:
     for key in set(want) | set(have):
         if key in ("name", "attributes", "capacity"):
             continue
+        if key in FEATURE_FIELDS and key not in have:
+            continue  # the API server's feature is off: it dropped the field, as it will again
         w, h = want.get(key), have.get(key)
         if w in (None, [], {}) and h in (None, [], {}, False):
             continue

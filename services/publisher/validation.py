@@ -89,6 +89,8 @@ def to_wire(device: Device | Mapping[str, Any]) -> dict[str, Any]:
         out["attributes"] = {k: wire_attribute(v) for k, v in device.attributes.items()}
     if device.capacity:
         out["capacity"] = {k: {"value": v} for k, v in device.capacity.items()}
+    if device.shared:
+        out["allowMultipleAllocations"] = True
     return out
 
 

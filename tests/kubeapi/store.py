@@ -135,6 +135,10 @@ class Store:
     def __init__(self) -> None:
         self.rv = 0
         self.data: dict[str, dict[tuple[str, str], dict]] = {r: {} for r in KINDS}
+        self.consumable_capacity = True
+        """The DRAConsumableCapacity feature gate: off, a device's allowMultipleAllocations
+        and its capacities' requestPolicy are dropped on write, as a server without the
+        feature drops fields it does not serve."""
 
     def bump(self) -> str:
         self.rv += 1
@@ -300,8 +304,15 @@ class Store:
         self.data[kind.resource][(ns, name)] = new
         return copy.deepcopy(new)
 
-    @staticmethod
-    def _validate(kind: Kind, name: str, obj: dict) -> None:
+    def _validate(self, kind: Kind, name: str, obj: dict) -> None:
+        if kind.resource == "resourceslices" and not self.consumable_capacity:
+            # a server without DRAConsumableCapacity drops the fields it gates
+            for dev in (obj.get("spec") or {}).get("devices") or []:
+                if isinstance(dev, dict):
+                    dev.pop("allowMultipleAllocations", None)
+                    for cap in (dev.get("capacity") or {}).values():
+                        if isinstance(cap, dict):
+                            cap.pop("requestPolicy", None)
         validate = {"resourceslices": validate_resource_slice,
                     "events": validate_event}.get(kind.resource)
         causes = validate(obj) if validate is not None else []

@@ -218,9 +218,21 @@ def _device_body(c: _Checker, path: str, dev: dict, per_device: bool) -> None:
     for key, value in attrs.items():
         c.qualified_name(f"{path}.attributes[{key}]", key)
         _attribute(c, f"{path}.attributes[{key}]", value)
+    multi = dev.get("allowMultipleAllocations")
+    if multi is not None and not isinstance(multi, bool):
+        c.invalid(f"{path}.allowMultipleAllocations", multi, "must be a boolean")
     for key, value in capacity.items():
         c.qualified_name(f"{path}.capacity[{key}]", key)
         _capacity(c, f"{path}.capacity[{key}]", value)
+        policy = value.get("requestPolicy") if isinstance(value, dict) else None
+        if policy is None:
+            continue
+        if multi is not True:
+            c.forbidden(f"{path}.capacity[{key}].requestPolicy",
+                        "allowMultipleAllocations must be true")
+        else:
+            _request_policy(c, f"{path}.capacity[{key}].requestPolicy", value.get("value"),
+                            policy)
     for j, taint in enumerate(dev.get("taints") or []):
         tpath = f"{path}.taints[{j}]"
         if not isinstance(taint, dict) or not taint.get("key"):
@@ -236,6 +248,86 @@ def _device_body(c: _Checker, path: str, dev: dict, per_device: bool) -> None:
                   "required when `perDeviceNodeSelection` is set")
     elif not per_device and where:
         c.forbidden(f"{path}.{where[0]}", "only allowed when `perDeviceNodeSelection` is set")
+
+
+MAX_VALID_VALUES = 10
+"""CapacityRequestPolicyDiscreteMaxOptions."""
+
+
+def _quantity(q: Any) -> float | None:
+    """A quantity's value, precisely enough to compare the ones tests write."""
+    if isinstance(q, int | float) and not isinstance(q, bool):
+        return float(q)
+    if not isinstance(q, str) or not QUANTITY.fullmatch(q):
+        return None
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
+             "n": 1e-9, "u": 1e-6, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12,
+             "P": 1e15, "E": 1e18}
+    for suffix in sorted(units, key=len, reverse=True):
+        if q.endswith(suffix):
+            return float(q[: -len(suffix)]) * units[suffix]
+    return float(q)
+
+
+def _request_policy(c: _Checker, path: str, capacity: Any, policy: Any) -> None:
+    """The API server's validateRequestPolicy: one of validValues / validRange, each
+    with a default inside it and nothing above the capacity's value."""
+    if not isinstance(policy, dict):
+        c.invalid(path, policy, "must be an object")
+        return
+    top = _quantity(capacity)
+    default = _quantity(policy.get("default")) if policy.get("default") is not None else None
+    values, valid_range = policy.get("validValues") or [], policy.get("validRange")
+    if values and valid_range is not None:
+        c.forbidden(path, 'exactly one policy can be specified, cannot specify "validValues" '
+                    'and "validRange" at the same time')
+        return
+    if values:
+        if default is None:
+            c.required(f"{path}.default")
+            return
+        if len(values) > MAX_VALID_VALUES:
+            c.too_many(f"{path}.validValues", len(values), MAX_VALID_VALUES)
+            return
+        nums = [_quantity(v) for v in values]
+        for i in range(1, len(nums)):
+            if None not in (nums[i - 1], nums[i]) and nums[i - 1] > nums[i]:  # type: ignore[operator]
+                c.invalid(f"{path}.validValues[{i}]", values[i],
+                          "values must be sorted in ascending order")
+        for i, n in enumerate(nums):
+            if n is not None and top is not None and n > top:
+                c.invalid(f"{path}.validValues[{i}]", values[i],
+                          f"option is larger than capacity value: {capacity}")
+            if n in nums[:i]:
+                c.duplicate(f"{path}.validValues[{i}]", values[i])
+        if default not in nums:
+            c.invalid(f"{path}.validValues", policy.get("default"),
+                      "default value is not valid according to the requestPolicy")
+    elif valid_range is not None:
+        if default is None:
+            c.required(f"{path}.default")
+            return
+        low = _quantity((valid_range or {}).get("min"))
+        if low is None:
+            c.required(f"{path}.validRange.min")
+            return
+        if top is not None and low > top:
+            c.invalid(f"{path}.validRange.min", valid_range["min"],
+                      f"min is larger than capacity value: {capacity}")
+        if default < low:
+            c.invalid(f"{path}.validRange.min", policy["default"],
+                      f"default is less than min: {valid_range['min']}")
+        high = _quantity(valid_range.get("max")) if valid_range.get("max") is not None else None
+        if high is not None:
+            if low > high:
+                c.invalid(f"{path}.validRange.max", valid_range["min"],
+                          f"min is larger than max: {valid_range['max']}")
+            if top is not None and high > top:
+                c.invalid(f"{path}.validRange.max", valid_range["max"],
+                          f"max is larger than capacity value: {capacity}")
+            if default > high:
+                c.invalid(f"{path}.validRange.max", policy["default"],
+                          f"default is more than max: {valid_range['max']}")
 
 
 def _attribute(c: _Checker, path: str, value: Any) -> None:

@@ -13,6 +13,7 @@ import pytest
 from schemas import plumber as p
 from schemas.base import decode
 from schemas.inventory import Device
+from schemas.netconfig import InterfaceConfig, NetworkConfig
 from schemas.subjects import Subjects
 from services.common import bus as busmod
 from tests.helpers.sysfs_tree import rdma_without_netdev
@@ -148,3 +149,21 @@ async def test_missing_cdi_spec_is_rewritten_on_start(env: Env) -> None:
     async with env.running():
         assert spec.exists()
         assert stray.exists() and foreign.exists()  # not ours to judge: left alone
+
+
+async def test_a_child_of_an_rdma_nic_needs_the_shared_mode(env: Env) -> None:
+    """DRANET's rule: in exclusive mode the RDMA device would follow one pod, so a child
+    (which leaves its parent shared on the host) is refused at prepare, naming why."""
+    rdma_without_netdev(env.tmp / "sysfs")
+    dev_root(env.tmp / "dev")
+    env.node.veth("eth1", "peer1")
+    cfg = NetworkConfig(interface=InterfaceConfig(type="MACVLAN",
+                                                  addresses=["10.82.0.2/24"]))
+    async with env.running(rdma_mode="exclusive"):
+        await env.inventory([netdev("dev-r", "eth1", rdma=True, rdmaDevice="mlx5_1")])
+        rep = await env.prepare(uid(), [("dev-r", cfg)], [uid("pod")])
+        assert rep.error.startswith("devices[0].config.interface.type: ") and \
+            "needs the shared mode" in rep.error, rep.error
+    async with env.running(rdma_mode="shared") as pl:  # shared: it may
+        assert (await env.prepare(uid(), [("dev-r", cfg)], [uid("pod")])).error == ""
+        assert len(pl.store.claims()) == 1

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import subprocess
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,14 +96,16 @@ class Cluster:
 
     # ---- the node ------------------------------------------------------------------------
 
-    def dummy(self, name: str, *, up: bool = True) -> None:
-        """``ip link add NAME type dummy``: a veth whose far end is up in the wire netns."""
+    def dummy(self, name: str, *, up: bool = True) -> str:
+        """``ip link add NAME type dummy``: a veth whose far end is up in the wire netns;
+        returns the far end's name."""
         peer = f"w{uuid.uuid4().hex[:10]}"
         self.node.ip("link", "add", name, "type", "veth", "peer", "name", peer,
                      "netns", self.wire.name)
         self.wire.ip("link", "set", peer, "up")
         if up:
             self.node.ip("link", "set", name, "up")
+        return peer
 
     def sh(self, *argv: str, check: bool = True) -> str:
         """A command on the node (``docker exec $NODE ...``)."""
@@ -160,15 +163,21 @@ class Cluster:
                     exactly = req["exactly"]
                     exprs = [*self.classes.get(exactly["deviceClassName"], []),
                              *(s["cel"]["expression"] for s in exactly.get("selectors", []))]
+                    # a device with allowMultipleAllocations goes to any number of
+                    # claims, each allocation with a shareID of its own (KEP-5075)
                     fits = [n for n, d in sorted(devices.items())
-                            if n not in taken and self._matches(exprs, d)]
+                            if (n not in taken or d.get("allowMultipleAllocations"))
+                            and self._matches(exprs, d)]
                     count = exactly.get("count", 1)
                     if len(fits) < count:
                         break
                     for name in fits[:count]:
                         taken.add(name)
-                        results.append({"request": req["name"], "driver": DRIVER,
-                                        "pool": NODE, "device": name})
+                        result = {"request": req["name"], "driver": DRIVER, "pool": NODE,
+                                  "device": name}
+                        if devices[name].get("allowMultipleAllocations"):
+                            result["shareID"] = str(uuid.uuid4())
+                        results.append(result)
                 else:
                     break
                 await anyio.sleep(0.05)
@@ -179,10 +188,13 @@ class Cluster:
 
     # ---- kubectl apply / delete ----------------------------------------------------------
 
-    async def apply(self, manifest: str) -> list[str]:
-        """Apply one of DRANET's manifests; returns the names of the pods it started."""
+    async def apply(self, manifest: str, edit: Callable[[dict], None] | None = None) -> list[str]:
+        """Apply one of DRANET's manifests (each object first through ``edit``, for a
+        substitution a test documents); returns the names of the pods it started."""
         started = []
         docs = list(yaml.safe_load_all((MANIFESTS / f"{manifest}.yaml").read_text()))
+        for doc in docs if edit else ():
+            edit(doc)
         # every object is created at once; pods then wait for their claims
         docs.sort(key=lambda d: d["kind"] in ("Pod", "Deployment"))
         for doc in docs:

@@ -8,13 +8,11 @@ from __future__ import annotations
 import re
 import sqlite3
 import subprocess
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from kndpeers import kubelet
-from kndpeers.nri_runtime import FakeRuntime
 from services.kernel import bpf
 from services.plumber.netops import IFLA_GRO_IPV4_MAX_SIZE, IFLA_GSO_IPV4_MAX_SIZE
 from tests.e2e.dranet.cluster import DRIVER, Cluster
@@ -23,19 +21,6 @@ from tests.helpers.netns import NetNS
 from tests.plumber.test_link_knobs import link_attrs, u32
 
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]
-
-
-@pytest.fixture
-async def cluster(node_ns: NetNS, short_dir: Path) -> AsyncIterator[Cluster]:
-    state = short_dir / "state"
-    (state / "nri").mkdir(parents=True, exist_ok=True)
-    async with FakeRuntime(state / "nri" / "nri.sock") as runtime:
-        c = Cluster(node_ns, state, runtime)
-        try:
-            await c.start()
-            yield c
-        finally:
-            await c.close()
 
 
 def _iproute2_version() -> tuple[int, ...]:
