@@ -24,7 +24,7 @@ import anyio
 import yaml
 
 from kndpeers import kubelet
-from kndpeers.nri_runtime import FakeRuntime, PluginConn, pod
+from kndpeers.nri_runtime import FakeRuntime, PluginConn, container, pod, run_oci_hooks
 from services.common.api.files import FileApi
 from services.common.celexpr import compile_expression
 from tests.e2e.agent import Agent
@@ -222,8 +222,8 @@ class Cluster:
 
     async def run_pod(self, name: str, claim_refs: list[dict], sandbox: bool = True) -> PodRun:
         """The pod is scheduled (claims allocated and reserved), kubelet prepares its
-        claims, the runtime runs its sandbox (unless not ``sandbox``: the caller does):
-        the equivalent of "condition=ready"."""
+        claims, the runtime runs its sandbox and creates its container (unless not
+        ``sandbox``: the caller does): the equivalent of "condition=ready"."""
         run = PodRun(name=name, uid=str(uuid.uuid4()), netns=NetNS("knd-pod"), claims=[])
         self.pods[name] = run
         for ref in claim_refs:
@@ -254,7 +254,19 @@ class Cluster:
         if sandbox:
             assert self.conn is not None
             await self.conn.run_pod_sandbox(run.sandbox)
+            # ready: its container runs, which it does once every device is in (an
+            # attach that outlasts RunPodSandbox holds the container in knd's hook)
+            await self.create_container(name)
         return run
+
+    async def create_container(self, pod_name: str, name: str = "main") -> None:
+        """The runtime creates one of the pod's containers: NRI CreateContainer, then the
+        createRuntime hooks it got, run as runc runs them. Raises (TtrpcError,
+        HookFailed) when the container cannot be created, as the kubelet would see it."""
+        assert self.conn is not None
+        sb = self.pods[pod_name].sandbox
+        resp = await self.conn.create_container(sb, container(name, sb))
+        await run_oci_hooks(resp.adjust.hooks.create_runtime, {"id": f"ctr-{name}"})
 
     async def delete_pod(self, name: str) -> None:
         """The runtime stops and removes the sandbox, kubelet unprepares its claims, and

@@ -124,6 +124,8 @@ async def test_slaac_interfaces_without_a_router_end_up_on_the_host(cluster: Clu
     await cluster.apply("deviceclass")
     await cluster.until(lambda: {"dummy1", "dummy2"} <= set(cluster.devices()))
     before = host_links(cluster, "dummy1", "dummy2")
+    # the wait fails RunPodSandbox, or, when it outlasts the runtime's request, the
+    # creation of the pod's first container that waited for it
     with pytest.raises(Exception, match=r"SLAAC: dranet-slaac2? has no autoconfigured"):
         await cluster.apply("resourceclaim_slaac")
     after = host_links(cluster, "dummy1", "dummy2")
