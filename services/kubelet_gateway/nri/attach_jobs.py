@@ -46,7 +46,7 @@ RUNNING = Gauge("knd_nri_attach_jobs_running", "Pods whose attach is under way")
 
 REPLY_GRACE = 5.0
 """Seconds past its deadline to wait for the plumber's answer (its rollback)."""
-PROGRESS_WAIT = 0.15
+PROGRESS_WAIT = 0.1
 """Seconds of a request's budget kept to ask the plumber how far the attach got."""
 BUDGET_TEXT = ("not enough time left in the NRI request to attach all the network devices; "
                "increase the container runtime NRI plugin_request_timeout")

@@ -16,6 +16,7 @@ socket), with KND_* variables; DRANET's DRANET_DEVICES has no counterpart.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -56,6 +57,8 @@ class PodLife:
     events: list[str] = field(default_factory=list)
     """The kubelet's events, ``reason: message``."""
     started: list[Started] = field(default_factory=list)
+    at_answer: int = -1
+    """Slow devices in the pod's netns right after RunPodSandbox answered."""
 
 
 @asynccontextmanager
@@ -98,6 +101,8 @@ async def start_pod(c: Cluster, manifest: str) -> PodLife:
     except TtrpcError as exc:
         life.events.append(f"FailedCreatePodSandBox: {exc.message}")
         return life
+    finally:
+        life.at_answer = len(pod_in_pod(c, run))
     for ctr in [*spec.get("initContainers", []), *spec["containers"]]:
         life.started.append(await create(c, life, ctr["name"]))
     return life
@@ -141,6 +146,18 @@ async def all_events(c: Cluster, life: PodLife, *expected: str) -> str:
     return knd_events(c, life.run.uid) + "\n" + "\n".join(life.events)
 
 
+def assert_progress_reported(events: str, life: PodLife) -> None:
+    """DRANET: "attached 2/6 network devices" (2 of its 0.7 s moves fit its 1.8 s). How
+    many fit varies with the machine's load, here as there: the event must say how many
+    were in when RunPodSandbox answered (one more may land in the ~0.1 s between the
+    plumber's count and the answer), some but not all."""
+    got = re.findall(r"attached (\d+)/6 network devices", events)
+    assert got, events
+    done = int(got[0])
+    assert 0 < done < NUM_DEVICES, done
+    assert done <= life.at_answer <= done + 1, (done, life.at_answer)
+
+
 def assert_stayed_connected(c: Cluster) -> None:
     """The plugin was never disconnected for a late answer, and never restarted."""
     assert c.conn is not None
@@ -180,7 +197,7 @@ async def test_slow_attach_continues_and_the_container_waits_in_the_hook(
         assert_stayed_connected(c)
         assert_none_started_early(life)
         events = await all_events(c, life, "NetworkDeviceAttachDeferred")
-        assert "attached 2/6 network devices" in events
+        assert_progress_reported(events, life)
         for absent in ("NetworkDeviceAttachTimeout", "FailedCreatePodSandBox", "Failed: Error"):
             assert absent not in events, events
         [agnhost] = life.started  # created once: no restart
@@ -235,7 +252,7 @@ async def test_with_no_attach_timeout_the_sandbox_fails_instead(
         assert life.started == []  # Pending: no container ran
         events = await all_events(c, life, "NetworkDeviceAttachTimeout")
         assert "FailedCreatePodSandBox" in events
-        assert "attached 2/6 network devices" in events
+        assert_progress_reported(events, life)
         assert "NetworkDeviceAttachDeferred" not in events
         assert_stayed_connected(c)
         # the runtime destroys the failed sandbox; the kubelet then deletes the pod
