@@ -24,8 +24,8 @@ import errno
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
 import anyio
@@ -57,6 +57,7 @@ from services.plumber.podconfig import (
 )
 from services.plumber.rdma import Rdma
 from services.plumber.restore import PENDING, RESTORED, Host, Outcome, Restorer
+from services.plumber.stops import Stops
 from services.plumber.together import together as _together
 
 log = logging.getLogger("knd.plumber.attach")
@@ -114,7 +115,7 @@ class Attacher:
         self._slots = anyio.Semaphore(ATTACH_SLOTS)
         self.before_move: Callable[[Callable[[], bool]], Awaitable[None]] | None = None
         """Only in tests (services.plumber.slowdown): a slow device driver."""
-        self.stopping: dict[str, int] = {}
+        self.stops = Stops()
         """Pods with a detach waiting: their attach moves no further device."""
 
     def lock(self, pod_uid: str) -> AbstractAsyncContextManager[None]:
@@ -296,8 +297,9 @@ class Attacher:
             job.recorded = True
             if att.host is not None:
                 if self.before_move is not None:
-                    await self.before_move(lambda: not self._halted(job))
-                why = self._halted(job)
+                    await self.before_move(
+                        lambda: not self.stops.why_not(att.pod_uid, job.deadline))
+                why = self.stops.why_not(att.pod_uid, job.deadline)
                 if why:
                     raise KernelError(why[0], why[1], why[2])
                 link = await (children.create(host, pod, fd, job.cfg, att, self.store)
@@ -325,14 +327,6 @@ class Attacher:
         except Exception as exc:  # a bug must still roll back, not leave a half-moved device
             log.exception("%s: attach failed", job.where)
             job.step, job.error = "attach", f"internal error: {exc!r}"
-
-    def _halted(self, job: Job) -> tuple[str, int, str] | None:
-        """Why the job's device must not move now (a step, errno and text), or None."""
-        if job.att.pod_uid in self.stopping:
-            return "move", errno.ECANCELED, "the pod is being stopped"
-        if 0 < job.deadline < time.time():  # it would be rolled back anyway
-            return "deadline", errno.ETIMEDOUT, "not moved: the attach's deadline passed"
-        return None
 
     async def _rollback(self, jobs: list[Job]) -> AttachReply:
         ROLLBACKS.inc()
@@ -384,7 +378,7 @@ class Attacher:
     async def detach(self, pod_uid: str, reason: str = "detach") -> DetachReply:
         # an attach of this pod still under way (deferred past RunPodSandbox) moves no
         # further device: it rolls back, and this detach gets the lock sooner
-        async with self._stopping(pod_uid), self.lock(pod_uid):
+        async with self.stops.announced(pod_uid), self.lock(pod_uid):
             atts = [a for a in self.store.attachments(pod_uid=pod_uid) if a.phase != GONE]
             if not atts:
                 return DetachReply()
@@ -408,16 +402,6 @@ class Attacher:
         errors = [f"device {q(a.device)} of claim {a.claim_uid}: {o.error}" for a in atts
                   if (o := outs[f"{a.claim_uid}/{a.device}"]).result == PENDING]
         return DetachReply(restored=restored, error="; ".join(errors))
-
-    @asynccontextmanager
-    async def _stopping(self, pod_uid: str) -> AsyncIterator[None]:
-        self.stopping[pod_uid] = self.stopping.get(pod_uid, 0) + 1
-        try:
-            yield
-        finally:
-            self.stopping[pod_uid] -= 1
-            if not self.stopping[pod_uid]:
-                del self.stopping[pod_uid]
 
     async def detach_claim(self, claim_uid: str, reason: str = "unprepare") -> list[str]:
         """Give back every device of a claim, whatever pod has it; returns errors."""
