@@ -19,8 +19,8 @@ import dataclasses
 import errno
 import logging
 import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -152,6 +152,23 @@ def pod_netns_alive(att: Attachment) -> bool:
     return nsfs.ns_id_of(att.netns) == nsfs.NsId(att.ns_dev, att.ns_ino)
 
 
+@contextmanager
+def _pod_netns(att: Attachment) -> Iterator[int | None]:
+    """The pod's netns, open, while it lives; None when it is gone."""
+    if not pod_netns_alive(att):
+        yield None
+        return
+    try:
+        fd = nsfs.open_netns(att.netns)
+    except nsfs.NetnsError:
+        yield None
+        return
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
 class Restorer:
     def __init__(self, store: Checkpoint, host: Host, rdma: Rdma, notify: Notify) -> None:
         self.store = store
@@ -210,17 +227,10 @@ class Restorer:
         if att.child:
             return await self._remove_child(att, reason)
         snap = att.host
-        alive = pod_netns_alive(att)
-        if alive:
-            try:
-                fd = nsfs.open_netns(att.netns)
-            except nsfs.NetnsError:
-                alive = False
-            else:
-                try:
-                    await self._leave_pod(att, fd)
-                finally:
-                    os.close(fd)
+        with _pod_netns(att) as fd:
+            alive = fd is not None
+            if fd is not None:
+                await self._leave_pod(att, fd)
         if snap is None:  # RDMA device without netdev: nothing else to give back
             self.store.drop_attachment(att.claim_uid, att.device)
             self.notify.detached(att, reason, "", gone=False)
@@ -256,21 +266,14 @@ class Restorer:
         and a VRF we made with it), already gone with a dead one (the kernel deletes
         children with their netns). The parent is left as it is, unless this attach
         brought it up and no other child of it is left."""
-        alive = pod_netns_alive(att)
-        if alive:
-            try:
-                fd = nsfs.open_netns(att.netns)
-            except nsfs.NetnsError:
-                alive = False
-            else:
-                try:
-                    async with await Rtnl.open(fd) as pod:
-                        await self._drop_rules(pod, att)
-                        await children.delete(pod, att)
-                        if att.vrf:
-                            await vrf.drop_if_unused(pod, att.vrf)
-                finally:
-                    os.close(fd)
+        with _pod_netns(att) as fd:
+            alive = fd is not None
+            if fd is not None:
+                async with await Rtnl.open(fd) as pod:
+                    await self._drop_rules(pod, att)
+                    await children.delete(pod, att)
+                    if att.vrf:
+                        await vrf.drop_if_unused(pod, att.vrf)
         if att.parent_raised:
             await self._lower_parent(att)
         self.store.drop_attachment(att.claim_uid, att.device)

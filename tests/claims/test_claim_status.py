@@ -5,7 +5,6 @@ standalone JSON files."""
 from __future__ import annotations
 
 import copy
-import functools
 import json
 import time
 from collections.abc import AsyncIterator
@@ -13,7 +12,6 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-import anyio
 import pytest
 from prometheus_client import REGISTRY
 
@@ -23,11 +21,10 @@ from schemas.subjects import Subjects
 from services.common import bus as busmod
 from services.common.api.files import FileApi
 from services.common.api.kube import KubeApi
-from services.common.config import Common
 from services.publisher.claims import ClaimStatusWriter
-from services.publisher.service import Publisher, serve
 from tests.conftest import NODE
 from tests.kubeapi.server import KubeApiServer
+from tests.publisher.helpers import running_publisher
 
 pytestmark = pytest.mark.anyio
 
@@ -77,21 +74,8 @@ def count(result: str) -> float:
                                      {"result": result}) or 0.0
 
 
-@asynccontextmanager
-async def publisher(bus, api, tmp_path: Path) -> AsyncIterator[Publisher]:
-    common = Common(node=NODE, state_dir=tmp_path, bus_creds=tmp_path / "unused.json",
-                    driver_name=DRIVER)
-    nc = await busmod.connect(bus, "publisher")
-    try:
-        async with anyio.create_task_group() as tg:
-            pub = await tg.start(functools.partial(serve, nc, common, api, resync_interval=0))
-            try:
-                yield pub
-            finally:
-                tg.cancel_scope.cancel()
-    finally:
-        await busmod.close(nc)
-
+def publisher(bus, api, tmp_path: Path):
+    return running_publisher(bus, api, tmp_path, resync_interval=0)
 
 @asynccontextmanager
 async def plumber(bus) -> AsyncIterator:

@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
+import anyio
+
 from schemas.inventory import Device
+from services.common import bus as busmod
+from services.common.api import ApiPort
+from services.common.config import Common
+from services.publisher.service import Publisher, serve
+from tests.conftest import NODE
 
 DRIVER = "knd.dev"
 
@@ -34,3 +45,24 @@ def pool_state(slices: list[dict]) -> tuple[set[int], set[int], int]:
     gens = {s["spec"]["pool"]["generation"] for s in slices}
     counts = {s["spec"]["pool"]["resourceSliceCount"] for s in slices}
     return gens, counts, len(slices)
+
+
+def common(tmp_path: Path) -> Common:
+    return Common(node=NODE, state_dir=tmp_path, bus_creds=tmp_path / "unused.json",
+                  driver_name=DRIVER)
+
+
+@asynccontextmanager
+async def running_publisher(bus, api: ApiPort, tmp_path: Path, **kw: Any
+                            ) -> AsyncIterator[Publisher]:
+    """The publisher service on the real bus, as user "publisher" (``kw``: ``serve``'s)."""
+    nc = await busmod.connect(bus, "publisher")
+    try:
+        async with anyio.create_task_group() as tg:
+            pub = await tg.start(functools.partial(serve, nc, common(tmp_path), api, **kw))
+            try:
+                yield pub
+            finally:
+                tg.cancel_scope.cancel()
+    finally:
+        await busmod.close(nc)

@@ -4,13 +4,11 @@ writes to the test API server (or standalone files)."""
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import anyio
 import pytest
 from prometheus_client import REGISTRY
 
@@ -22,34 +20,18 @@ from schemas.plumber import DeviceDetached, DeviceFailed
 from schemas.subjects import Subjects
 from services.common import bus as busmod
 from services.common.api.files import FileApi
-from services.common.config import Common
-from services.publisher.service import Publisher, serve
 from tests.conftest import NODE
 from tests.helpers.wait import until
 from tests.kubeapi.server import KubeApiServer
-from tests.publisher.helpers import DRIVER, devices
+from tests.publisher.helpers import DRIVER, devices, running_publisher
 
 pytestmark = pytest.mark.anyio
 S = Subjects(NODE)
 POD = {"pod_uid": "uid-web-0", "pod_namespace": "team-a", "pod_name": "web-0"}
 
 
-@asynccontextmanager
-async def publisher(bus, api, tmp_path: Path) -> AsyncIterator[Publisher]:
-    nc = await busmod.connect(bus, "publisher")
-    common = Common(node=NODE, state_dir=tmp_path, bus_creds=tmp_path / "unused.json",
-                    driver_name=DRIVER)
-    try:
-        async with anyio.create_task_group() as tg:
-            pub = await tg.start(functools.partial(serve, nc, common, api,
-                                                   resync_interval=0))
-            try:
-                yield pub
-            finally:
-                tg.cancel_scope.cancel()
-    finally:
-        await busmod.close(nc)
-
+def publisher(bus, api, tmp_path: Path):
+    return running_publisher(bus, api, tmp_path, resync_interval=0)
 
 @asynccontextmanager
 async def speaking_as(bus, user: str) -> AsyncIterator[Callable]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -22,13 +21,12 @@ from services.common import bus as busmod
 from services.common import settings
 from services.common.api.files import FileApi
 from services.common.api.kube import KubeApi
-from services.common.config import Common
 from services.publisher import run
-from services.publisher.service import Publisher, serve
+from services.publisher.service import Publisher
 from services.publisher.slices import slice_name
 from tests.conftest import NODE
 from tests.helpers.wait import until
-from tests.publisher.helpers import DRIVER, devices, slice_devices
+from tests.publisher.helpers import DRIVER, common, devices, running_publisher, slice_devices
 
 pytestmark = pytest.mark.anyio
 S = Subjects(NODE)
@@ -40,28 +38,13 @@ def snapshot(n: int, seq: int = 1, epoch: int = 1, start: int = 0,
                              taken_at=time.time(), trigger_at=trigger_at)
 
 
-def common(tmp_path: Path) -> Common:
-    return Common(node=NODE, state_dir=tmp_path, bus_creds=tmp_path / "unused.json",
-                  driver_name=DRIVER)
-
 
 def published(srv) -> set[str]:
     return {d for o in srv.objects("resourceslices") for d in slice_devices(o)}
 
 
-@asynccontextmanager
-async def publisher(bus, api, tmp_path: Path, **kw) -> AsyncIterator[Publisher]:
-    nc = await busmod.connect(bus, "publisher")
-    try:
-        async with anyio.create_task_group() as tg:
-            pub = await tg.start(functools.partial(serve, nc, common(tmp_path), api, **kw))
-            try:
-                yield pub
-            finally:
-                tg.cancel_scope.cancel()
-    finally:
-        await busmod.close(nc)
-
+def publisher(bus, api, tmp_path: Path, **kw):
+    return running_publisher(bus, api, tmp_path, **kw)
 
 @asynccontextmanager
 async def events(bus) -> AsyncIterator[list[SlicePublished]]:
