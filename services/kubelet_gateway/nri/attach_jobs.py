@@ -19,6 +19,7 @@ fails and the kubelet tries again, which starts a new attach until the deadline.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -120,15 +121,16 @@ class AttachJobs:
             if self.barrier is not None and self.jobs.get(job.pod.uid) is job:
                 self.barrier.release(job.pod.uid, job.error)
 
-    async def _progress(self, uid: str) -> str:
-        """``k/n`` devices of the pod attached, asked of the plumber ("" if it cannot say)."""
+    async def _status(self) -> p.PlumberStatus | None:
+        """The plumber's view of its claims and attachments (None: no answer in time)."""
         try:
-            st = await self.client.status(p.PlumberStatusGet(), deadline=PROGRESS_WAIT * 0.8)
+            return await self.client.status(p.PlumberStatusGet(), deadline=PROGRESS_WAIT * 0.8)
         except PlumberError:
-            return ""
-        total = sum(len(c.devices) for c in st.claims if any(x.uid == uid for x in c.pods))
-        done = sum(1 for a in st.attachments if a.pod_uid == uid and a.phase == "attached")
-        return f"{done}/{total}" if total else ""
+            return None
+
+    async def _progress(self, uid: str) -> str:
+        st = await self._status()
+        return progress(st, uid) if st is not None else ""
 
     # ---- RunPodSandbox ------------------------------------------------------------------
 
@@ -205,11 +207,13 @@ class AttachJobs:
             got = await self._progress(pod.uid)
             raise PlumberError(f"network devices of pod {_name(pod)}: {got or 'not all'} "
                                f"attached, the kubelet will retry: {BUDGET_TEXT}")
-        self.barrier.pending(pod.uid)
+        self.barrier.pending(pod.uid)  # before any await: the job's end releases it
+        st = await self._status()
         log.info("pod %s: container %s waits for the network devices (hook, %.1f s left)",
                  _name(pod), container, job.left(), extra=fields(pod=pod.uid))
         return self.barrier.hook(uid=pod.uid, namespace=pod.namespace, name=pod.name,
-                                 container=container, netns=netns, deadline_in=job.left())
+                                 container=container, netns=netns, deadline_in=job.left(),
+                                 devices=pod_devices(st, pod.uid) if st is not None else "")
 
     # ---- StopPodSandbox / RemovePodSandbox ----------------------------------------------
 
@@ -261,6 +265,43 @@ class Notices:
             await self.nc.publish(self.subject, encode(note))
         except Exception as exc:  # a notice is best effort: the log has it too
             log.warning("notice %s for pod %s not published: %s", note.reason, note.uid, exc)
+
+
+def progress(st: p.PlumberStatus, uid: str) -> str:
+    """``k/n``: the pod's devices attached of all its claims' ("" when it has none)."""
+    total = sum(len(c.devices) for c in st.claims if any(x.uid == uid for x in c.pods))
+    done = sum(1 for a in st.attachments if a.pod_uid == uid and a.phase == "attached")
+    return f"{done}/{total}" if total else ""
+
+
+def pod_devices(st: p.PlumberStatus, uid: str) -> str:
+    """The pod's devices as JSON for the hook's ``KND_DEVICES`` (DRANET's
+    ``DRANET_DEVICES``): name, claim, the host interface, and the name in the pod once
+    attached; sorted by name."""
+    inside = {(a.claim_uid, a.device): a.interface for a in st.attachments
+              if a.pod_uid == uid}
+    out = []
+    for c in st.claims:
+        if not any(x.uid == uid for x in c.pods):
+            continue
+        published = {d.name: d for d in c.published}
+        for name in c.devices:
+            attrs = published[name].attributes if name in published else {}
+            host = {key: attrs[f] for f, key in ((_attr(attrs, "ifName"), "name"),
+                                                 (_attr(attrs, "mac"), "mac_address"),
+                                                 (_attr(attrs, "pciAddress"), "pci_address"))
+                    if f and isinstance(attrs.get(f), str)}
+            entry: dict = {"name": name, "claim": {"namespace": c.namespace, "name": c.name},
+                           "host": host}
+            if inside.get((c.uid, name)):
+                entry["interface"] = inside[(c.uid, name)]
+            out.append(entry)
+    return json.dumps(sorted(out, key=lambda e: e["name"]), separators=(",", ":"))
+
+
+def _attr(attrs: dict, ident: str) -> str:
+    """The qualified name of the driver's attribute ``ident`` (``<driver>/ifName``)."""
+    return next((k for k in attrs if k.rpartition("/")[2] == ident and "/" in k), "")
 
 
 def _name(pod: p.PodRef) -> str:

@@ -94,10 +94,13 @@ class Barrier:
             self._path(uid, suffix).unlink(missing_ok=True)
 
     def hook(self, *, uid: str, namespace: str, name: str, container: str, netns: str,
-             deadline_in: float) -> Hook:
-        """The hook for one container; it may wait until ``deadline_in`` seconds from now."""
+             deadline_in: float, devices: str = "") -> Hook:
+        """The hook for one container; it may wait until ``deadline_in`` seconds from now.
+        ``devices``: the pod's devices as JSON in ``KND_DEVICES`` (what DRANET's hook gets
+        as ``DRANET_DEVICES``): which devices the container waits for, in its spec."""
         env = (f"KND_POD_UID={uid}", f"KND_POD_NAMESPACE={namespace}", f"KND_POD_NAME={name}",
                f"KND_CONTAINER_NAME={container}", f"KND_NETNS={netns}",
+               *([f"KND_DEVICES={devices}"] if devices else ()),
                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
         return Hook(path=self.shell,
                     args=(Path(self.shell).name, "-c", WAIT_SCRIPT, "knd-attach-wait",

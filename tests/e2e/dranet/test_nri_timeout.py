@@ -10,7 +10,7 @@ order and, when a creation fails, tries again (after 0.5 s instead of the kubele
 the pod's netns holds at that moment. Kubelet's own events (FailedCreatePodSandBox,
 ``Failed: Error: ...``) are recorded by that stand-in; knd's come from the Events it
 writes. knd's hook is the node's shell waiting on a file (not DRANET's hook binary and
-socket), with KND_* variables; DRANET's DRANET_DEVICES has no counterpart.
+socket), with KND_* variables (KND_DEVICES for DRANET_DEVICES).
 """
 
 from __future__ import annotations
@@ -207,6 +207,10 @@ async def test_slow_attach_continues_and_the_container_waits_in_the_hook(
         assert env["KND_POD_UID"] == life.run.uid and env["KND_POD_NAME"] == POD
         assert env["KND_CONTAINER_NAME"] == "agnhost"
         assert env["KND_NETNS"].startswith("/var/run/netns/")
+        devices = json.loads(env["KND_DEVICES"])
+        assert len(devices) == NUM_DEVICES
+        assert devices[0]["host"]["name"] == "slow0"
+        assert devices[0]["claim"]["namespace"] == "default"
         assert "container agnhost waits for the network devices" in c.agent.log.read_text()
         # the whole attach took its 4.2 s, past the 2 s request, and no more than it needs
         assert 4.2 <= time.monotonic() - started < 30
