@@ -135,6 +135,12 @@ def test_retired_names_are_told_not_ignored(tmp_path: Path) -> None:
     assert not state.exists()
 
 
+@pytest.mark.parametrize("flag", sorted(settings.DRANET_ONLY))
+def test_dranets_flags_without_an_equivalent_are_told(flag: str) -> None:
+    assert not any(flag in (s.flag, *s.aliases) for s in settings.TABLE)
+    one_line(knd("up", f"{flag}=x"), 2, f"{flag} is DRANET's, with no knd equivalent")
+
+
 def test_the_readme_option_table_is_the_table() -> None:
     readme = (ROOT / "README.md").read_text()
     begin, end = "<!-- settings: begin -->\n", "<!-- settings: end -->"

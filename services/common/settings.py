@@ -263,12 +263,26 @@ def _group_title(s: Setting, command: str) -> str:
     return " and ".join(c for c in SERVICES if c in s.commands)
 
 
+DRANET_ONLY = {
+    "--hook-path": "knd's hook is the node's own shell (--hook-shell, empty for no hook) "
+                   "waiting on files in --hook-dir: there is no hook binary to install",
+    "--db-path": "the plumber's checkpoint is always <state-dir>/plumber/checkpoint.db",
+    "--inventory-min-poll-interval": "knd does not poll: netlink events trigger rescans",
+    "--inventory-poll-burst": "knd does not poll: netlink events trigger rescans",
+    "--move-ib-interfaces": "knd always moves an IPoIB netdev with its device",
+}
+"""DRANET's flags that knd has no use for, and why: a DRANET command line gets told."""
+
+
 def retired_flag(argv: Iterable[str]) -> str | None:
-    """A usage error's text for the first retired flag in ``argv``, or None."""
+    """A usage error's text for the first retired flag (or DRANET-only one) in ``argv``,
+    or None."""
     for word in argv:
         flag = word.split("=", 1)[0]
         if flag in RETIRED:
             return f"{flag} is no longer a flag: {RETIRED[flag]}"
+        if flag in DRANET_ONLY:
+            return f"{flag} is DRANET's, with no knd equivalent: {DRANET_ONLY[flag]}"
     return None
 
 
