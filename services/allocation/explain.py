@@ -143,7 +143,7 @@ class Explainer:
         return out
 
     def _why(self, req: Request, d: Device, in_use: set[str], m: Matcher) -> str | None:
-        if d.id in in_use and not req.admin_access:
+        if d.id in in_use and not req.admin_access and not d.shared:
             return f"already allocated to claim {self.holders.get(d.id, '?')}"
         try:
             rejected = m.first_rejection(req, d)

@@ -36,6 +36,9 @@ class Device:
     node_name: str = ""
     all_nodes: bool = False
     node_selector: dict[str, Any] | None = None
+    shared: bool = False
+    """``allowMultipleAllocations`` (DRA consumable capacity): other claims' allocations
+    of it leave it free."""
 
     @property
     def id(self) -> str:
@@ -228,7 +231,9 @@ def _device(raw: Any, at: _At, driver: str, pool: str, version: str) -> Device:
     return Device(driver=driver, pool=pool, name=name, attributes=attrs, versions=versions,
                   capacity=capacity, node_name=_str(body.get("nodeName"), where / "nodeName"),
                   all_nodes=_bool(body.get("allNodes"), where / "allNodes"),
-                  node_selector=body.get("nodeSelector"))
+                  node_selector=body.get("nodeSelector"),
+                  shared=_bool(body.get("allowMultipleAllocations"),
+                               where / "allowMultipleAllocations"))
 
 
 def _slice(obj: dict[str, Any], at: _At, version: str) -> Slice:

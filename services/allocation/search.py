@@ -211,7 +211,7 @@ class Search:
     def _free(self, req: Request, d: Device) -> bool:
         if d.id in self.taken:
             return False
-        return req.admin_access or d.id not in self.in_use
+        return req.admin_access or d.shared or d.id not in self.in_use
 
     def _take(self, req: Request, d: Device) -> bool:
         mine = [b for b in self.bound if b.constraint.covers(req.name)]

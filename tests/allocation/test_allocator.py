@@ -130,6 +130,20 @@ def test_already_allocated_devices() -> None:
                     slice_("s", "pool-1", DRIVER_A, dev("device-1"))) == (None, "")
 
 
+def test_a_device_that_allows_multiple_allocations_stays_free() -> None:
+    """knd's own case (not in the upstream suite): a device published with
+    ``allowMultipleAllocations`` (ipvlan/macvlan parents) is not taken by another
+    claim's allocation; without it, it is."""
+    other = claim("other", req("r"), holds=("driver-a/pool-1/device-1",))
+    shared = dict(dev("device-1"), allowMultipleAllocations=True)
+    assert allocate(claim("claim-0", req("req-0")), other,
+                    slice_("s", "pool-1", DRIVER_A, shared)) == (
+        {"req-0": ["pool-1/device-1"]}, "")
+    # within one claim it is still one device per request
+    assert allocate(claim("claim-0", req("req-0", count=2)), other,
+                    slice_("s", "pool-1", DRIVER_A, shared)) == (None, "")
+
+
 @pytest.mark.parametrize(("node", "expected"), [(NODE1, {"req-0": ["pool-1/device-1"]}),
                                                 (NODE2, None)],
                          ids=["network-attached-device", "unsuccessful-network-attached"])
