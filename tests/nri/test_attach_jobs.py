@@ -143,3 +143,14 @@ async def test_with_no_attach_timeout_the_sandbox_fails_naming_the_budget(bus, t
             while not notes:
                 await anyio.sleep(0.02)
         assert notes[0].reason == "NetworkDeviceAttachTimeout"
+
+
+async def test_jobs_of_pods_the_runtime_no_longer_has_are_forgotten(bus, tmp_path: Path):
+    barrier = Barrier(tmp_path / "attach")
+    async with jobs_with(bus, tmp_path, 0.0, attach_timeout=10.0, barrier=barrier) as (
+            _, jobs, _):
+        other = p.PodRef(uid="0d4e2a61-7f1b-4c33-9e0a-5b8f2c1d9e77", namespace="ns", name="x")
+        for pod in (POD, other):
+            await jobs.run_pod(pod, "sb", "/var/run/netns/p", budget=0.5)
+        jobs.keep_only({other.uid})  # RemovePodSandbox of POD was missed
+        assert set(jobs.jobs) == {other.uid}

@@ -227,6 +227,12 @@ class AttachJobs:
             await job.done.wait()
         return job.done.is_set()
 
+    def keep_only(self, uids: set[str]) -> None:
+        """The runtime's list of live pods (Synchronize): forget the jobs of the others
+        (a RemovePodSandbox this gateway missed)."""
+        for uid in [u for u in self.jobs if u not in uids]:
+            self.forget(uid)
+
     def forget(self, uid: str) -> None:
         self.jobs.pop(uid, None)
         if self.barrier is not None:

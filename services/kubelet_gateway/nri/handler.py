@@ -142,4 +142,5 @@ class PlumberPodHandler:
 
     async def sync(self, pods: list[PodInfo]) -> None:
         self.live = {pod.uid: pod for pod in pods}
+        self.jobs.keep_only(set(self.live))
         log.info("nri: %d pods alive on the node", len(pods))
