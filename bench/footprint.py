@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sqlite3
 import statistics
 import subprocess
@@ -307,6 +308,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         return result
     finally:
         b.cleanup()
+        shutil.rmtree(state, ignore_errors=True)
 
 
 def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
