@@ -103,7 +103,7 @@ async def serve(nc: Client, common: Common, api: ApiPort, *, kubelet_root: Path,
     ``barrier``: how containers wait for a deferred attach (None: they fail until done)."""
     from services.kubelet_gateway.dra import ClaimEvents
     from services.kubelet_gateway.grpc_server import serve_grpc
-    from services.kubelet_gateway.nri.attach_jobs import AttachJobs, Notices
+    from services.kubelet_gateway.nri.attach_jobs import AttachJobs
     from services.kubelet_gateway.nri.plugin import PlumberPodHandler, run_nri
 
     plumber = PlumberClient(nc, common.node, timeout=plumber_timeout)
@@ -117,10 +117,9 @@ async def serve(nc: Client, common: Common, api: ApiPort, *, kubelet_root: Path,
             grpc = await tg.start(lambda task_status: serve_grpc(
                 kubelet_root=kubelet_root, driver=common.driver_name, api=api,
                 plumber=plumber, inventory_source=feed, task_status=task_status))
-            grpc.dra.events = ClaimEvents(nc, common.node)
-            notices = await tg.start(Notices(nc, common.node).run)
+            events = grpc.dra.events = ClaimEvents(nc, common.node)
             jobs = await tg.start(AttachJobs(plumber, attach_timeout=device_attach_timeout,
-                                             barrier=barrier, notices=notices).run)
+                                             barrier=barrier, events=events).run)
             nri = await tg.start(lambda task_status: run_nri(
                 socket_path=nri_socket, plugin_idx=nri_index,
                 handler=PlumberPodHandler(plumber, jobs), task_status=task_status))

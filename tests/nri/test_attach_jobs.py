@@ -16,7 +16,8 @@ from schemas.base import decode, encode
 from schemas.events import Notice
 from schemas.subjects import Subjects
 from services.common import bus as busmod
-from services.kubelet_gateway.nri.attach_jobs import AttachJobs, Notices
+from services.kubelet_gateway.dra import ClaimEvents
+from services.kubelet_gateway.nri.attach_jobs import AttachJobs
 from services.kubelet_gateway.nri.barrier import Barrier
 from services.kubelet_gateway.pb import nri_pb2 as api
 from services.kubelet_gateway.plumber_client import PlumberClient, PlumberError
@@ -67,8 +68,8 @@ async def jobs_with(bus, tmp_path: Path, delay: float, **kw
         for nc in (plumber_nc, publisher_nc):
             await busmod.flush(nc)
         async with anyio.create_task_group() as tg:
-            notices = await tg.start(Notices(gateway_nc, NODE).run)
-            jobs = await tg.start(AttachJobs(PlumberClient(gateway_nc, NODE), notices=notices,
+            jobs = await tg.start(AttachJobs(PlumberClient(gateway_nc, NODE),
+                                             events=ClaimEvents(gateway_nc, NODE),
                                              **kw).run)
             yield slow, jobs, notes
             tg.cancel_scope.cancel()

@@ -23,20 +23,20 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
-from nats.aio.client import Client
 from prometheus_client.metrics import Counter, Gauge
 
 from schemas import plumber as p
-from schemas.base import encode
 from schemas.events import ATTACH_DEFERRED, ATTACH_FAILED, ATTACH_TIMEOUT, Notice
-from schemas.subjects import Subjects
 from services.common.logs import fields
 from services.kubelet_gateway.nri.barrier import Barrier, Hook
 from services.kubelet_gateway.plumber_client import PlumberClient, PlumberError
+
+if TYPE_CHECKING:  # dra.py loads grpc
+    from services.kubelet_gateway.dra import ClaimEvents
 
 log = logging.getLogger("knd.nri.attach")
 
@@ -76,11 +76,12 @@ class AttachJobs:
     gateway, by a container's creation), kept until RemovePodSandbox."""
 
     def __init__(self, client: PlumberClient, *, attach_timeout: float = 30.0,
-                 barrier: Barrier | None = None, notices: Notices | None = None) -> None:
+                 barrier: Barrier | None = None, events: ClaimEvents | None = None) -> None:
         self.client = client
         self.attach_timeout = attach_timeout
         self.barrier = barrier
-        self.notices = notices
+        self.events = events
+        """Where the pod's Notices go (the gateway's bus events)."""
         self.jobs: dict[str, Job] = {}
         self._tg: TaskGroup | None = None
 
@@ -139,8 +140,7 @@ class AttachJobs:
         old = self.jobs.pop(pod.uid, None)
         if old is not None and self.barrier is not None:
             self.barrier.clear(pod.uid)  # a new sandbox: a new netns, a new attach
-        window = self.attach_timeout or budget
-        job = self._start(pod, sandbox_id, netns, time.time() + window)
+        job = self._start(pod, sandbox_id, netns, self._deadline(budget))
         with anyio.move_on_after(max(0.0, budget - PROGRESS_WAIT)):
             await job.done.wait()
         if job.done.is_set():
@@ -155,7 +155,7 @@ class AttachJobs:
         where = fields(pod=pod.uid)
         if not self.attach_timeout:
             SANDBOXES.labels("rejected").inc()
-            self._notice(pod, ATTACH_TIMEOUT,
+            await self._notice(pod, ATTACH_TIMEOUT,
                          f"{attached} to pod {_name(pod)} within the container runtime NRI "
                          "request timeout; failing the sandbox so the pod does not start "
                          "with missing devices. Increase the container runtime NRI "
@@ -164,7 +164,7 @@ class AttachJobs:
                         "attach is rolled back)", _name(pod), attached, extra=where)
             raise PlumberError(f"{attached}: {BUDGET_TEXT}")
         SANDBOXES.labels("deferred").inc()
-        self._notice(pod, ATTACH_DEFERRED,
+        await self._notice(pod, ATTACH_DEFERRED,
                      f"{attached} to pod {_name(pod)} within the container runtime NRI "
                      "request timeout; the attach continues and the pod's containers wait "
                      f"for it, up to {self.attach_timeout:g}s. Increase the container "
@@ -185,8 +185,7 @@ class AttachJobs:
         if job is None:
             # the gateway restarted since the sandbox ran: the plumber knows what is
             # attached (an attach of an attached pod answers at once)
-            job = self._start(pod, sandbox_id, netns,
-                              time.time() + (self.attach_timeout or budget))
+            job = self._start(pod, sandbox_id, netns, self._deadline(budget))
         elif job.done.is_set() and job.error and job.left() > 0:
             log.info("pod %s: retrying the attach (%s)", _name(pod), job.error,
                      extra=fields(pod=pod.uid))
@@ -198,7 +197,7 @@ class AttachJobs:
                 return None
             if job.left() <= 0 and not job.gave_up:
                 job.gave_up = True
-                self._notice(pod, ATTACH_FAILED,
+                await self._notice(pod, ATTACH_FAILED,
                              f"gave up attaching network devices to pod {_name(pod)} after "
                              f"{self.attach_timeout:g}s: {job.error}. The sandbox stays and "
                              "the kubelet keeps retrying; delete the pod to start over")
@@ -238,39 +237,15 @@ class AttachJobs:
         if self.barrier is not None:
             self.barrier.clear(uid)
 
-    def _notice(self, pod: p.PodRef, reason: str, message: str) -> None:
-        if self.notices is not None:
-            self.notices.pod(pod, reason, message)
+    def _deadline(self, budget: float) -> float:
+        """A new job's: the attach timeout from now, or with none the request's budget."""
+        return time.time() + (self.attach_timeout or budget)
 
-
-class Notices:
-    """Publishes :class:`Notice` events; the publisher makes Kubernetes Events of them."""
-
-    def __init__(self, nc: Client, node: str) -> None:
-        self.nc = nc
-        self.node = node
-        self.subject = Subjects(node).notice
-        self._tg: TaskGroup | None = None
-
-    async def run(self, *, task_status: TaskStatus[Notices] = anyio.TASK_STATUS_IGNORED
-                  ) -> None:
-        async with anyio.create_task_group() as tg:
-            self._tg = tg
-            task_status.started(self)
-            await anyio.sleep_forever()
-
-    def pod(self, pod: p.PodRef, reason: str, message: str,
-            type: Literal["Warning", "Normal"] = "Warning") -> None:
-        note = Notice(node=self.node, kind="Pod", namespace=pod.namespace, name=pod.name,
-                      uid=pod.uid, reason=reason, message=message, type=type)
-        if self._tg is not None:
-            self._tg.start_soon(self._publish, note)
-
-    async def _publish(self, note: Notice) -> None:
-        try:
-            await self.nc.publish(self.subject, encode(note))
-        except Exception as exc:  # a notice is best effort: the log has it too
-            log.warning("notice %s for pod %s not published: %s", note.reason, note.uid, exc)
+    async def _notice(self, pod: p.PodRef, reason: str, message: str) -> None:
+        if self.events is not None:
+            await self.events.publish("notice", Notice(
+                node=self.events.node, kind="Pod", namespace=pod.namespace, name=pod.name,
+                uid=pod.uid, type="Warning", reason=reason, message=message))
 
 
 def progress(st: p.PlumberStatus, uid: str) -> str:
