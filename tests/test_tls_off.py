@@ -79,6 +79,15 @@ def test_modules_that_name_tls_at_import_still_load_without_it():
     assert python(code) == "True"
 
 
+def test_the_stand_ins_errors_are_classes_that_stay_the_same():
+    """``except ssl.SSLWantReadError`` (asyncio, anyio) needs one exception class."""
+    code = (OFF + "import ssl\n"
+            "print(ssl.SSLWantReadError is ssl.SSLWantReadError, "
+            "issubclass(ssl.SSLCertVerificationError, ssl.SSLError), "
+            "issubclass(ssl.SSLError, OSError))")
+    assert python(code).split() == ["True", "True", "True"]
+
+
 def test_without_tls_changes_nothing_once_openssl_is_loaded():
     code = ("import ssl, sys; from services.common import lean\n"
             "print(lean.without_tls('late'), sys.modules['ssl'] is ssl, "

@@ -198,18 +198,16 @@ def _tls_stand_in(why: str) -> types.ModuleType:
     mod.__dict__.update(
         SSLError=SSLError, SSLContext=SSLContext, SSLObject=SSLContext, SSLSocket=SSLContext,
         MemoryBIO=SSLContext, create_default_context=refuse,
-        _create_default_https_context=refuse, HAS_SNI=False,
-        **{name: type(name, (SSLError,), {}) for name in (
-            "SSLWantReadError", "SSLWantWriteError", "SSLSyscallError", "SSLEOFError",
-            "SSLZeroReturnError", "SSLCertVerificationError", "CertificateError")})
+        _create_default_https_context=refuse, HAS_SNI=False)
 
     def __getattr__(name: str) -> Any:
         # other names are read when modules load, as defaults and annotations
         # (prometheus-client's TLS helpers): a stand-in that refuses to be used
         if name.startswith("__"):
             raise AttributeError(name)
-        if name.endswith("Error"):
-            return type(name, (SSLError,), {})
+        if name.endswith("Error"):  # SSLWantReadError...: one class, for except clauses
+            mod.__dict__[name] = type(name, (SSLError,), {})
+            return mod.__dict__[name]
         return _Refused(f"ssl.{name}: TLS is off in this process: {why}")
 
     mod.__dict__["__getattr__"] = __getattr__
