@@ -216,16 +216,6 @@ class AttachJobs:
 
     # ---- StopPodSandbox / RemovePodSandbox ----------------------------------------------
 
-    async def settle(self, uid: str, budget: float) -> bool:
-        """Before a detach: let a running attach end (within ``budget``); False if it
-        is still running (the detach then waits its turn at the plumber)."""
-        job = self.jobs.get(uid)
-        if job is None or job.done.is_set():
-            return True
-        with anyio.move_on_after(budget):
-            await job.done.wait()
-        return job.done.is_set()
-
     def keep_only(self, uids: set[str]) -> None:
         """The runtime's list of live pods (Synchronize): forget the jobs of the others
         (a RemovePodSandbox this gateway missed)."""

@@ -112,8 +112,8 @@ class PlumberPodHandler:
                      extra=fields(pod=pod.uid, device=",".join(reply.restored)))
 
     async def stop_pod(self, pod: PodInfo) -> None:
-        # a deferred attach still under way: the detach waits for it at the plumber
-        await self.jobs.settle(pod.uid, self.deadline / 3)
+        # a deferred attach still under way stops moving devices as soon as the plumber
+        # sees this detach (services/plumber/stops.py), rolls back, then the detach runs
         await self._detach(pod)
 
     async def remove_pod(self, pod: PodInfo) -> None:
