@@ -259,14 +259,19 @@ class Cluster:
             await self.create_container(name)
         return run
 
-    async def create_container(self, pod_name: str, name: str = "main") -> None:
+    async def create_container(self, pod_name: str, name: str = "main") -> list[Any]:
         """The runtime creates one of the pod's containers: NRI CreateContainer, then the
-        createRuntime hooks it got, run as runc runs them. Raises (TtrpcError,
-        HookFailed) when the container cannot be created, as the kubelet would see it."""
+        createRuntime hooks it got, run as runc runs them; returns those hooks. Raises
+        (TtrpcError, HookFailed) when the container cannot be created, as the kubelet
+        would see it."""
         assert self.conn is not None
         sb = self.pods[pod_name].sandbox
         resp = await self.conn.create_container(sb, container(name, sb))
-        await run_oci_hooks(resp.adjust.hooks.create_runtime, {"id": f"ctr-{name}"})
+        hooks = list(resp.adjust.hooks.create_runtime)
+        await run_oci_hooks(hooks, {"ociVersion": "1.2.0", "id": f"ctr-{name}",
+                                    "status": "creating", "pid": 0,
+                                    "bundle": f"/run/containerd/{name}"})
+        return hooks
 
     async def delete_pod(self, name: str) -> None:
         """The runtime stops and removes the sandbox, kubelet unprepares its claims, and

@@ -27,7 +27,7 @@ import anyio
 import pytest
 import yaml
 
-from kndpeers.nri_runtime import FakeRuntime, HookFailed, container, run_oci_hooks
+from kndpeers.nri_runtime import FakeRuntime, HookFailed
 from services.kubelet_gateway.nri.ttrpc import TtrpcError
 from services.kubelet_gateway.pb import nri_pb2 as api
 from tests.e2e.dranet.cluster import MANIFESTS, Cluster, PodRun
@@ -110,16 +110,10 @@ async def start_pod(c: Cluster, manifest: str) -> PodLife:
 
 async def create(c: Cluster, life: PodLife, name: str, seconds: float = 60.0) -> Started:
     """CreateContainer until it succeeds, its createRuntime hooks run as runc runs them."""
-    assert c.conn is not None
-    sb = life.run.sandbox
     with anyio.fail_after(seconds):
         while True:
             try:
-                resp = await c.conn.create_container(sb, container(name, sb))
-                hooks = list(resp.adjust.hooks.create_runtime)
-                await run_oci_hooks(hooks, {"ociVersion": "1.2.0", "id": f"ctr-{name}",
-                                            "status": "creating", "pid": 0,
-                                            "bundle": f"/run/containerd/{name}"})
+                hooks = await c.create_container(life.run.name, name)
             except (TtrpcError, HookFailed) as exc:
                 text = exc.message if isinstance(exc, TtrpcError) else str(exc)
                 life.events.append(f"Failed: Error: {text}")
