@@ -63,15 +63,16 @@ def one_line(res: subprocess.CompletedProcess[str], status: int, *needles: str) 
 # ---- usage errors (exit 2) ------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("flag", ["--filter", "--shared-devices"])
 @pytest.mark.parametrize("argv", [
-    ["discovery", "--once", "--filter", BAD_FILTER],
-    ["up", "--standalone", "--filter", BAD_FILTER, "--metrics-address", "off"],
+    ["discovery", "--once"],
+    ["up", "--standalone", "--metrics-address", "off"],
 ])
-def test_a_filter_that_does_not_compile_stops_everything(argv: list[str],
+def test_a_filter_that_does_not_compile_stops_everything(argv: list[str], flag: str,
                                                          tmp_path: Path) -> None:
     state = tmp_path / "state"
-    res = knd(*argv, "--state-dir", str(state))
-    line = one_line(res, 2, f"knd {argv[0]}: --filter", "not a valid CEL expression", "1:12")
+    res = knd(*argv, flag, BAD_FILTER, "--state-dir", str(state))
+    line = one_line(res, 2, f"knd {argv[0]}: {flag}", "not a valid CEL expression", "1:12")
     assert line.startswith(f"knd {argv[0]}: ")
     assert not state.exists()
 

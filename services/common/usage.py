@@ -155,16 +155,17 @@ def _path(path: Path) -> str:
     return q(str(path), 300)  # paths run longer than names, and the end is the telling part
 
 
-def check_filter(expression: str | None) -> None:
+def check_filter(expression: str | None, flag: str = "--filter") -> None:
+    """A device expression (``--filter``, ``--shared-devices``) that compiles, or one line."""
     if not expression:
         return
     # the compiler alone: the whole filter would load discovery's metrics in `knd up`
     from services.common.celexpr import CelError, compile_checked
 
     try:
-        compile_checked(expression, "--filter")
+        compile_checked(expression, flag)
     except CelError as exc:
-        raise UsageError(f"--filter {q(expression)} is not a valid CEL expression: "
+        raise UsageError(f"{flag} {q(expression)} is not a valid CEL expression: "
                          f"{_cel_reason(str(exc))}; e.g. 'attributes[\"knd.dev/type\"] != "
                          "\"veth\"' or 'true'") from None
 
@@ -228,6 +229,7 @@ def check_privileges(command: str, caps: tuple[str, ...]) -> None:
 def preflight(args: argparse.Namespace) -> None:
     """Everything about ``args`` that can be known wrong before the command starts."""
     check_filter(getattr(args, "filter", None))
+    check_filter(getattr(args, "shared_devices", None), "--shared-devices")
     from services import providers
 
     problem = providers.check(args)
